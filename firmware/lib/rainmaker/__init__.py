@@ -1,0 +1,24 @@
+# ESP RainMaker agent for MicroPython.
+#
+#   import rainmaker as rm
+#   from rainmaker import std
+#   node = rm.Node("My Light", "Lightbulb")
+#   node.add(std.lightbulb("Light", cb=on_write))
+#   rm.run(node, my_task())
+#
+# At the REPL: rm.status() prints Wi-Fi, MQTT, the last error and the heap.
+# The I/O layer (rainmaker.agent) is imported on first use, so the model and
+# protocol modules load without network or ssl (and in tests, without a board).
+from .node import Node, Device, Param, READ, WRITE, TIME_SERIES, SIMPLE_TS, PERSIST
+
+
+def run(node, *coros, **kw):
+    from .agent import run
+
+    run(node, *coros, **kw)
+
+
+def status():
+    from .agent import status
+
+    status()

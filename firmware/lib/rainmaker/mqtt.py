@@ -1,0 +1,261 @@
+# MQTT 3.1.1 packets: encoding and an incremental decoder.
+#
+# Sans-IO: nothing here touches a socket or asyncio. Encoders return bytes;
+# Reader takes whatever bytes arrived and yields whole packets. This is what
+# lets the same code run under CPython tests and on the MicroPython VM.
+from micropython import const
+
+CONNECT = const(0x10)
+CONNACK = const(0x20)
+PUBLISH = const(0x30)
+PUBACK = const(0x40)
+SUBSCRIBE = const(0x82)
+SUBACK = const(0x90)
+UNSUBSCRIBE = const(0xA2)
+UNSUBACK = const(0xB0)
+PINGREQ = const(0xC0)
+PINGRESP = const(0xD0)
+DISCONNECT = const(0xE0)
+
+_MAX_REMAINING = const(268435455)  # 4-byte varint ceiling in the MQTT spec
+_PEEK = const(256)  # bytes of an oversized PUBLISH kept to read its topic/pid
+
+# CONNACK return codes (MQTT 3.1.1 §3.2.2.3), for log lines a human can act on.
+CONNACK_TEXT = (
+    "accepted",
+    "unacceptable protocol version",
+    "client id rejected",
+    "server unavailable",
+    "bad user name or password",
+    "not authorised",
+)
+
+
+class MQTTError(Exception):
+    pass
+
+
+def _varint(n):
+    if n < 0 or n > _MAX_REMAINING:
+        raise MQTTError("remaining length %d out of range" % n)
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return out
+
+
+def _str(s):
+    if isinstance(s, str):
+        s = s.encode()
+    if len(s) > 0xFFFF:
+        raise MQTTError("string longer than 65535 bytes")
+    return len(s).to_bytes(2, "big") + s
+
+
+def _packet(first, body):
+    return bytes([first]) + _varint(len(body)) + body
+
+
+def connect(client_id, keepalive=120, clean=True, will=None, user=None, password=None):
+    """CONNECT. will = (topic, payload, qos, retain) or None."""
+    if not 0 <= keepalive <= 0xFFFF:
+        raise MQTTError("keepalive out of range")
+    flags = 0x02 if clean else 0
+    payload = _str(client_id)
+    if will:
+        topic, msg, qos, retain = will
+        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
+        payload += _str(topic) + _str(msg)
+    if user is not None:
+        flags |= 0x80
+        payload += _str(user)
+        if password is not None:
+            flags |= 0x40
+            payload += _str(password)
+    head = b"\x00\x04MQTT\x04" + bytes([flags]) + keepalive.to_bytes(2, "big")
+    return _packet(CONNECT, head + payload)
+
+
+def publish(topic, payload, qos=0, pid=0, dup=False, retain=False):
+    if qos not in (0, 1):
+        raise MQTTError("only QoS 0 and 1 are supported")
+    if isinstance(payload, str):
+        payload = payload.encode()
+    first = PUBLISH | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+    body = _str(topic)
+    if qos:
+        body += pid.to_bytes(2, "big")
+    return _packet(first, body + payload)
+
+
+def puback(pid):
+    return bytes((PUBACK, 2, pid >> 8, pid & 0xFF))
+
+
+def subscribe(pid, topics):
+    """topics: list of (filter, qos)."""
+    body = pid.to_bytes(2, "big")
+    for t, q in topics:
+        body += _str(t) + bytes([q])
+    return _packet(SUBSCRIBE, body)
+
+
+def unsubscribe(pid, topics):
+    body = pid.to_bytes(2, "big")
+    for t in topics:
+        body += _str(t)
+    return _packet(UNSUBSCRIBE, body)
+
+
+def pingreq():
+    return b"\xc0\x00"
+
+
+def disconnect():
+    return b"\xe0\x00"
+
+
+class Packet:
+    # One decoded packet. Fields not used by a type stay at their defaults.
+    __slots__ = ("type", "flags", "pid", "topic", "payload", "qos", "dup", "retain", "codes", "size")
+
+    def __init__(self, ptype, flags=0):
+        self.type = ptype
+        self.flags = flags
+        self.pid = 0
+        self.topic = None
+        self.payload = b""
+        self.qos = 0
+        self.dup = False
+        self.retain = False
+        self.codes = None  # CONNACK: (session_present, rc); SUBACK: bytes of granted QoS
+        self.size = 0  # for an oversized PUBLISH: its full length (payload is empty)
+
+    def __repr__(self):
+        return "<Packet 0x%02x pid=%d topic=%r %d bytes>" % (self.type, self.pid, self.topic, len(self.payload))
+
+
+class Reader:
+    """Incremental decoder.
+
+    feed() the bytes you received, then iterate packets(). A packet larger
+    than max_packet is never buffered: its first bytes are kept to recover the
+    topic and packet id, the rest is discarded as it arrives, and one Packet
+    with .size set and an empty payload is produced, so the caller can log it
+    and still PUBACK it.
+    """
+
+    def __init__(self, max_packet=8192):
+        self.max_packet = max_packet
+        self._buf = bytearray()
+        self._skip = 0  # bytes of an oversized packet still to discard
+        self._big = None  # the oversized packet being skipped
+
+    def feed(self, data):
+        self._buf.extend(data)
+
+    def _header(self):
+        # Returns (first, remaining, header_len) or None if incomplete.
+        buf = self._buf
+        n = 0
+        shift = 0
+        i = 1
+        while True:
+            if i >= len(buf):
+                return None
+            b = buf[i]
+            n |= (b & 0x7F) << shift
+            i += 1
+            if not b & 0x80:
+                return buf[0], n, i
+            shift += 7
+            if shift > 21:
+                raise MQTTError("malformed remaining length")
+
+    def packets(self):
+        out = []
+        while True:
+            if self._skip:
+                drop = min(self._skip, len(self._buf))
+                self._buf = self._buf[drop:]
+                self._skip -= drop
+                if self._skip:
+                    return out
+                out.append(self._big)
+                self._big = None
+            h = self._header()
+            if h is None:
+                return out
+            first, rem, hl = h
+            if hl + rem > self.max_packet:
+                if first & 0xF0 != PUBLISH:
+                    raise MQTTError("packet 0x%02x of %d bytes exceeds limit" % (first, hl + rem))
+                if len(self._buf) < min(hl + rem, hl + _PEEK):
+                    return out  # wait for enough bytes to read the topic
+                p = self._publish(first, memoryview(self._buf)[hl : hl + min(rem, _PEEK)], peek=True)
+                p.size = hl + rem
+                self._big = p
+                self._skip = hl + rem
+                continue
+            if len(self._buf) < hl + rem:
+                return out
+            body = bytes(self._buf[hl : hl + rem])
+            self._buf = self._buf[hl + rem :]
+            out.append(self._decode(first, body))
+
+    def _publish(self, first, body, peek=False):
+        p = Packet(PUBLISH, first & 0x0F)
+        p.qos = (first >> 1) & 3
+        p.dup = bool(first & 0x08)
+        p.retain = bool(first & 0x01)
+        if p.qos == 3:
+            raise MQTTError("PUBLISH with QoS 3")
+        if len(body) < 2:
+            raise MQTTError("PUBLISH too short")
+        tl = (body[0] << 8) | body[1]
+        end = 2 + tl
+        if end + (2 if p.qos else 0) > len(body):
+            raise MQTTError("PUBLISH topic overruns packet")
+        try:
+            p.topic = bytes(body[2:end]).decode()
+        except UnicodeError:
+            raise MQTTError("PUBLISH topic is not UTF-8")
+        if p.qos:
+            p.pid = (body[end] << 8) | body[end + 1]
+            end += 2
+        if not peek:
+            p.payload = bytes(body[end:])
+        return p
+
+    def _decode(self, first, body):
+        t = first & 0xF0
+        if t == PUBLISH:
+            return self._publish(first, body)
+        p = Packet(t, first & 0x0F)
+        n = len(body)
+        if t == CONNACK:
+            if n != 2:
+                raise MQTTError("CONNACK length %d" % n)
+            p.codes = (body[0] & 1, body[1])
+        elif t in (PUBACK, UNSUBACK):
+            if n != 2:
+                raise MQTTError("ack length %d" % n)
+            p.pid = (body[0] << 8) | body[1]
+        elif t == SUBACK:
+            if n < 3:
+                raise MQTTError("SUBACK too short")
+            p.pid = (body[0] << 8) | body[1]
+            p.codes = body[2:]
+        elif t == PINGRESP:
+            if n:
+                raise MQTTError("PINGRESP with body")
+        else:
+            # PUBREC/PUBREL/PUBCOMP (QoS 2) or a client-only type: we never
+            # asked for these, so the stream cannot be trusted any more.
+            raise MQTTError("unexpected packet type 0x%02x" % first)
+        return p

@@ -1,0 +1,343 @@
+# The node model: Node > Device > Param, and the node config JSON (spec §3).
+#
+# JSON is written piece by piece in the key order of the C SDK, because
+# MicroPython's dict has no insertion order and json.dumps has no sort_keys.
+import json
+from micropython import const
+
+READ = const(1)
+WRITE = const(2)
+TIME_SERIES = const(4)
+SIMPLE_TS = const(8)
+PERSIST = const(16)  # stored on flash; not listed in the config (spec §3)
+
+CONFIG_VERSION = "2020-03-20"
+_TYPES = ("bool", "int", "float", "string", "object", "array")
+_INT_MIN = const(-2147483648)
+_INT_MAX = const(2147483647)
+_MAX_NAME = const(64)
+
+
+def _j(v):
+    return json.dumps(v, separators=(",", ":"))
+
+
+def _obj(pairs):
+    # pairs: list of (key, already-encoded JSON text); None values are left out.
+    return "{" + ",".join('"%s":%s' % (k, v) for k, v in pairs if v is not None) + "}"
+
+
+def _attrs(attrs):
+    if not attrs:
+        return None
+    return "[" + ",".join(_obj((("name", _j(k)), ("value", _j(v)))) for k, v in attrs) + "]"
+
+
+def _check_name(kind, name):
+    if not isinstance(name, str) or not name or len(name) > _MAX_NAME:
+        raise ValueError("%s name must be a non-empty string of at most %d chars" % (kind, _MAX_NAME))
+    if '"' in name or "\\" in name or "." in name:
+        # '.' would make "Device.Param" addressing ambiguous in tools and logs.
+        raise ValueError("%s name %r must not contain '\"', '\\' or '.'" % (kind, name))
+
+
+def encode(data_type, value):
+    """A param value as JSON text, as the C SDK reports it (spec §4.1)."""
+    if data_type == "float":
+        if value != value or value in (float("inf"), float("-inf")):
+            return "null"
+        return "%.5f" % value
+    return _j(value)
+
+
+class Param:
+    def __init__(self, name, value, data_type=None, type=None, props=READ | WRITE,
+                 bounds=None, valid_strs=None, ui_type=None):
+        _check_name("param", name)
+        if data_type is None:
+            data_type = infer(value)
+        if data_type not in _TYPES:
+            raise ValueError("param %r: data_type must be one of %s" % (name, ", ".join(_TYPES)))
+        if props & TIME_SERIES and props & SIMPLE_TS:
+            raise ValueError("param %r cannot be both time_series and simple_ts" % name)
+        if props & TIME_SERIES and data_type in ("object", "array"):
+            raise ValueError("param %r: time_series needs a scalar data_type" % name)
+        if bounds is not None:
+            if data_type not in ("int", "float", "array"):
+                raise ValueError("param %r: bounds need an int, float or array data_type" % name)
+            if len(bounds) < 3:
+                bounds = tuple(bounds) + (0,) * (3 - len(bounds))
+            if data_type != "array" and bounds[0] > bounds[1]:
+                raise ValueError("param %r: bounds min > max" % name)
+        if valid_strs is not None and data_type != "string":
+            raise ValueError("param %r: valid_strs need a string data_type" % name)
+        self.name = name
+        self.data_type = data_type
+        self.type = type
+        self.props = props
+        self.bounds = bounds  # (min, max, step); for arrays only max counts
+        self.valid_strs = valid_strs
+        self.ui_type = ui_type
+        self.device = None
+        err, v = self.check(value)
+        if err:
+            raise ValueError("param %r: initial value %s" % (name, err))
+        self.value = v
+
+    def check(self, v):
+        """Validate v for this param. Returns (error text or None, value to store)."""
+        dt = self.data_type
+        if dt == "bool":
+            if v is True or v is False:
+                return None, v
+            if type(v) is int and v in (0, 1):  # the SDK's parser also takes 1/0
+                return None, v == 1
+            return "must be true or false, got %s" % _kind(v), None
+        if dt == "int":
+            if type(v) is not int:
+                return "must be an integer, got %s" % _kind(v), None
+            if not _INT_MIN <= v <= _INT_MAX:
+                return "%d is outside 32-bit int" % v, None
+        elif dt == "float":
+            if type(v) is int:
+                v = float(v)
+            elif type(v) is not float:
+                return "must be a number, got %s" % _kind(v), None
+        elif dt == "string":
+            if not isinstance(v, str):
+                return "must be a string, got %s" % _kind(v), None
+            if self.valid_strs is not None and v not in self.valid_strs:
+                return "%r is not one of %s" % (v, self.valid_strs), None
+            return None, v
+        elif dt == "object":
+            return (None, v) if isinstance(v, dict) else ("must be a JSON object, got %s" % _kind(v), None)
+        else:
+            if not isinstance(v, list):
+                return "must be a JSON array, got %s" % _kind(v), None
+            if self.bounds and self.bounds[1] and len(v) > self.bounds[1]:
+                return "has %d elements, max is %d" % (len(v), self.bounds[1]), None
+            return None, v
+        b = self.bounds
+        if b is not None and not b[0] <= v <= b[1]:
+            return "%s is outside %s..%s" % (v, b[0], b[1]), None
+        return None, v
+
+    def config(self):
+        p = self.props
+        props = [s for f, s in ((READ, "read"), (WRITE, "write"), (TIME_SERIES, "time_series"),
+                                (SIMPLE_TS, "simple_ts")) if p & f]
+        bounds = None
+        b = self.bounds
+        if b is not None:
+            if self.data_type == "array":
+                bounds = _obj((("max", _j(b[1])),))
+            else:
+                bounds = _obj((("min", _j(b[0])), ("max", _j(b[1])), ("step", _j(b[2]) if b[2] else None)))
+        return _obj((
+            ("name", _j(self.name)),
+            ("type", _j(self.type) if self.type else None),
+            ("data_type", _j(self.data_type)),
+            ("properties", _j(props)),
+            ("bounds", bounds),
+            ("valid_strs", _j(self.valid_strs) if self.valid_strs is not None else None),
+            ("ui_type", _j(self.ui_type) if self.ui_type else None),
+        ))
+
+
+def infer(value):
+    t = type(value)
+    if t is bool:
+        return "bool"
+    if t is int:
+        return "int"
+    if t is float:
+        return "float"
+    if t is str:
+        return "string"
+    if t is dict:
+        return "object"
+    if t is list:
+        return "array"
+    raise ValueError("cannot infer a data_type from %s" % _kind(value))
+
+
+def _kind(v):
+    if v is None:
+        return "null"
+    if v is True or v is False:
+        return "bool"
+    return type(v).__name__
+
+
+class Device:
+    """A device or a service of the node. cb(device, values, source) handles writes.
+
+    cb gets a dict {param name: validated value}. It returns None to accept
+    all values, a dict of the values to apply instead (params left out are
+    refused), or False to refuse all; raising an exception refuses all and its
+    text is logged as the reason.
+    """
+
+    def __init__(self, name, type, cb=None, primary=None, service=False, subtype=None, model=None):
+        _check_name("device", name)
+        self.name = name
+        self.type = type
+        self.cb = cb
+        self.primary = primary
+        self.service = service
+        self.subtype = subtype
+        self.model = model
+        self.attrs = []
+        self.params = []
+        self.node = None
+
+    def add(self, param):
+        if self.param(param.name):
+            raise ValueError("device %r already has a param %r" % (self.name, param.name))
+        param.device = self
+        self.params.append(param)
+        if self.node:
+            self.node._added(self, param)
+        return param
+
+    def remove(self, name):
+        p = self.param(name)
+        if p is None:
+            raise KeyError(name)
+        self.params.remove(p)
+        p.device = None
+        if self.node:
+            self.node._changed()
+
+    def param(self, name):
+        for p in self.params:
+            if p.name == name:
+                return p
+        return None
+
+    def __getitem__(self, name):
+        p = self.param(name)
+        if p is None:
+            raise KeyError("device %r has no param %r" % (self.name, name))
+        return p.value
+
+    def update(self, name, value):
+        """A local change (button, sensor): validated, stored, reported soon."""
+        p = self.param(name)
+        if p is None:
+            raise KeyError("device %r has no param %r" % (self.name, name))
+        err, v = p.check(value)
+        if err:
+            raise ValueError("%s.%s %s" % (self.name, name, err))
+        p.value = v
+        if self.node:
+            self.node._dirty(p, False)
+
+    __setitem__ = update
+
+    def config(self):
+        params = None
+        if self.params:
+            params = "[" + ",".join(p.config() for p in self.params) + "]"
+        return _obj((
+            ("name", _j(self.name)),
+            ("type", _j(self.type)),
+            ("subtype", _j(self.subtype) if self.subtype else None),
+            ("model", _j(self.model) if self.model else None),
+            ("attributes", _attrs(self.attrs)),
+            ("primary", _j(self.primary) if self.primary else None),
+            ("params", params),
+        ))
+
+
+class Node:
+    def __init__(self, name, type, fw_version="1.0.0", model=None, project_name=None,
+                 platform="esp32", subtype=None, readme=None):
+        self.node_id = ""  # set from the credential bundle by the agent
+        self.name = name
+        self.type = type
+        self.fw_version = fw_version
+        self.model = model or name
+        self.project_name = project_name or self.model
+        self.platform = platform
+        self.subtype = subtype
+        self.readme = readme
+        # No "cmd-resp" attribute: the SDK adds it only when command-response
+        # (spec §10.1) is running, and this agent does not implement it yet.
+        self.attrs = []
+        self.devices = []
+        self.listener = None  # the param sync engine, set by the agent
+
+    def add(self, device):
+        if self.device(device.name):
+            raise ValueError("node already has a device or service %r" % device.name)
+        device.node = self
+        self.devices.append(device)
+        if self.listener:
+            self.listener.added(device, None)
+        self._changed()
+        return device
+
+    def remove(self, name):
+        d = self.device(name)
+        if d is None:
+            raise KeyError(name)
+        self.devices.remove(d)
+        d.node = None
+        self._changed()
+
+    def device(self, name):
+        for d in self.devices:
+            if d.name == name:
+                return d
+        return None
+
+    def _added(self, device, param):
+        if self.listener:
+            self.listener.added(device, param)
+        self._changed()
+
+    def _changed(self):
+        if self.listener:
+            self.listener.reconfigured()
+
+    def _dirty(self, param, remote):
+        if self.listener:
+            self.listener.changed(param, remote)
+
+    def config(self):
+        info = _obj((
+            ("name", _j(self.name)),
+            ("fw_version", _j(self.fw_version)),
+            ("type", _j(self.type)),
+            ("subtype", _j(self.subtype) if self.subtype else None),
+            ("readme", _j(self.readme) if self.readme else None),
+            ("model", _j(self.model)),
+            ("project_name", _j(self.project_name)),
+            ("platform", _j(self.platform)),
+        ))
+        devs = svcs = None
+        if self.devices:
+            devs = "[" + ",".join(d.config() for d in self.devices if not d.service) + "]"
+            svcs = "[" + ",".join(d.config() for d in self.devices if d.service) + "]"
+        return _obj((
+            ("node_id", _j(self.node_id)),
+            ("config_version", _j(CONFIG_VERSION)),
+            ("info", info),
+            ("attributes", _attrs(self.attrs)),
+            ("devices", devs),
+            ("services", svcs),
+        ))
+
+    def params(self, only=None):
+        """Params JSON: all params, or only those in the set `only`."""
+        parts = []
+        for d in self.devices:
+            items = [
+                _j(p.name) + ":" + encode(p.data_type, p.value)
+                for p in d.params
+                if only is None or p in only
+            ]
+            if items:
+                parts.append(_j(d.name) + ":{" + ",".join(items) + "}")
+        return "{" + ",".join(parts) + "}"

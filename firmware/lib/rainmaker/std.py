@@ -1,0 +1,78 @@
+# Standard RainMaker devices and params (spec §3.1, §3.2): the names, types,
+# bounds and UI hints that the phone apps know how to draw.
+from .node import Param, Device, READ, WRITE, TIME_SERIES, PERSIST
+
+
+def name(value, pname="Name"):
+    return Param(pname, value, "string", "esp.param.name", READ | WRITE | PERSIST)
+
+
+def power(value=False, pname="Power"):
+    return Param(pname, value, "bool", "esp.param.power", READ | WRITE, ui_type="esp.ui.toggle")
+
+
+def _slider(pname, ptype, value, lo, hi, step=1, ui="esp.ui.slider"):
+    return Param(pname, value, "int", ptype, READ | WRITE, (lo, hi, step), ui_type=ui)
+
+
+def brightness(value=100, pname="Brightness"):
+    return _slider(pname, "esp.param.brightness", value, 0, 100)
+
+
+def hue(value=0, pname="Hue"):
+    return _slider(pname, "esp.param.hue", value, 0, 360, ui="esp.ui.hue-slider")
+
+
+def saturation(value=100, pname="Saturation"):
+    return _slider(pname, "esp.param.saturation", value, 0, 100)
+
+
+def intensity(value=100, pname="Intensity"):
+    return _slider(pname, "esp.param.intensity", value, 0, 100)
+
+
+def cct(value=4000, pname="CCT"):
+    return _slider(pname, "esp.param.cct", value, 2700, 6500, 100)
+
+
+def speed(value=0, pname="Speed"):
+    return _slider(pname, "esp.param.speed", value, 0, 5)
+
+
+def direction(value=0, pname="Direction"):
+    return _slider(pname, "esp.param.direction", value, 0, 1, ui="esp.ui.dropdown")
+
+
+def temperature(value=0.0, pname="Temperature"):
+    return Param(pname, float(value), "float", "esp.param.temperature", READ | TIME_SERIES,
+                 ui_type="esp.ui.text")
+
+
+def _device(dname, dtype, cb, primary, extra):
+    d = Device(dname, dtype, cb, primary.name)
+    d.add(name(dname))
+    d.add(primary)
+    for p in extra:
+        d.add(p)
+    return d
+
+
+def switch(dname="Switch", cb=None, on=False):
+    return _device(dname, "esp.device.switch", cb, power(on), ())
+
+
+def lightbulb(dname="Light", cb=None, on=False, level=100, color=True):
+    """Power and Brightness; with color, Hue and Saturation too."""
+    extra = [brightness(level)]
+    if color:
+        extra += [hue(), saturation()]
+    return _device(dname, "esp.device.lightbulb", cb, power(on), extra)
+
+
+def fan(dname="Fan", cb=None, on=False, fan_speed=None):
+    extra = [speed(fan_speed)] if fan_speed is not None else ()
+    return _device(dname, "esp.device.fan", cb, power(on), extra)
+
+
+def temperature_sensor(dname="Temperature Sensor", value=0.0):
+    return _device(dname, "esp.device.temperature-sensor", None, temperature(value), ())

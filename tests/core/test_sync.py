@@ -1,0 +1,209 @@
+# Param sync (spec §4): remote writes validated against the model, the app's
+# callback contract, refusals re-reported, local changes merged, init
+# reports, runtime reconfiguration, persistence.
+import json
+from rainmaker import Node, Param, std, log
+from rainmaker.sync import Sync, CONFIG, INIT, LOCAL
+from util import js, MemStore, Logs
+
+log.level = -1  # keep test output quiet; counts and last_error still work
+
+
+class App:
+    def __init__(self, answer=None, exc=None):
+        self.calls = []
+        self.answer = answer
+        self.exc = exc
+
+    def __call__(self, device, values, source):
+        self.calls.append((device.name, dict(values), source))
+        if self.exc:
+            raise self.exc
+        return self.answer
+
+
+def setup(app=None, store=None):
+    n = Node("N", "T")
+    n.node_id = "N1"
+    n.add(std.lightbulb("Light", cb=app))
+    n.add(std.temperature_sensor("Temp", 20.0))
+    s = Sync(n, store)
+    assert s.take(0)[0] == CONFIG
+    s.connected()
+    assert s.take(0)[0] == INIT
+    assert s.take(0) is None
+    return n, s
+
+
+def test_accepted_write_reaches_callback_and_is_echoed():
+    app = App()
+    n, s = setup(app)
+    assert s.remote(b'{"Light":{"Power":true,"Brightness":40}}', 10) == 2
+    assert app.calls == [("Light", {"Power": True, "Brightness": 40}, "Cloud")]
+    assert n.device("Light")["Brightness"] == 40
+    suffix, payload = s.take(10)
+    assert suffix == LOCAL and js(payload) == {"Light": {"Power": True, "Brightness": 40}}
+    assert s.take(10) is None
+
+
+def test_callback_can_change_values():
+    n, s = setup(App(answer={"Brightness": 10}))
+    s.remote(b'{"Light":{"Brightness":90}}', 0)
+    assert n.device("Light")["Brightness"] == 10
+    assert js(s.take(0)[1]) == {"Light": {"Brightness": 10}}
+
+
+def test_callback_partial_answer_refuses_the_rest():
+    n, s = setup(App(answer={"Power": True}))
+    s.remote(b'{"Light":{"Power":true,"Hue":200}}', 0)
+    light = n.device("Light")
+    assert light["Power"] is True and light["Hue"] == 0
+    assert js(s.take(0)[1]) == {"Light": {"Power": True, "Hue": 0}}
+    assert s.refused == 1
+
+
+def test_refusal_reports_current_value():
+    for app in (App(answer=False), App(exc=ValueError("too hot"))):
+        logs = Logs()
+        n, s = setup(app)
+        assert s.remote(b'{"Light":{"Brightness":90}}', 0) == 0
+        assert n.device("Light")["Brightness"] == 100
+        assert js(s.take(0)[1]) == {"Light": {"Brightness": 100}}
+        assert logs.warnings() == 1
+    assert "too hot" in logs.last()[1]
+
+
+def test_invalid_writes_never_reach_the_app():
+    cases = [
+        (b'{"Light":{"Brightness":101}}', "outside 0..100"),
+        (b'{"Light":{"Brightness":"50"}}', "must be an integer"),
+        (b'{"Light":{"Power":"on"}}', "true or false"),
+        (b'{"Temp":{"Temperature":5}}', "read-only"),
+        (b'{"Light":{"Hue":12.5}}', "must be an integer"),
+    ]
+    for payload, why in cases:
+        app = App()
+        logs = Logs()
+        n, s = setup(app)
+        assert s.remote(payload, 0) == 0
+        assert app.calls == []
+        assert why in logs.last()[1], (payload, logs.last())
+        # The current value goes back so the cloud does not keep the bad one.
+        dev, vals = list(js(payload).items())[0]
+        pname = list(vals)[0]
+        assert js(s.take(0)[1]) == {dev: {pname: n.device(dev)[pname]}}
+
+
+def test_garbage_is_logged_and_ignored():
+    cases = [
+        (b'{"Light":{"Power":tru', "malformed JSON"),
+        (b"\xff\xfe", "malformed JSON"),
+        (b"[1,2]", "expected a JSON object"),
+        (b'{"Light":[1]}', "expected an object of params"),
+        (b'{"Nope":{"Power":true}}', "unknown device"),
+        (b'{"Light":{"Nope":1}}', "unknown param Light.Nope"),
+        (b'{"Light":{"Name":"' + b"x" * 5000 + b'"}}', "limit is 4096"),
+    ]
+    for payload, why in cases:
+        app = App()
+        logs = Logs()
+        n, s = setup(app)
+        before = n.params()
+        assert s.remote(payload, 0) == 0
+        assert app.calls == [] and n.params() == before
+        assert logs.warnings() == 1 and why in logs.last()[1], (payload, logs.last())
+        assert s.take(0) is None  # nothing to report, nothing lost
+
+
+def test_mixed_write_applies_the_good_part():
+    app = App()
+    n, s = setup(app)
+    s.remote(b'{"Light":{"Power":true,"Brightness":500},"Nope":{},"Temp":{"Name":"Kitchen"}}', 0)
+    assert app.calls == [("Light", {"Power": True}, "Cloud")]
+    assert n.device("Temp")["Name"] == "Kitchen"  # no callback: accepted as is
+    assert js(s.take(0)[1]) == {"Light": {"Power": True, "Brightness": 100}, "Temp": {"Name": "Kitchen"}}
+
+
+def test_local_changes_are_merged_over_the_window():
+    n, s = setup()
+    light = n.device("Light")
+    light.update("Brightness", 10)
+    assert s.take(1000) is None  # the window starts here
+    light.update("Brightness", 20)
+    n.device("Temp").update("Temperature", 21.25)
+    assert s.take(1199) is None
+    suffix, payload = s.take(1200)
+    assert suffix == LOCAL
+    assert payload == '{"Light":{"Brightness":20},"Temp":{"Temperature":21.25000}}'
+    assert s.take(5000) is None
+
+
+def test_reconnect_sends_full_state_again():
+    n, s = setup()
+    n.device("Light").update("Power", True)
+    s.connected()
+    suffix, payload = s.take(0)
+    assert suffix == INIT and js(payload)["Light"]["Power"] is True
+    assert s.take(10000) is None  # the pending delta was folded into init
+
+
+def test_runtime_reconfiguration_republishes_config_then_params():
+    n, s = setup()
+    fan = n.add(std.fan("Fan"))
+    assert s.take(0) == (CONFIG, n.config())
+    assert "Fan" in js(s.take(0)[1])
+    fan.add(std.speed(2))
+    assert s.take(0)[0] == CONFIG
+    assert js(s.take(0)[1])["Fan"]["Speed"] == 2
+    n.remove("Fan")
+    suffix, cfg = s.take(0)
+    assert suffix == CONFIG and "Fan" not in cfg
+    assert "Fan" not in js(s.take(0)[1])
+
+
+def test_removed_param_is_not_reported():
+    n, s = setup()
+    light = n.device("Light")
+    light.update("Hue", 5)
+    light.remove("Hue")
+    s.take(0)  # config
+    s.take(0)  # init
+    assert s.take(10000) is None
+
+
+def test_persisted_params_survive_a_reboot_without_a_callback():
+    store = MemStore()
+    n, s = setup(App(), store)
+    s.remote(b'{"Light":{"Name":"Desk"}}', 0)
+    assert s.save(0) and store.data == {"Light": {"Name": "Desk"}, "Temp": {"Name": "Temp"}}
+    assert not s.save(10)  # nothing new
+
+    app = App()
+    n2 = Node("N", "T")
+    n2.add(std.lightbulb("Light", cb=app))
+    Sync(n2, store)
+    assert n2.device("Light")["Name"] == "Desk"
+    assert app.calls == []  # restoring is not a remote write
+
+
+def test_restore_on_device_added_later_and_bad_stored_value():
+    store = MemStore({"Light": {"Name": 5}, "Fan": {"Name": "Ceiling"}})
+    n = Node("N", "T")
+    logs = Logs()
+    s = Sync(n, store)
+    n.add(std.lightbulb("Light"))
+    assert n.device("Light")["Name"] == "Light" and logs.warnings() == 1
+    n.add(std.fan("Fan"))
+    assert n.device("Fan")["Name"] == "Ceiling"
+
+
+def test_store_writes_are_rate_limited():
+    store = MemStore()
+    n, s = setup(None, store)
+    light = n.device("Light")
+    light.update("Name", "a")
+    assert s.save(0)
+    light.update("Name", "b")
+    assert not s.save(500)
+    assert s.save(1000) and store.data["Light"]["Name"] == "b"
+    assert store.saves == 2
