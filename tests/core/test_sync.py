@@ -207,3 +207,10 @@ def test_store_writes_are_rate_limited():
     assert not s.save(500)
     assert s.save(1000) and store.data["Light"]["Name"] == "b"
     assert store.saves == 2
+
+
+def test_unchanged_local_value_is_not_reported():
+    n, s = setup()
+    n.device("Temp").update("Temperature", 20.0)  # same as before
+    n.device("Light").update("Power", False)
+    assert s.take(0) is None and s.take(10000) is None

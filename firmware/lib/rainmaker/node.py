@@ -229,6 +229,8 @@ class Device:
         err, v = p.check(value)
         if err:
             raise ValueError("%s.%s %s" % (self.name, name, err))
+        if v == p.value and type(v) is type(p.value):
+            return  # unchanged: a message would cost and tell nothing
         p.value = v
         if self.node:
             self.node._dirty(p, False)

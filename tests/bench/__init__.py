@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): printed, never asserted. See __main__.py."""

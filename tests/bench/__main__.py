@@ -1,0 +1,24 @@
+"""`make bench`: every benchmark, printed as a report. Nothing is asserted.
+
+Timings are ratios against a baseline measured in the same run, because
+these machines are noisy; sizes and counts are absolute.
+"""
+import sys
+import time
+
+from tests.bench import heap, roundtrip, wire
+
+
+def main():
+    only = set(sys.argv[1:])
+    for name, mod in (("heap", heap), ("wire", wire), ("roundtrip", roundtrip)):
+        if only and name not in only:
+            continue
+        t = time.monotonic()
+        text, _ = mod.report()
+        print(text)
+        print(f"  ({name}: {time.monotonic() - t:.1f} s)\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()

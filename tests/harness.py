@@ -1,0 +1,178 @@
+"""End-to-end test harness: a real broker, simulated boards, a cloud-side client.
+
+Cloud   Mosquitto (or the embedded broker) with mutual TLS on 127.0.0.1, and a
+        paho client with the console identity that records every message.
+Board   the firmware files deployed into a folder and booted by the simulator
+        (python -m tools.sim.board) in a child process; its log lines are
+        collected for assertions.
+"""
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+
+from tools.broker import Broker, console_tls_context
+from tools.simulate import prepare_board, board_command, write_json, SIM_SSID, SIM_PASSWORD
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Cloud:
+    def __init__(self, workdir, engine="auto"):
+        self.workdir = Path(workdir)
+        self.broker = Broker(self.workdir, engine=engine)
+        self.messages = []
+        self._cond = threading.Condition()
+        self._client = None
+
+    def start(self):
+        self.broker.start()
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="test-cloud")
+        c.tls_set_context(console_tls_context(self.workdir))
+        c.reconnect_delay_set(min_delay=0.1, max_delay=1)
+        ready = threading.Event()
+
+        def on_connect(client, userdata, flags, rc, props=None):
+            client.subscribe([("node/#", 1), ("$aws/rules/#", 1)])
+
+        def on_subscribe(*a):
+            ready.set()
+
+        def on_message(client, userdata, msg):
+            with self._cond:
+                self.messages.append((msg.topic, msg.payload, time.monotonic()))
+                self._cond.notify_all()
+
+        c.on_connect = on_connect
+        c.on_subscribe = on_subscribe
+        c.on_message = on_message
+        c.connect(self.broker.host, self.broker.port, keepalive=30)
+        c.loop_start()
+        assert ready.wait(10), "test cloud client could not subscribe"
+        self._client = c
+        return self
+
+    def stop(self):
+        if self._client:
+            self._client.loop_stop()
+            self._client.disconnect()
+        self.broker.stop()
+
+    def mark(self):
+        with self._cond:
+            return len(self.messages)
+
+    def wait(self, suffix, node_id, since=0, timeout=15, where=None):
+        """The first message on node/<id>/<suffix> (either topic form) after index `since`."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for topic, payload, _ in self.messages[since:]:
+                    if _suffix(topic, node_id) == suffix:
+                        if where is None or where(payload):
+                            return topic, payload
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    seen = [t for t, _, _ in self.messages[since:]][-10:]
+                    raise AssertionError(f"no {suffix} from {node_id} within {timeout} s; last topics: {seen}")
+                self._cond.wait(left)
+
+    def none(self, suffix, node_id, since, seconds):
+        time.sleep(seconds)
+        with self._cond:
+            return [p for t, p, _ in self.messages[since:] if _suffix(t, node_id) == suffix]
+
+    def publish(self, topic, payload):
+        if not isinstance(payload, (bytes, str)):
+            payload = json.dumps(payload)
+        info = self._client.publish(topic, payload, qos=1)
+        info.wait_for_publish(10)
+
+    def write(self, node_id, params):
+        self.publish(f"node/{node_id}/params/remote", params)
+
+
+def _suffix(topic, node_id):
+    parts = topic.split("/")
+    if parts[:2] == ["$aws", "rules"]:
+        parts = parts[3:]
+    if len(parts) > 2 and parts[0] == "node" and parts[1] == node_id:
+        return "/".join(parts[2:])
+    return None
+
+
+class Board:
+    """A simulated board in a child process; lines() and wait_line() read its log."""
+
+    def __init__(self, cloud, root, node_id, main=None, keepalive=None, topics=None, wifi=True):
+        self.cloud = cloud
+        self.root = Path(root)
+        self.dir = self.root / "board"
+        self.air = self.root / "air.json"
+        self.node_id = node_id
+        self.mac = node_id if len(node_id) == 12 else "240AC4000001"
+        prepare_board(cloud.workdir, self.dir, self.air, node_id, cloud.broker.port, keepalive=keepalive, wifi=wifi)
+        if topics:
+            cfg = json.loads((self.dir / "rainmaker.json").read_text())
+            cfg["topics"] = topics
+            write_json(self.dir / "rainmaker.json", cfg)
+        if main:
+            (self.dir / "main.py").write_text(Path(main).read_text())
+        self.proc = None
+        self._lines = []
+        self._cond = threading.Condition()
+
+    def start(self):
+        self.proc = subprocess.Popen(board_command(self.dir, self.air, self.mac), cwd=ROOT,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        return self
+
+    def _pump(self, proc):
+        for line in proc.stdout:
+            with self._cond:
+                self._lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def power_cycle(self):
+        self.stop()
+        self.start()
+
+    def mark(self):
+        with self._cond:
+            return len(self._lines)
+
+    def lines(self, since=0):
+        with self._cond:
+            return list(self._lines[since:])
+
+    def wait_line(self, text, since=0, timeout=15):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self._lines[since:]:
+                    if text in line:
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc and self.proc.poll() is not None and not left):
+                    tail = "\n".join(self._lines[-25:])
+                    raise AssertionError(f"board never logged {text!r} within {timeout} s; last lines:\n{tail}")
+                self._cond.wait(min(left, 0.5))
+
+    def count(self, text, since=0):
+        return sum(text in line for line in self.lines(since))
+
+    # The simulated world around the board (written by tests, read by the sim).
+    def set_air(self, up=True, password=SIM_PASSWORD):
+        write_json(self.air, {"networks": [{"ssid": SIM_SSID, "password": password, "up": up,
+                                            "rssi": -52, "channel": 6, "authmode": 3}]})

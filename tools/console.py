@@ -1,0 +1,375 @@
+"""Cloud-side developer console for the local RainMaker cloud.
+
+  python -m tools.console nodes                     known nodes (from the recorder's store)
+  python -m tools.console show NODE_ID              config + current params
+  python -m tools.console set NODE_ID Light.Power=false Light.Brightness=40
+  python -m tools.console set NODE_ID '{"Light":{"Power":false}}'
+  python -m tools.console watch [NODE_ID] [--count N] [--timeout S]
+
+It connects with the privileged 'console' identity in --dir. The broker
+address comes from --port, else from DIR/broker.json (written by the broker).
+
+Assignment syntax for 'set': DEVICE.PARAM=VALUE, split at the FIRST '.' and
+the first '=' after it, so device names must not contain '.' (quote names with
+spaces: 'My Light.Power=true'). VALUE is parsed as a JSON literal when it is
+one (true, 40, 2.5, null, "text", [..], {..}); anything else is a string.
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import secrets
+import sys
+import threading
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from provisioning.ca import NODE_ID_RE, NODE_ID_RULE
+from tools.broker import HOST, BrokerError, console_tls_context
+from tools.cloud import normalise_topic, parse_topic, read_json
+
+CONNECT_TIMEOUT = 5.0
+
+
+class ConsoleError(Exception):
+    """A user-facing error; the message says what to fix."""
+
+
+# ---------------------------------------------------------------- store access
+
+def check_node_id(node_id):
+    if not NODE_ID_RE.match(node_id or ""):
+        raise ConsoleError(f"invalid node id {node_id!r}: it must be {NODE_ID_RULE}")
+    return node_id
+
+
+def list_nodes(workdir):
+    """[{node_id, name, type, last_seen}] for every node in the store, sorted."""
+    root = Path(workdir) / "nodes"
+    rows = []
+    if not root.is_dir():
+        return rows
+    for ndir in sorted(p for p in root.iterdir() if p.is_dir() and NODE_ID_RE.match(p.name)):
+        config = read_json(ndir / "config.json", {}) or {}
+        info = config.get("info", {}) if isinstance(config, dict) else {}
+        state = read_json(ndir / "state.json", {}) or {}
+        rows.append({
+            "node_id": ndir.name,
+            "name": info.get("name") if isinstance(info, dict) else None,
+            "type": info.get("type") if isinstance(info, dict) else None,
+            "last_seen": state.get("last_seen") if isinstance(state, dict) else None,
+        })
+    return rows
+
+
+def load_node(workdir, node_id):
+    """(config or None, params or None) from the recorder's store."""
+    ndir = Path(workdir) / "nodes" / check_node_id(node_id)
+    if not ndir.is_dir():
+        raise ConsoleError(f"node {node_id!r} is unknown here; is 'python -m tools.cloud' running "
+                           f"with --dir {workdir}, and has the node connected?")
+    return read_json(ndir / "config.json"), read_json(ndir / "params.json")
+
+
+def _entities(config):
+    """Devices and services of a node config, keyed by name."""
+    out = {}
+    for key in ("devices", "services"):
+        for dev in config.get(key, []) or []:
+            if isinstance(dev, dict) and "name" in dev:
+                out[dev["name"]] = dev
+    return out
+
+
+def _fmt_time(ts):
+    if not ts:
+        return "never"
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_nodes(rows):
+    if not rows:
+        return "no nodes recorded yet"
+    lines = [f"{'NODE_ID':<24} {'NAME':<24} {'TYPE':<16} LAST SEEN"]
+    for r in rows:
+        lines.append(f"{r['node_id']:<24} {str(r['name'] or '-'):<24} {str(r['type'] or '-'):<16} "
+                     f"{_fmt_time(r['last_seen'])}")
+    return "\n".join(lines)
+
+
+def format_node(node_id, config, params):
+    params = params if isinstance(params, dict) else {}
+    lines = [f"node {node_id}"]
+    if not isinstance(config, dict):
+        lines.append("  (no config recorded yet)")
+        for dev, values in params.items():
+            lines.append(f"  {dev}: {json.dumps(values)}")
+        return "\n".join(lines)
+    info = config.get("info", {})
+    lines.append(f"  name: {info.get('name', '-')}   type: {info.get('type', '-')}   "
+                 f"fw: {info.get('fw_version', '-')}   platform: {info.get('platform', '-')}")
+    for kind in ("devices", "services"):
+        for dev in config.get(kind, []) or []:
+            name = dev.get("name")
+            lines.append(f"  [{kind[:-1]}] {name}  ({dev.get('type', '-')})")
+            current = params.get(name, {}) if isinstance(params.get(name), dict) else {}
+            for prm in dev.get("params", []) or []:
+                pname = prm.get("name")
+                value = json.dumps(current[pname]) if pname in current else "?"
+                extra = [prm.get("data_type", "?"), ",".join(prm.get("properties", []))]
+                if "bounds" in prm:
+                    b = prm["bounds"]
+                    extra.append(f"{b.get('min', '')}..{b.get('max', '')}"
+                                 + (f" step {b['step']}" if "step" in b else ""))
+                if "valid_strs" in prm:
+                    extra.append("one of " + "|".join(map(str, prm["valid_strs"])))
+                lines.append(f"      {pname} = {value}    [{'; '.join(x for x in extra if x)}]")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- set
+
+def parse_value(text):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_assignments(args):
+    """Turn CLI words into a params write document {device: {param: value}}."""
+    if not args:
+        raise ConsoleError("nothing to set; give DEVICE.PARAM=VALUE pairs or one JSON object")
+    if len(args) == 1 and args[0].lstrip().startswith("{"):
+        try:
+            doc = json.loads(args[0])
+        except ValueError as exc:
+            raise ConsoleError(f"the JSON argument does not parse: {exc}") from None
+        if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
+            raise ConsoleError('the JSON must look like {"Device": {"Param": value}}')
+        return doc
+    doc = {}
+    for word in args:
+        lhs, eq, rhs = word.partition("=")
+        device, dot, param = lhs.partition(".")
+        if not eq or not dot or not device or not param:
+            raise ConsoleError(f"cannot read {word!r}: expected DEVICE.PARAM=VALUE (device names cannot contain '.')")
+        doc.setdefault(device, {})[param] = parse_value(rhs)
+    return doc
+
+
+def _type_ok(data_type, value):
+    if data_type == "bool":
+        return isinstance(value, bool)
+    if data_type == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if data_type == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if data_type == "string":
+        return isinstance(value, str)
+    if data_type == "object":
+        return isinstance(value, dict)
+    if data_type == "array":
+        return isinstance(value, list)
+    return True  # unknown type: let the node decide
+
+
+def validate_params(config, doc):
+    """List of problems of a params write against a node config (empty = fine)."""
+    problems = []
+    entities = _entities(config)
+    for device, values in doc.items():
+        dev = entities.get(device)
+        if dev is None:
+            known = ", ".join(sorted(entities)) or "none"
+            problems.append(f"node has no device {device!r} (devices/services: {known})")
+            continue
+        params = {p.get("name"): p for p in dev.get("params", []) or [] if isinstance(p, dict)}
+        for pname, value in values.items():
+            prm = params.get(pname)
+            if prm is None:
+                known = ", ".join(sorted(map(str, params))) or "none"
+                problems.append(f"device {device!r} has no param {pname!r} (params: {known})")
+                continue
+            where = f"{device}.{pname}"
+            if "write" not in (prm.get("properties") or []):
+                problems.append(f"{where} is read-only")
+            data_type = prm.get("data_type")
+            if not _type_ok(data_type, value):
+                problems.append(f"{where} needs a {data_type} value, got {json.dumps(value)}")
+                continue
+            bounds = prm.get("bounds") or {}
+            if data_type in ("int", "float"):
+                if "min" in bounds and value < bounds["min"] or "max" in bounds and value > bounds["max"]:
+                    problems.append(f"{where}={value} is outside {bounds.get('min')}..{bounds.get('max')}")
+            if data_type == "string" and prm.get("valid_strs") and value not in prm["valid_strs"]:
+                problems.append(f"{where} must be one of {', '.join(map(str, prm['valid_strs']))}")
+    return problems
+
+
+# ---------------------------------------------------------------- MQTT
+
+def broker_address(workdir, port=None):
+    """(host, port) from --port or DIR/broker.json."""
+    if port:
+        return HOST, int(port)
+    info = read_json(Path(workdir) / "broker.json")
+    if not isinstance(info, dict) or "port" not in info:
+        raise ConsoleError(f"no running broker recorded in {Path(workdir) / 'broker.json'}; "
+                           "start 'python -m tools.cloud' or pass --port")
+    return info.get("host", HOST), int(info["port"])
+
+
+def connect(workdir, host, port, timeout=CONNECT_TIMEOUT):
+    """A connected, looping paho client with the console identity."""
+    connected = threading.Event()
+    result = {}
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        result["rc"] = reason_code
+        connected.set()
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                         client_id=f"console-{os.getpid()}-{secrets.token_hex(3)}")
+    try:
+        client.tls_set_context(console_tls_context(workdir))
+    except BrokerError as exc:
+        raise ConsoleError(str(exc)) from None
+    client.on_connect = on_connect
+    try:
+        client.connect(host, port, keepalive=30)
+    except OSError as exc:
+        raise ConsoleError(f"cannot reach the broker at {host}:{port} ({exc}); is it running?") from None
+    client.loop_start()
+    if not connected.wait(timeout) or result["rc"].is_failure:
+        client.loop_stop()
+        raise ConsoleError(f"broker at {host}:{port} did not accept the console "
+                           f"({result.get('rc', 'no CONNACK')})")
+    return client
+
+
+def publish_params(workdir, node_id, doc, host, port, timeout=CONNECT_TIMEOUT):
+    """Publish a params write (QoS 1) and wait for the PUBACK; returns the topic."""
+    topic = f"node/{check_node_id(node_id)}/params/remote"
+    client = connect(workdir, host, port, timeout)
+    try:
+        info = client.publish(topic, json.dumps(doc, separators=(",", ":")), qos=1)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError) as exc:  # paho: connection lost / queue full
+            raise ConsoleError(f"publish failed: {exc}") from None
+        if not info.is_published():
+            raise ConsoleError(f"no PUBACK from the broker within {timeout}s")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return topic
+
+
+def watch(workdir, host, port, node_id=None, count=None, timeout=None, out=sys.stdout, ready=None):
+    """Print live traffic; returns the number of messages printed."""
+    who = check_node_id(node_id) if node_id else "+"
+    filters = [(f"node/{who}/#", 1), (f"$aws/rules/+/node/{who}/#", 1)]
+    done = threading.Event()
+    subscribed = threading.Event()
+    seen = [0]
+
+    def on_subscribe(client, userdata, mid, reason_codes, properties):
+        subscribed.set()
+
+    def on_message(client, userdata, msg):
+        if done.is_set():
+            return
+        parsed = parse_topic(msg.topic)
+        via = f"  (via $aws/rules/{parsed[2]})" if parsed and parsed[2] else ""
+        stamp = dt.datetime.now().strftime("%H:%M:%S.%f")[:-3]
+        text = msg.payload.decode("utf-8", "replace")
+        print(f"{stamp} {normalise_topic(msg.topic)} {text}{via}", file=out, flush=True)
+        seen[0] += 1
+        if count and seen[0] >= count:
+            done.set()
+
+    client = connect(workdir, host, port)
+    client.on_message = on_message
+    client.on_subscribe = on_subscribe
+    try:
+        client.subscribe(filters)
+        if not subscribed.wait(CONNECT_TIMEOUT):
+            raise ConsoleError("the broker did not acknowledge the subscription")
+        if ready is not None:
+            ready()
+        done.wait(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return seen[0]
+
+
+# ---------------------------------------------------------------- CLI
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="python -m tools.console",
+        description="Developer console for the local RainMaker cloud (see 'python -m tools.cloud').",
+        epilog="set syntax: DEVICE.PARAM=VALUE, split at the first '.' (device names cannot contain "
+               "'.'); VALUE is a JSON literal if it parses, else a string. Or one JSON object.",
+    )
+    p.add_argument("--dir", type=Path, default=Path(".cloud"), help="cloud work directory (default: %(default)s)")
+    p.add_argument("--port", type=int, help="broker port (default: from DIR/broker.json)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    sub.add_parser("nodes", help="list known nodes")
+    s = sub.add_parser("show", help="show a node's config and current params")
+    s.add_argument("node_id", metavar="NODE_ID")
+    s = sub.add_parser("set", help="write params to a node (node/<id>/params/remote, QoS 1)",
+                       description="Write params, e.g.: set NODE Light.Power=false Light.Brightness=40 "
+                                   "or set NODE '{\"Light\":{\"Power\":false}}'. Names are checked "
+                                   "against the recorded node config when there is one.")
+    s.add_argument("node_id", metavar="NODE_ID")
+    s.add_argument("assignments", nargs="+", metavar="DEVICE.PARAM=VALUE")
+    s.add_argument("--no-validate", action="store_true", help="skip the checks against the node config")
+    s.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT, help="seconds to wait (default: %(default)s)")
+    s = sub.add_parser("watch", help="print live node traffic until Ctrl-C")
+    s.add_argument("node_id", metavar="NODE_ID", nargs="?", help="only this node (default: all)")
+    s.add_argument("--count", type=int, help="stop after N messages")
+    s.add_argument("--timeout", type=float, help="stop after S seconds")
+    return p
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        if args.cmd == "nodes":
+            print(format_nodes(list_nodes(args.dir)))
+        elif args.cmd == "show":
+            config, params = load_node(args.dir, args.node_id)
+            print(format_node(args.node_id, config, params))
+        elif args.cmd == "set":
+            check_node_id(args.node_id)
+            doc = parse_assignments(args.assignments)
+            config = read_json(Path(args.dir) / "nodes" / args.node_id / "config.json")
+            if isinstance(config, dict) and not args.no_validate:
+                problems = validate_params(config, doc)
+                if problems:
+                    raise ConsoleError("; ".join(problems) + " (use --no-validate to send anyway)")
+            host, port = broker_address(args.dir, args.port)
+            topic = publish_params(args.dir, args.node_id, doc, host, port, args.timeout)
+            print(f"published to {topic}: {json.dumps(doc, separators=(',', ':'))}")
+        elif args.cmd == "watch":
+            host, port = broker_address(args.dir, args.port)
+            ready = lambda: print("watching (Ctrl-C to stop)", file=sys.stderr, flush=True)  # noqa: E731
+            got = watch(args.dir, host, port, args.node_id, args.count, args.timeout, ready=ready)
+            if args.count and got < args.count:
+                print(f"timeout: got {got} of {args.count} messages", file=sys.stderr)
+                return 1
+    except ConsoleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

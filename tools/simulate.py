@@ -1,0 +1,132 @@
+"""Bring a simulated board online against the local cloud (`make sim`).
+
+Creates what is missing (certificate authority, broker certificate, the
+board's identity and credential bundle, a virtual Wi-Fi network), starts the
+broker and the cloud recorder, deploys the firmware into the board's folder,
+and boots the board in the foreground. Ctrl-C stops everything.
+"""
+import argparse
+import filecmp
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from provisioning import ca
+from tools.broker import Broker
+from tools.cloud import Recorder
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRMWARE = ROOT / "firmware"
+SIM_SSID = "SimNet"
+SIM_PASSWORD = "simnet-pass"
+
+
+def deploy_files(board):
+    """Copy the firmware tree into the board folder; only files that changed."""
+    copied = 0
+    for src in sorted(FIRMWARE.rglob("*.py")):
+        if "__pycache__" in src.parts:
+            continue
+        dst = board / src.relative_to(FIRMWARE)
+        if dst.exists() and filecmp.cmp(src, dst, shallow=False):
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)  # a reset mid-deploy leaves the old or the new file
+        copied += 1
+    return copied
+
+
+def write_json(path, data):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def prepare_board(cloud, board, air, node_id, port, keepalive=None, wifi=True):
+    """Firmware, identity and settings for a simulated board. Returns the node id."""
+    board.mkdir(parents=True, exist_ok=True)
+    deploy_files(board)
+    cfg_path = board / "rainmaker.json"
+    if not cfg_path.exists():
+        ca.make_board_bundle(cloud / "ca", board, node_id, mqtt_host="127.0.0.1", mqtt_port=port,
+                             server_hostname="localhost", topics="plain")
+    cfg = json.loads(cfg_path.read_text())
+    cfg["mqtt_port"] = port  # the local broker's port may change between runs
+    if keepalive:
+        cfg["keepalive"] = keepalive
+    write_json(cfg_path, cfg)
+    if wifi and not (board / "wifi.json").exists():
+        # Stands in for provisioning: the board already knows the network.
+        write_json(board / "wifi.json", {"ssid": SIM_SSID, "password": SIM_PASSWORD})
+    if not air.exists():
+        write_json(air, {"networks": [{"ssid": SIM_SSID, "password": SIM_PASSWORD, "up": True,
+                                       "rssi": -52, "channel": 6, "authmode": 3}]})
+    return cfg["node_id"]
+
+
+def board_command(board, air, mac):
+    return [sys.executable, "-u", "-m", "tools.sim.board", "--dir", str(board), "--air", str(air), "--mac", mac]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="make sim", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cloud", default=".cloud", help="local cloud state: CA, broker, recorded nodes (default .cloud)")
+    p.add_argument("--board", default=".sim/board", help="the simulated board's filesystem (default .sim/board)")
+    p.add_argument("--port", type=int, default=8883, help="broker TLS port on 127.0.0.1 (default 8883; 0 = any free)")
+    p.add_argument("--mac", default="240AC4A1B2C3", help="the board's Wi-Fi MAC; the node id is derived from it")
+    args = p.parse_args(argv)
+
+    cloud = Path(args.cloud).resolve()
+    board = Path(args.board).resolve()
+    air = board.parent / "air.json"
+    mac = args.mac.replace(":", "").upper()
+    if len(mac) != 12 or any(c not in "0123456789ABCDEF" for c in mac):
+        p.error("--mac must be 12 hex digits, e.g. 240AC4A1B2C3")
+
+    broker = Broker(cloud, port=args.port)
+    try:
+        broker.start()
+    except Exception as e:
+        print(f"error: could not start the broker on 127.0.0.1:{args.port}: {e}\n"
+              f"       is another `make sim` running? try: make sim ARGS=--port=0", file=sys.stderr)
+        return 2
+    recorder = Recorder(cloud, broker.host, broker.port)
+    recorder.start()
+    node_id = prepare_board(cloud, board, air, mac, broker.port)
+    print(f"""
+  local cloud  {broker.engine} on {broker.host}:{broker.port} (mutual TLS), CA in {cloud / 'ca'}
+  board        {board}  node id {node_id}
+  Wi-Fi        {air} (edit "up" to drop the network)
+
+  In a second terminal:
+    make console ARGS="nodes"
+    make console ARGS="show {node_id}"
+    make console ARGS="set {node_id} Light.Power=true Light.Brightness=40"
+    make console ARGS="watch"
+
+  Ctrl-C stops the board and the cloud.
+""", flush=True)
+    proc = subprocess.Popen(board_command(board, air, mac), cwd=ROOT)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        return 0
+    finally:
+        recorder.stop()
+        broker.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
