@@ -173,6 +173,21 @@ class Board:
         return sum(text in line for line in self.lines(since))
 
     # The simulated world around the board (written by tests, read by the sim).
+    def pins(self):
+        from tools.sim.pins import Pins
+
+        return Pins.for_board(self.dir)
+
+    def led_duty(self, pin=2):
+        pwm = self.pins().pwm(pin)
+        return pwm["duty_u16"] if pwm else None
+
+    def press_button(self, pin=0):
+        p = self.pins()
+        p.press(pin)
+        time.sleep(0.2)
+        p.release(pin)
+
     def set_air(self, up=True, password=SIM_PASSWORD):
         write_json(self.air, {"networks": [{"ssid": SIM_SSID, "password": password, "up": up,
                                             "rssi": -52, "channel": 6, "authmode": 3}]})

@@ -24,6 +24,9 @@ _WIFI_TIMEOUT = const(30)  # s to wait for an IP before reporting why not
 _BACKOFF_MIN = const(1000)  # ms
 _BACKOFF_MAX = const(60000)  # ms
 _READ = const(1024)
+# 2019-01-01 in seconds since 2000-01-01 (the ESP32 epoch): before this the
+# RTC has not been set, and certificate validity cannot be checked.
+_TIME_VALID = const(599616000)
 
 CERT = "certs/node.crt.der"
 KEY = "certs/node.key.der"
@@ -181,6 +184,31 @@ class Agent:
                 log.warn("wifi", "no IP after %d s: %s" % (waited // 1000, _WIFI_REASON.get(st, "status %d" % st)))
         log.info("wifi", "connected, ip %s" % wlan.ifconfig()[0])
 
+    # -- clock ------------------------------------------------------------------
+
+    async def _clock(self):
+        """Set the RTC from NTP once: TLS needs it to check certificate dates.
+
+        A fresh ESP32 believes it is 2000-01-01, so every certificate looks
+        "not yet valid". Tried a few times, then we go on and let the TLS
+        error say what is wrong rather than hang here.
+        """
+        if time.time() >= _TIME_VALID:
+            return
+        import ntptime
+
+        host = self.cfg.get("ntp_host")
+        if host:
+            ntptime.host = host
+        for attempt in range(3):
+            try:
+                ntptime.settime()  # blocks for at most its socket timeout (1 s)
+                log.info("time", "clock set from %s" % ntptime.host)
+                return
+            except OSError as e:
+                log.warn("time", "NTP attempt %d failed: %s" % (attempt + 1, _why(e)))
+                await asyncio.sleep(1)
+
     # -- MQTT connection ----------------------------------------------------------
 
     async def run(self):
@@ -188,18 +216,24 @@ class Agent:
         while True:
             try:
                 await self._wifi()
+                await self._clock()
                 if self.ctx is None:
                     self.ctx = tls_context()
                 await self._connection()
             except ConfigError as e:
                 log.error("config", str(e))
             except ValueError as e:
-                # MicroPython raises ValueError for certificate verification.
-                log.error("tls", "broker certificate rejected: %s (is certs/ca.der the broker's CA, is the clock set?)" % e)
+                # A blocking handshake reports certificate failures as ValueError.
+                log.error("tls", _BAD_BROKER % str(e).strip())
             except asyncio.TimeoutError:
                 log.error("mqtt", "no answer from %s:%d within %d s" % (self.cfg["mqtt_host"], self.cfg["mqtt_port"], _CONNECT_TIMEOUT))
             except (OSError, MQTTError) as e:
-                log.error("mqtt", "%s: %s" % (self.state, _why(e)))
+                if self.wlan and not self.wlan.isconnected():
+                    # The socket error is only a symptom; name the cause.
+                    log.warn("wifi", "Wi-Fi lost (%s); MQTT resumes when it is back" % _why(e))
+                else:
+                    tag, text = _tls_why(e)
+                    log.error(tag, text or "%s: %s" % (self.state, _why(e)))
             self._close()
             if self.wlan and not self.wlan.isconnected():
                 continue  # the Wi-Fi loop waits; no MQTT backoff needed
@@ -355,6 +389,25 @@ class Agent:
         pid, pkt = self.session.publish(topic, payload, 1, now)
         self._writer.write(pkt)
         log.debug("mqtt", "%s %d bytes" % (suffix, len(pkt)))
+
+
+_BAD_BROKER = "broker certificate rejected: %s (is certs/ca.der the broker's CA? is the clock set?)"
+
+# mbedTLS error codes that reach us as OSError(code) when the handshake runs
+# inside non-blocking reads and writes (asyncio streams), with what to check.
+_TLS_ERRORS = {
+    -0x2700: _BAD_BROKER % "X509 verify failed",
+    -0x7780: "the broker refused our TLS handshake: is certs/node.crt.der expired, revoked or from another CA?",
+    -0x7280: "the broker closed the TLS link during the handshake: is our certificate accepted there?",
+}
+
+
+def _tls_why(e):
+    if isinstance(e, OSError) and e.args and type(e.args[0]) is int:
+        text = _TLS_ERRORS.get(e.args[0])
+        if text:
+            return "tls", text
+    return "mqtt", None
 
 
 def _why(e):

@@ -1,0 +1,25 @@
+# Freeze the RainMaker agent into your own MicroPython build.
+#
+# Loaded from the filesystem, the agent's modules (about 24 KB of .mpy) are
+# read into RAM: about 27 KB of heap, measured on the MicroPython VM. Frozen
+# into the firmware, the bytecode stays in flash and is run from there, so
+# that heap is left to the app and to TLS (which needs 40+ KB at connect).
+#
+# Build (needs the ESP-IDF toolchain; from micropython/ports/esp32):
+#   make BOARD=ESP32_GENERIC BOARD_VARIANT=OTA \
+#        FROZEN_MANIFEST=/path/to/this/repo/firmware/manifest.py
+# then flash the result with make flash PORT=... FIRMWARE=build-.../firmware.bin
+# and deploy only the app and the bundle: make deploy PORT=... ARGS=--app-only
+# (a copy of the agent in /lib would be ignored anyway: '.frozen' comes
+# before '/lib' in sys.path).
+#
+# main.py and boot.py are not frozen on purpose: a frozen main.py would
+# take precedence over the one on the filesystem, and the app would no
+# longer be updatable with make deploy. This file is read by MicroPython's
+# build (manifest functions include/package), never copied to a board.
+
+# Everything the port freezes by default (asyncio, network helpers, ...).
+include("$(PORT_DIR)/boards/manifest.py")
+
+# The agent: lib/rainmaker/*.py as the package 'rainmaker'.
+package("rainmaker", base_path="lib")
