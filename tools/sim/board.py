@@ -1,0 +1,114 @@
+"""Boot a simulated ESP32 board whose filesystem is a host folder.
+
+    python -m tools.sim.board --dir BOARD_DIR [--air AIR_FILE] [--mac AABBCCDDEEFF]
+                              [--pins FILE] [--pins-out FILE] [--ticks-wrap SECONDS]
+                              [--rtc-synced] [--fs-size BYTES] [--port-map 80=18080]
+                              [--no-strict]
+
+Prints a banner, runs boot.py then main.py (in one __main__ namespace, as MicroPython
+does) with the current directory at BOARD_DIR, and prints everything line-buffered on
+stdout. A traceback from boot.py/main.py is printed MicroPython-style, then the board
+"stays at the REPL" by exiting with status 1. machine.reset() re-executes this command.
+"""
+
+import argparse
+import os
+import sys
+
+from . import runtime as _r
+
+
+def _port_map(items):
+    out = {}
+    for it in items or []:
+        a, _, b = it.partition("=")
+        out[int(a)] = int(b)
+    return out
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m tools.sim.board", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dir", required=True, help="board filesystem root")
+    p.add_argument("--air", help="Wi-Fi environment JSON (default BOARD_DIR/../air.json)")
+    p.add_argument("--mac", help="STA MAC, 12 hex digits (default derived from --dir)")
+    p.add_argument("--pins", help="input levels JSON (default BOARD_DIR/../pins.json)")
+    p.add_argument("--pins-out", help="output state JSON (default BOARD_DIR/../pins_out.json)")
+    p.add_argument("--ticks-wrap", type=float, default=60.0,
+                   help="seconds after boot when ticks_ms()/ticks_us() first wrap (default 60)")
+    p.add_argument("--rtc-synced", action="store_true",
+                   help="start with the RTC set from the host clock (default: 2000-01-01 on power-on)")
+    p.add_argument("--fs-size", type=int, default=960 * 1024, help="flash filesystem size for statvfs")
+    p.add_argument("--port-map", action="append", metavar="BOARD=HOST",
+                   help="map a port the firmware binds to a host port (repeatable)")
+    p.add_argument("--no-strict", action="store_true",
+                   help="let firmware import any CPython module and use CPython-only names")
+    return p.parse_args(argv)
+
+
+def banner(board_dir):
+    return "MicroPython v%s (simulated board, %s) on %s; %s" % (
+        _r.VERSION, board_dir, _r.VERSION_DATE, _r.MACHINE)
+
+
+def repl_banner():
+    return ('MicroPython v%s on %s; %s\nType "help()" for more information.\n>>> '
+            % (_r.VERSION, _r.VERSION_DATE, _r.MACHINE))
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    board_dir = os.path.realpath(args.dir)
+    if not os.path.isdir(board_dir):
+        print("sim: board folder %s does not exist" % board_dir, file=sys.stderr)
+        return 2
+    try:
+        sys.stdout.reconfigure(line_buffering=True)
+        sys.stderr.reconfigure(line_buffering=True)
+    except AttributeError:
+        pass
+    sys.dont_write_bytecode = True  # no __pycache__ in the board's flash
+
+    cause = _r.reset_cause_from_env()
+    rtc = _r.rtc_from_env()
+    if rtc is None and args.rtc_synced:
+        rtc = _r.host_rtc()
+    rt = _r.Runtime(board_dir, air=args.air, mac=args.mac, pins=args.pins, pins_out=args.pins_out,
+                    ticks_wrap_s=args.ticks_wrap, rtc=rtc, strict=not args.no_strict,
+                    fs_size=args.fs_size, port_map=_port_map(args.port_map), reset_cause=cause,
+                    argv=argv)
+    rt.install()
+    print(banner(board_dir))
+
+    os.chdir(board_dir)
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    rest = [p for p in sys.path if p not in ("", here, os.getcwd())]
+    sys.path[:] = [board_dir, os.path.join(board_dir, "lib")] + rest
+
+    ns = {"__name__": "__main__"}
+    for name in ("boot.py", "main.py"):
+        path = os.path.join(board_dir, name)
+        if not os.path.isfile(path):
+            continue
+        ns["__file__"] = name
+        try:
+            rt.exec_file(path, ns, filename=name)
+        except SystemExit:
+            break
+        except KeyboardInterrupt as e:
+            rt.print_exception(e)
+            print(repl_banner())
+            return 0
+        except BaseException as e:
+            rt.print_exception(e)
+            print("sim: %s raised %s; board is at the REPL (exiting with status 1)"
+                  % (name, type(e).__name__))
+            print(repl_banner())
+            return 1
+    print(repl_banner())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
