@@ -35,8 +35,33 @@ cloud: $(VENV)/.ok ## Run only the local cloud (broker + recorder) in the foregr
 console: $(VENV)/.ok ## Cloud-side console, e.g. make console ARGS="set <node> Light.Power=true"
 	$(VPY) -m tools.console --dir $(CLOUD) $(ARGS)
 
-clean: ## Remove the simulated board and local cloud state (keeps the venv)
-	rm -rf .sim $(CLOUD) .pytest_cache
+clean: ## Remove the simulated board and recorded cloud state (keeps the CA, identities, venv)
+	rm -rf .sim $(CLOUD)/nodes $(CLOUD)/traffic.log* .pytest_cache
 
-distclean: clean ## Also remove the virtual environment
-	rm -rf $(VENV)
+distclean: clean ## Also remove the venv and the whole local cloud: the CA and every key in it
+	@echo "Removing $(CLOUD) (CA and device identities) and $(VENV)."
+	rm -rf $(VENV) $(CLOUD)
+
+# ---------------------------------------------------------------- real boards
+# PORT is the board's serial port (/dev/ttyUSB0, /dev/ttyACM0, ...).
+.PHONY: flash deploy repl logs identity hil
+NEED_PORT = $(if $(PORT),,$(error give the board's serial port, e.g. PORT=/dev/ttyUSB0))
+
+flash: $(VENV)/.ok ## Flash MicroPython: make flash PORT=/dev/ttyUSB0 FIRMWARE=ESP32_GENERIC-OTA-...bin
+	$(NEED_PORT)$(VPY) -m tools.flash --port $(PORT) $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(ARGS)
+
+identity: $(VENV)/.ok ## Device key + certificate from the local CA: make identity PORT=... (or NODE_ID=...)
+	$(if $(NODE_ID),,$(NEED_PORT))$(VPY) -m provisioning.identity issue $(if $(NODE_ID),$(NODE_ID),--port $(PORT)) $(ARGS)
+
+deploy: $(VENV)/.ok ## Deploy agent, app and credentials: make deploy PORT=... (or BOARD=sim)
+	@# not echoed: ARGS may hold a Wi-Fi password
+	@$(if $(filter sim,$(BOARD)),,$(NEED_PORT))$(VPY) -m tools.deploy $(if $(filter sim,$(BOARD)),--sim --board-dir $(BOARD_DIR),--port $(PORT)) $(ARGS)
+
+repl: $(VENV)/.ok ## MicroPython REPL on the board (Ctrl-] leaves): make repl PORT=...
+	$(NEED_PORT)$(VENV)/bin/mpremote connect $(PORT) repl
+
+logs: $(VENV)/.ok ## Follow the board's serial log: make logs PORT=... [ARGS=--reset]
+	$(NEED_PORT)$(VPY) -m tools.logs --port $(PORT) $(ARGS)
+
+hil: $(VENV)/.ok ## Hardware test: flash, deploy, node online: make hil PORT=... [FIRMWARE=...bin]
+	$(NEED_PORT)RM_HIL_PORT=$(PORT) RM_HIL_FIRMWARE=$(FIRMWARE) $(VPY) -m pytest tests/test_flash.py -q -k hil -rs

@@ -338,6 +338,26 @@ def issue_node(ca_dir, out_dir, node_id, days=3650, not_before=None, not_after=N
     return paths[1]
 
 
+def sign_csr(ca_dir, csr, days=3650, not_before=None, not_after=None):
+    """Issue a device certificate for a CSR (CN = node_id, EKU clientAuth).
+
+    The key stays wherever the CSR was made; only the public key and the CN
+    are taken from the request, everything else is set here as for
+    issue_node. Returns the certificate object.
+    """
+    if not csr.is_signature_valid:
+        raise CAError("the CSR's signature does not verify; make the CSR again from its key")
+    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(names) != 1:
+        raise CAError("the CSR must carry exactly one CN (the node_id)")
+    node_id = names[0].value
+    validate_node_id(node_id)
+    if node_id in RESERVED_NODE_IDS:
+        raise CAError(f"node_id {node_id!r} is reserved for the cloud side; choose another node_id")
+    return _leaf(ca_dir, node_id, csr.public_key(), ExtendedKeyUsageOID.CLIENT_AUTH,
+                 days, not_before, not_after)
+
+
 def issue_client(ca_dir, out_dir, name="console", force=False):
     """Issue a cloud-side client identity: out_dir/<name>.key (0600), <name>.crt.
 

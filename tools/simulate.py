@@ -6,10 +6,8 @@ broker and the cloud recorder, deploys the firmware into the board's folder,
 and boots the board in the foreground. Ctrl-C stops everything.
 """
 import argparse
-import filecmp
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,28 +16,12 @@ from pathlib import Path
 from provisioning import ca
 from tools.broker import Broker
 from tools.cloud import Recorder
+from tools.deploy import deploy
+from tools.transport import FolderBoard
 
 ROOT = Path(__file__).resolve().parent.parent
-FIRMWARE = ROOT / "firmware"
 SIM_SSID = "SimNet"
 SIM_PASSWORD = "simnet-pass"
-
-
-def deploy_files(board):
-    """Copy the firmware tree into the board folder; only files that changed."""
-    copied = 0
-    for src in sorted(FIRMWARE.rglob("*.py")):
-        if "__pycache__" in src.parts:
-            continue
-        dst = board / src.relative_to(FIRMWARE)
-        if dst.exists() and filecmp.cmp(src, dst, shallow=False):
-            continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(dst.name + ".tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)  # a reset mid-deploy leaves the old or the new file
-        copied += 1
-    return copied
 
 
 def write_json(path, data):
@@ -51,7 +33,8 @@ def write_json(path, data):
 def prepare_board(cloud, board, air, node_id, port, keepalive=None, wifi=True):
     """Firmware, identity and settings for a simulated board. Returns the node id."""
     board.mkdir(parents=True, exist_ok=True)
-    deploy_files(board)
+    # Same deploy as `make deploy BOARD=sim`: only changed files, atomically.
+    deploy(FolderBoard(board), progress=None, reset=False)
     cfg_path = board / "rainmaker.json"
     if not cfg_path.exists():
         ca.make_board_bundle(cloud / "ca", board, node_id, mqtt_host="127.0.0.1", mqtt_port=port,

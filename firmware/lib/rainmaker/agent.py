@@ -68,6 +68,9 @@ def load_config(path="rainmaker.json"):
     if type(ka) is not int or not 5 <= ka <= 1200:
         raise ConfigError("%s: keepalive must be 5..1200 s" % path)
     cfg.setdefault("server_hostname", cfg["mqtt_host"])
+    b = cfg.setdefault("budget", [100, 1024, 5000])  # start, cap, ms per token
+    if not (isinstance(b, list) and len(b) == 3 and all(type(x) is int and x > 0 for x in b)):
+        raise ConfigError("%s: budget must be [start, cap, ms per token], positive ints" % path)
     return cfg
 
 
@@ -133,7 +136,8 @@ class Agent:
             # Always the plain topic, as the SDK does (spec §2.1).
             will = (topics.sub(node.node_id, "params/local"), b'{"Connectivity":{"Connected":false}}', 1, False)
         self.session = Session(node.node_id, self.cfg["keepalive"], will)
-        self.budget = Budget(time.ticks_ms())
+        b = self.cfg["budget"]
+        self.budget = Budget(time.ticks_ms(), b[0], b[1], b[2])
         self.backoff = Backoff()
         self.ctx = None
         self.wlan = None
@@ -141,6 +145,7 @@ class Agent:
         self.since = time.ticks_ms()
         self.connects = 0
         self._writer = None
+        self._out = bytearray()  # bytes produced in one step, sent in one write
         self._ready = False
         self._event = None
         self._connack = None
@@ -237,6 +242,7 @@ class Agent:
             self._close()
             if self.wlan and not self.wlan.isconnected():
                 continue  # the Wi-Fi loop waits; no MQTT backoff needed
+            self._out = bytearray()  # nothing stale goes out on the next link
             delay = self.backoff.next()
             self._set("backoff")
             log.info("mqtt", "retrying in %d ms" % delay)
@@ -266,6 +272,7 @@ class Agent:
             _CONNECT_TIMEOUT,
         )
         self._writer = writer
+        self._out = bytearray()
         self._event = asyncio.Event()
         self._connack = self._suback = None
         writer.write(self.session.connect(time.ticks_ms()))
@@ -279,10 +286,9 @@ class Agent:
                 if not self.wlan.isconnected():
                     raise OSError("Wi-Fi lost")
                 now = time.ticks_ms()
-                out = self.session.tick(now)
-                if out:
-                    writer.write(out)
+                self._out += self.session.tick(now)
                 self._pump(now)
+                self._flush()
                 if self.sync.save(now):
                     log.debug("store", "params saved")
                 await writer.drain()
@@ -313,13 +319,14 @@ class Agent:
         self.backoff.reset()
         now = time.ticks_ms()
         for pkt in self.session.resend(now):
-            writer.write(pkt)
+            self._out += pkt
         self.sync.connected()
         # Spec order: config, (user mapping), subscribe, then the full params.
         if self.sync.config_due:
             self._publish(*self.sync.take(now))
         pid, pkt = self.session.subscribe([(self._remote_topic, 1)], now)
-        writer.write(pkt)
+        self._out += pkt
+        self._flush()
         await writer.drain()
         while self._suback is None:
             await self._wait("SUBACK")
@@ -329,6 +336,7 @@ class Agent:
         log.info("mqtt", "online as %s" % self.node.node_id)
         self._ready = True
         self._pump(now)
+        self._flush()
         await writer.drain()
 
     async def _reader(self, reader):
@@ -347,8 +355,7 @@ class Agent:
             raise OSError("connection closed by broker")
         now = time.ticks_ms()
         events, out = self.session.receive(data, now)
-        if out and self._writer:
-            self._writer.write(out)
+        self._out += out
         for ev in events:
             kind = ev[0]
             if kind == EV_MESSAGE:
@@ -365,6 +372,15 @@ class Agent:
                 self._event.set()
             elif kind == EV_OVERSIZE:
                 log.warn("mqtt", "message on %s of %d bytes dropped: limit is %d" % (ev[1], ev[2], self.session.max_packet))
+        self._flush()
+
+    def _flush(self):
+        # One write per step: the PUBACK of a write and its echo travel in one
+        # TCP segment, so Nagle's algorithm (on in lwIP) never holds the echo
+        # back waiting for an ACK.
+        if self._out and self._writer:
+            self._writer.write(bytes(self._out))
+            self._out = bytearray()
 
     def _pump(self, now):
         """Publish whatever the sync engine has due, within budget and window."""
@@ -387,7 +403,7 @@ class Agent:
         self.budget.take(now)
         topic = topics.pub(self.node.node_id, suffix, self.ingest)
         pid, pkt = self.session.publish(topic, payload, 1, now)
-        self._writer.write(pkt)
+        self._out += pkt
         log.debug("mqtt", "%s %d bytes" % (suffix, len(pkt)))
 
 
