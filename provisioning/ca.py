@@ -475,6 +475,16 @@ def _ensure_ca_noisy(ca_dir):
         print(f"created CA in {ca_dir}", file=sys.stderr)
 
 
+def cli_error(exc):
+    """One line on stderr for a CLI failure; returns the exit code (2)."""
+    if isinstance(exc, OSError) and not isinstance(exc, CAError):
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''} (check the path and its permissions)",
+              file=sys.stderr)
+    else:
+        print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     ca_dir = args.ca_dir
@@ -502,13 +512,8 @@ def main(argv=None):
             board = make_board_bundle(ca_dir, args.board_dir, args.node_id, args.host, args.port,
                                       args.server_hostname, args.topics, args.force)
             print(f"board bundle: {board / 'rainmaker.json'} and {board / 'certs'}/")
-    except CAError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {exc.strerror or exc}: {exc.filename or ''} (check the path and its permissions)",
-              file=sys.stderr)
-        return 2
+    except (CAError, OSError) as exc:
+        return cli_error(exc)
     return 0
 
 

@@ -730,13 +730,8 @@ def main(argv=None):
             else:
                 print(f"{args.node_id}: new certificate serial {new.serial_number:x} until "
                       f"{new.not_valid_after_utc.date()}; deploy again to push it to the board")
-    except ca.CAError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {exc.strerror or exc}: {exc.filename or ''} (check the path and its permissions)",
-              file=sys.stderr)
-        return 2
+    except (ca.CAError, OSError) as exc:
+        return ca.cli_error(exc)
     return 0
 
 

@@ -12,24 +12,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from provisioning import ca
+from tests.example_node import example_node
 from tests.harness import Cloud, Board, ROOT
 
 NODE = "240AC4E2E001"
 
 
 def expected_config(node_id):
-    # The example app's node, built from the same library in this process:
-    # the board's config must match it byte for byte.
-    from rainmaker import Node, Device, Param, READ, std
-
-    n = Node("Example Light", "Lightbulb", fw_version="1.0.0", model="rm-example")
-    n.node_id = node_id
-    n.add(std.lightbulb("Light"))
-    n.add(std.temperature_sensor("Temperature", 0.0))
-    svc = Device("Connectivity", "esp.service.connectivity", service=True)
-    svc.add(Param("Connected", True, "bool", "esp.param.connected", READ))
-    n.add(svc)
-    return n.config()
+    # The board's config must match the same node built here, byte for byte.
+    return example_node(node_id).config()
 
 
 @pytest.fixture(scope="module")

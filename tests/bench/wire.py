@@ -13,19 +13,8 @@ SUBACK and the service's PUBACKs are free. Prices are the us-east-1 list
 prices used here as constants (check the current page): USD 1.00 per
 million messages, USD 0.08 per million connection-minutes.
 """
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "firmware" / "lib"))
-import types  # noqa: E402
-
-if "micropython" not in sys.modules:
-    mp = types.ModuleType("micropython")
-    mp.const = lambda x: x
-    sys.modules["micropython"] = mp
-
-from rainmaker import Node, Device, Param, std, READ, log, mqtt, topics  # noqa: E402
+from tests.example_node import example_node  # noqa: E402  (sets up the firmware path)
+from rainmaker import log, mqtt, topics  # noqa: E402
 from rainmaker.session import Session  # noqa: E402
 from rainmaker.sync import Sync  # noqa: E402
 
@@ -35,20 +24,9 @@ PRICE_MIN = 0.08 / 1e6
 DAY_MS = 86_400_000
 
 
-def example_node():
-    node = Node("Example Light", "Lightbulb", fw_version="1.0.0", model="rm-example")
-    node.node_id = "240AC4A1B2C3"
-    node.add(std.lightbulb("Light"))
-    node.add(std.temperature_sensor("Temperature", 21.5))
-    svc = Device("Connectivity", "esp.service.connectivity", service=True)
-    svc.add(Param("Connected", True, "bool", "esp.param.connected", READ))
-    node.add(svc)
-    return node
-
-
 def simulate(changes=100, temp_period_s=None, ingest=False):
     log.level = -1
-    node = example_node()
+    node = example_node("240AC4A1B2C3", 21.5)
     sync = Sync(node)
     sess = Session(node.node_id, 120, (topics.sub(node.node_id, "params/local"),
                                        b'{"Connectivity":{"Connected":false}}', 1, False))

@@ -1,0 +1,89 @@
+"""The agent's I/O layer in-process on the simulated board: configuration
+errors and rainmaker.status() at the REPL. The networked paths are covered
+end to end in test_e2e.py."""
+import contextlib
+import io
+import json
+
+import pytest
+
+from provisioning.ca import ensure_ca
+from tools.sim.runtime import Runtime
+from tools.simulate import prepare_board
+
+
+@pytest.fixture
+def board(tmp_path, monkeypatch):
+    d = tmp_path / "board"
+    ensure_ca(tmp_path / "cloud" / "ca")
+    prepare_board(tmp_path / "cloud", d, tmp_path / "air.json", "240AC4ABCDEF", 8883)
+    monkeypatch.chdir(d)  # the board's root, as tools.sim.board does
+    rt = Runtime(d, air=tmp_path / "air.json", mac="240AC4ABCDEF").install()
+    yield d, rt
+    rt.uninstall()
+
+
+def _agent(rt):
+    rainmaker = rt.import_module("rainmaker")
+    agent = rt.import_module("rainmaker.agent")
+    std = rt.import_module("rainmaker.std")
+    node = rainmaker.Node("Status Test", "Test")
+    node.add(std.switch("Plug"))
+    return agent, node
+
+
+def test_status_before_start_names_every_part(board):
+    d, rt = board
+    agent, node = _agent(rt)
+    agent.Agent(node)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        agent.status()
+    text = out.getvalue()
+    assert "node     240AC4ABCDEF (Status Test, fw 1.0.0)" in text
+    assert "wifi     not started" in text
+    assert "mqtt     starting for 0 s, 127.0.0.1:8883, 0 connects" in text
+    assert "reports  " in text and "budget 100" in text
+    assert "writes   0 accepted, 0 refused, 0 oversized dropped" in text
+    assert "heap     " in text
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda c: c.pop("node_id"), "rainmaker.json has no 'node_id'"),
+    (lambda c: c.update(topics="aws"), "topics must be 'plain' or 'ingest'"),
+    (lambda c: c.update(mqtt_port=70000), "mqtt_port must be a port number"),
+    (lambda c: c.update(keepalive=1), "keepalive must be 5..1200 s"),
+    (lambda c: c.update(budget=[1, 2]), "budget must be [start, cap, ms per token]"),
+])
+def test_bad_config_is_named(board, change, message):
+    d, rt = board
+    cfg = json.loads((d / "rainmaker.json").read_text())
+    change(cfg)
+    (d / "rainmaker.json").write_text(json.dumps(cfg))
+    agent, node = _agent(rt)
+    with pytest.raises(agent.ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        agent.Agent(node)
+
+
+def test_missing_or_corrupt_config_is_named(board):
+    d, rt = board
+    agent, node = _agent(rt)
+    (d / "rainmaker.json").write_text("{nope")
+    with pytest.raises(agent.ConfigError, match="rainmaker.json is not valid JSON"):
+        agent.Agent(node)
+    (d / "rainmaker.json").unlink()
+    with pytest.raises(agent.ConfigError, match="rainmaker.json not found: deploy a credential bundle"):
+        agent.Agent(node)
+
+
+def test_backoff_grows_with_jitter_and_is_capped(board):
+    d, rt = board
+    agent = rt.import_module("rainmaker.agent")
+    b = agent.Backoff(1000, 60000)
+    delays = [b.next() for _ in range(12)]
+    for n, dly in enumerate(delays):
+        step = min(60000, 1000 << n)
+        assert step // 2 <= dly <= step
+    assert max(delays) <= 60000 and len(set(delays)) > 3
+    b.reset()
+    assert b.next() <= 1000
