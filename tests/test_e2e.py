@@ -113,17 +113,43 @@ def test_bad_input_is_logged_and_the_board_keeps_working(cloud, board, payload, 
 
 
 def test_broker_restart_mid_traffic_recovers_and_re_reports(cloud, board):
-    lsince = board.mark()
-    cloud.broker.restart()
-    board.wait_line("connection closed by broker", lsince, timeout=30)
-    since = cloud.mark()
-    board.wait_line("online as " + NODE, lsince, timeout=30)
-    _, init = cloud.wait("params/local/init", NODE, since)
-    assert params(init)["Light"]["Brightness"] == 40  # state survived the outage
+    import threading
+
+    stop = threading.Event()
+
+    def traffic():  # the cloud keeps writing while the broker goes away
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                cloud._client.publish(f"node/{NODE}/params/remote", json.dumps({"Light": {"Hue": n % 300}}), qos=1)
+            except Exception:
+                pass
+            time.sleep(0.05)
+
+    t = threading.Thread(target=traffic, daemon=True)
+    t.start()
+    try:
+        time.sleep(0.5)
+        lsince = board.mark()
+        cloud.broker.restart()
+        board.wait_line("connection closed by broker", lsince, timeout=30)
+        # A local change while the broker is down must not be lost.
+        before = board.mark()
+        board.press_button()
+        board.wait_line("online as " + NODE, lsince, timeout=30)
+    finally:
+        stop.set()
+        t.join(5)
     since = cloud.mark()
     cloud.write(NODE, {"Light": {"Hue": 120}})
-    _, echo = cloud.wait("params/local", NODE, since)
+    _, echo = cloud.wait("params/local", NODE, since, where=lambda p: b'"Hue":120' in p)
     assert params(echo) == {"Light": {"Hue": 120}}
+    # The state the board reports after the outage includes the button press.
+    recorded = [json.loads(p) for t_, p, _ in cloud.messages if t_.endswith(f"{NODE}/params/local/init")]
+    assert recorded[-1]["Light"]["Power"] is True  # the press turned the light back on
+    assert recorded[-1]["Light"]["Brightness"] == 40  # state survived the outage
+    assert "Traceback" not in "\n".join(board.lines(before))
 
 
 def test_wifi_drop_and_return(cloud, board):

@@ -63,10 +63,12 @@ def test_inflight_window_is_bounded():
 
 
 def test_oversized_publish_rejected_before_send():
-    s = Session("N1", max_packet=100)
+    s = Session("N1", max_packet=100, max_out=150)
     s.connect(0)
-    raises(mqtt.MQTTError, s.publish, "t", b"x" * 200, 1, 0)
-    assert not s.inflight
+    s.publish("t", b"x" * 140, 1, 0)  # the inbound limit does not apply to what we send
+    e = raises(ValueError, s.publish, "t", b"x" * 200, 1, 0)
+    assert "exceeds the broker limit of 150" in str(e)
+    assert list(s.inflight) == [1]  # no packet id spent on it
 
 
 def test_incoming_qos1_is_acked_and_oversize_reported():

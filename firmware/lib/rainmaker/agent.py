@@ -402,7 +402,12 @@ class Agent:
         now = time.ticks_ms()
         self.budget.take(now)
         topic = topics.pub(self.node.node_id, suffix, self.ingest)
-        pid, pkt = self.session.publish(topic, payload, 1, now)
+        try:
+            pid, pkt = self.session.publish(topic, payload, 1, now)
+        except ValueError as e:
+            # It can never be sent; retrying would loop forever. Say what to cut.
+            log.error("mqtt", "%s not sent: %s (fewer or shorter params?)" % (suffix, e))
+            return
         self._out += pkt
         log.debug("mqtt", "%s %d bytes" % (suffix, len(pkt)))
 

@@ -27,12 +27,14 @@ def diff(a, b):
 
 
 class Session:
-    def __init__(self, client_id, keepalive=120, will=None, max_inflight=8, max_packet=8192):
+    def __init__(self, client_id, keepalive=120, will=None, max_inflight=8, max_packet=8192,
+                 max_out=131072):
         self.client_id = client_id
         self.keepalive = keepalive  # seconds, sent in CONNECT
         self.will = will
         self.max_inflight = max_inflight
-        self.max_packet = max_packet
+        self.max_packet = max_packet  # largest packet we accept from the broker
+        self.max_out = max_out  # largest we send: AWS IoT's limit is 128 KiB
         self.connected = False
         self._pid = 0
         # pid -> [packet bytes, last send tick, sends, kind]; kind is PUBLISH or SUBSCRIBE.
@@ -94,10 +96,12 @@ class Session:
         """Returns (pid, bytes). pid is 0 for QoS 0. Raises if the window is full."""
         if qos and not self.can_publish():
             raise mqtt.MQTTError("too many unacknowledged publishes")
+        pkt = mqtt.publish(topic, payload, qos, 0)
+        if len(pkt) > self.max_out:
+            raise ValueError("publish of %d bytes exceeds the broker limit of %d" % (len(pkt), self.max_out))
         pid = self._next_pid() if qos else 0
-        pkt = mqtt.publish(topic, payload, qos, pid)
-        if len(pkt) > self.max_packet:
-            raise mqtt.MQTTError("publish of %d bytes exceeds limit %d" % (len(pkt), self.max_packet))
+        if pid:
+            pkt = mqtt.publish(topic, payload, qos, pid)
         if qos:
             self.inflight[pid] = [pkt, now, 1, mqtt.PUBLISH]
         self._tx = now
