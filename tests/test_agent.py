@@ -18,6 +18,12 @@ def board(tmp_path, monkeypatch):
     ensure_ca(tmp_path / "cloud" / "ca")
     prepare_board(tmp_path / "cloud", d, tmp_path / "air.json", "240AC4ABCDEF", 8883)
     monkeypatch.chdir(d)  # the board's root, as tools.sim.board does
+    # The host may have imported the firmware package itself (core tests do);
+    # the simulator refuses to mix the two, so set the host copies aside.
+    import sys
+
+    for name in [m for m in sys.modules if m == "rainmaker" or m.startswith("rainmaker.")]:
+        monkeypatch.delitem(sys.modules, name)
     rt = Runtime(d, air=tmp_path / "air.json", mac="240AC4ABCDEF").install()
     yield d, rt
     rt.uninstall()
@@ -87,3 +93,21 @@ def test_backoff_grows_with_jitter_and_is_capped(board):
     assert max(delays) <= 60000 and len(set(delays)) > 3
     b.reset()
     assert b.next() <= 1000
+
+
+def test_persisted_param_is_saved_while_offline(board):
+    # No Wi-Fi, no broker: the change must still reach params.json.
+    d, rt = board
+    agent, node = _agent(rt)
+    a = agent.Agent(node)
+    aio = rt.modules["asyncio"]
+
+    async def main():
+        keeper = aio.create_task(a._keeper())
+        node.device("Plug").update("Name", "Porch")
+        await aio.sleep_ms(600)
+        keeper.cancel()
+
+    aio.run(main())
+    assert json.loads((d / "params.json").read_text())["Plug"]["Name"] == "Porch"
+    assert not (d / "params.json.tmp").exists()

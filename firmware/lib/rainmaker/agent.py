@@ -216,8 +216,17 @@ class Agent:
 
     # -- MQTT connection ----------------------------------------------------------
 
+    async def _keeper(self):
+        # Persisted params are saved whether or not we are online: a change
+        # made while the broker is unreachable must survive a reboot too.
+        while True:
+            if self.sync.save(time.ticks_ms()):
+                log.debug("store", "params saved")
+            await asyncio.sleep_ms(250)
+
     async def run(self):
         """Supervise forever: Wi-Fi, then MQTT; on any failure, back off and retry."""
+        asyncio.create_task(self._keeper())
         while True:
             try:
                 await self._wifi()
@@ -289,8 +298,6 @@ class Agent:
                 self._out += self.session.tick(now)
                 self._pump(now)
                 self._flush()
-                if self.sync.save(now):
-                    log.debug("store", "params saved")
                 await writer.drain()
                 await asyncio.sleep_ms(_TICK)
         finally:
