@@ -11,6 +11,7 @@ from rainmaker import std
 _LED = 2
 _BUTTON = 0
 _TEMP_PERIOD = 30  # s
+_HOLD_RESET = 3000  # ms: holding the button this long erases Wi-Fi (provisioning at reboot)
 
 led = PWM(Pin(_LED, Pin.OUT), freq=1000, duty_u16=0)
 
@@ -46,16 +47,24 @@ async def sense():
 
 async def button():
     # The IRQ only sets a flag; the toggle runs in a task, where it is safe to
-    # allocate and to report.
+    # allocate and to report. A short press toggles the light on release; a
+    # press held 3 s is a Wi-Fi reset, as in the SDK's examples.
     flag = asyncio.ThreadSafeFlag()
     pin = Pin(_BUTTON, Pin.IN, Pin.PULL_UP)
     pin.irq(lambda p: flag.set(), Pin.IRQ_FALLING)
     while True:
         await flag.wait()
         await asyncio.sleep_ms(30)  # debounce
-        if pin.value() == 0:
-            light.update("Power", not light["Power"])
-            show(light["Power"], light["Brightness"])
+        if pin.value():
+            continue
+        held = 30
+        while pin.value() == 0 and held < _HOLD_RESET:
+            await asyncio.sleep_ms(50)
+            held += 50
+        if held >= _HOLD_RESET:
+            rm.wifi_reset()
+        light.update("Power", not light["Power"])
+        show(light["Power"], light["Brightness"])
 
 
 show(light["Power"], light["Brightness"])  # restored values (Name) are in place before the first connect

@@ -109,7 +109,7 @@ def _suffix(topic, node_id):
 class Board:
     """A simulated board in a child process; lines() and wait_line() read its log."""
 
-    def __init__(self, cloud, root, node_id, main=None, keepalive=None, topics=None, wifi=True):
+    def __init__(self, cloud, root, node_id, main=None, keepalive=None, topics=None, wifi=True, args=()):
         self.cloud = cloud
         self.root = Path(root)
         self.dir = self.root / "board"
@@ -123,12 +123,13 @@ class Board:
             write_json(self.dir / "rainmaker.json", cfg)
         if main:
             (self.dir / "main.py").write_text(Path(main).read_text())
+        self.args = list(args)  # more tools.sim.board options, e.g. ["--port-map", "80=18080"]
         self.proc = None
         self._lines = []
         self._cond = threading.Condition()
 
     def start(self):
-        self.proc = subprocess.Popen(board_command(self.dir, self.air, self.mac), cwd=ROOT,
+        self.proc = subprocess.Popen(board_command(self.dir, self.air, self.mac) + self.args, cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
         return self

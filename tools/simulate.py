@@ -64,6 +64,10 @@ def main(argv=None):
     p.add_argument("--board", default=".sim/board", help="the simulated board's filesystem (default .sim/board)")
     p.add_argument("--port", type=int, default=8883, help="broker TLS port on 127.0.0.1 (default 8883; 0 = any free)")
     p.add_argument("--mac", default="240AC4A1B2C3", help="the board's Wi-Fi MAC; the node id is derived from it")
+    p.add_argument("--provision", action="store_true",
+                   help="start without Wi-Fi credentials: the board runs Wi-Fi provisioning (SoftAP)")
+    p.add_argument("--prov-port", type=int, default=18080,
+                   help="host port for the board's provisioning server, its port 80 (default 18080)")
     args = p.parse_args(argv)
 
     cloud = Path(args.cloud).resolve()
@@ -82,7 +86,9 @@ def main(argv=None):
         return 2
     recorder = Recorder(cloud, broker.host, broker.port)
     recorder.start()
-    node_id = prepare_board(cloud, board, air, mac, broker.port)
+    node_id = prepare_board(cloud, board, air, mac, broker.port, wifi=not args.provision)
+    if args.provision:
+        (board / "wifi.json").unlink(missing_ok=True)  # as a Wi-Fi reset does
     print(f"""
   local cloud  {broker.engine} on {broker.host}:{broker.port} (mutual TLS), CA in {cloud / 'ca'}
   board        {board}  node id {node_id}
@@ -96,7 +102,14 @@ def main(argv=None):
 
   Ctrl-C stops the board and the cloud.
 """, flush=True)
-    proc = subprocess.Popen(board_command(board, air, mac), cwd=ROOT)
+    if args.provision:
+        print(f"""  Provisioning: the board serves it on 127.0.0.1:{args.prov_port} (its port 80).
+    python -m tools.qr --board {board}
+    python -m tools.provision --host 127.0.0.1:{args.prov_port} --qr "$(python -m tools.qr --board {board} --json)" \\
+        --ssid SimNet --password {SIM_PASSWORD}
+""", flush=True)
+    cmd = board_command(board, air, mac) + ["--port-map", "80=%d" % args.prov_port]
+    proc = subprocess.Popen(cmd, cwd=ROOT)
     try:
         return proc.wait()
     except KeyboardInterrupt:

@@ -6,7 +6,8 @@
 #   node.add(std.lightbulb("Light", cb=on_write))
 #   rm.run(node, my_task())
 #
-# At the REPL: rm.status() prints Wi-Fi, MQTT, the last error and the heap.
+# At the REPL: rm.status() prints Wi-Fi, MQTT, the last error and the heap;
+# rm.wifi_reset() forgets the network and reboots into provisioning.
 # The I/O layer (rainmaker.agent) is imported on first use, so the model and
 # protocol modules load without network or ssl (and in tests, without a board).
 from .node import Node, Device, Param, READ, WRITE, TIME_SERIES, SIMPLE_TS, PERSIST
@@ -22,3 +23,22 @@ def status():
     from .agent import status
 
     status()
+
+
+def wifi_reset(reboot=True):
+    """Forget the Wi-Fi credentials; with reboot, restart into provisioning."""
+    import os
+    import sys
+    from . import log
+
+    a = sys.modules.get("rainmaker.agent")
+    path = a._agent.wifi_file if a and a._agent else "wifi.json"
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+    log.warn("wifi", "Wi-Fi credentials erased%s" % ("; rebooting into provisioning" if reboot else ""))
+    if reboot:
+        import machine
+
+        machine.reset()

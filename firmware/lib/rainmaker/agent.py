@@ -12,7 +12,7 @@ import network
 from micropython import const
 from . import log, topics
 from .node import Device, Param, READ
-from .session import Session, EV_CONNACK, EV_MESSAGE, EV_SUBACK, EV_OVERSIZE
+from .session import Session, EV_CONNACK, EV_MESSAGE, EV_PUBACK, EV_SUBACK, EV_OVERSIZE
 from .mqtt import CONNACK_TEXT, MQTTError
 from .sync import Sync
 from .budget import Budget
@@ -31,6 +31,7 @@ _TIME_VALID = const(599616000)
 CERT = "certs/node.crt.der"
 KEY = "certs/node.key.der"
 CA = "certs/ca.der"
+MAPPING = "mapping.json"  # user-node mapping from provisioning, kept until its PUBACK
 
 _WIFI_REASON = {
     201: "network not found",
@@ -171,14 +172,19 @@ class Agent:
         if wlan.status() == network.STAT_IDLE:
             creds = Store(self.wifi_file).load()
             if not creds.get("ssid"):
+                self._set("provisioning")
+                await self._provision()
+                creds = Store(self.wifi_file).load()
+            if not creds.get("ssid"):
                 self._set("no wifi")
                 log.error("wifi", "no credentials in %s: provision the board or deploy with Wi-Fi settings" % self.wifi_file)
                 while not Store(self.wifi_file).load().get("ssid"):
                     await asyncio.sleep(5)
                 creds = Store(self.wifi_file).load()
-            log.info("wifi", "joining %r" % creds["ssid"])
-            # The driver keeps retrying by itself after this, across drops.
-            wlan.connect(creds["ssid"], creds.get("password", ""))
+            if not wlan.isconnected():  # provisioning leaves the station connected
+                log.info("wifi", "joining %r" % creds["ssid"])
+                # The driver keeps retrying by itself after this, across drops.
+                wlan.connect(creds["ssid"], creds.get("password", ""))
         self._set("wifi")
         waited = 0
         while not wlan.isconnected():
@@ -188,6 +194,20 @@ class Agent:
                 st = wlan.status()
                 log.warn("wifi", "no IP after %d s: %s" % (waited // 1000, _WIFI_REASON.get(st, "status %d" % st)))
         log.info("wifi", "connected, ip %s" % wlan.ifconfig()[0])
+
+    async def _provision(self):
+        # Imported only now, and unloaded afterwards: its memory (crypto,
+        # HTTP server) goes back to the heap before TLS needs it.
+        from . import prov
+
+        try:
+            await prov.run(self.cfg, self.wlan, self.node.node_id, self.wifi_file, MAPPING)
+        except Exception as e:  # e.g. port 80 taken: no retry loop, say why
+            log.error("prov", "provisioning failed: %s; reboot to try again" % (str(e) or type(e).__name__))
+        finally:
+            prov.unload()
+            del prov
+            gc.collect()
 
     # -- clock ------------------------------------------------------------------
 
@@ -331,6 +351,7 @@ class Agent:
         # Spec order: config, (user mapping), subscribe, then the full params.
         if self.sync.config_due:
             self._publish(*self.sync.take(now))
+        await self._map_user(writer, now)
         pid, pkt = self.session.subscribe([(self._remote_topic, 1)], now)
         self._out += pkt
         self._flush()
@@ -345,6 +366,25 @@ class Agent:
         self._pump(now)
         self._flush()
         await writer.drain()
+
+    async def _map_user(self, writer, now):
+        # Spec §6.3: a mapping received during provisioning goes out after the
+        # config; params wait for its PUBACK. The file outlives a reboot.
+        m = Store(MAPPING).load()
+        if not m.get("user_id"):
+            return
+        body = json.dumps({"node_id": self.node.node_id, "user_id": m["user_id"], "secret_key": m.get("secret_key", "")})
+        pid, pkt = self.session.publish(topics.pub(self.node.node_id, "user/mapping", self.ingest), body, 1, now)
+        self._out += pkt
+        self._flush()
+        await writer.drain()
+        while pid in self.session.inflight:
+            await self._wait("PUBACK of user/mapping")
+        try:
+            os.remove(MAPPING)
+        except OSError:
+            pass
+        log.info("mqtt", "user mapping for %s acknowledged" % m["user_id"])
 
     async def _reader(self, reader):
         # Errors are handed to the connection loop rather than raised, so the
@@ -377,6 +417,8 @@ class Agent:
             elif kind == EV_SUBACK:
                 self._suback = ev[2]
                 self._event.set()
+            elif kind == EV_PUBACK:
+                self._event.set()  # _map_user() waits for one
             elif kind == EV_OVERSIZE:
                 log.warn("mqtt", "message on %s of %d bytes dropped: limit is %d" % (ev[1], ev[2], self.session.max_packet))
         self._flush()

@@ -1,0 +1,10 @@
+# Why a provisioning request is refused. Either way the transport answers
+# nothing (HTTP: the connection is closed), as protocomm does (spec §8.3).
+
+
+class Refused(Exception):
+    """Malformed, out of order or not allowed: refused, nothing else happens."""
+
+
+class AuthFailed(Refused):
+    """A failed session handshake (bad key or proof): counted towards the lock-out."""

@@ -1,0 +1,213 @@
+# Provisioning over SoftAP: the access point PROV_xxxxxx, the HTTP server on
+# port 80, and the Wi-Fi station that tries the credentials the phone sends.
+# The protocol work is done by the sans-IO modules; this file moves bytes and
+# time, and owns every wait (each one bounded).
+import asyncio
+import time
+import network
+from micropython import const
+from .. import log
+from ..store import Store
+from .ident import Ident
+from .protocomm import Protocomm
+from .httpd import Parser, Server
+from .netconfig import NetConfig, CONNECTED, AUTH_ERROR, NOT_FOUND
+from .scan import Scan
+from .assoc import UserAssoc
+
+PORT = 80
+_MAX_CONNS = const(1)  # protocomm_httpd keeps one socket open (LRU purge)
+_IDLE_MS = const(60000)  # an idle keep-alive connection is closed after this
+_REQUEST_MS = const(10000)  # longest pause inside a request that has started
+_ATTEMPTS = const(3)  # connection attempts per apply, as the SDK example
+_ATTEMPT_MS = const(15000)  # an attempt with no verdict by then failed (e.g. silent bad key)
+_LINGER_MS = const(30000)  # after joining, keep serving so the client can read "connected"
+_AFTER_READ_MS = const(1500)  # ...or this long after it has read it
+_QUIET_MS = const(300)  # no request for this long: precompute the next handshake key
+_FAILS = (201, 202, 203, 204, 205, 210, 211, 212)
+_NOT_FOUND = (201, 210, 211, 212)
+
+
+def _disconnect(sta):
+    try:
+        sta.disconnect()
+    except OSError:
+        pass
+
+
+async def _close(writer):
+    try:
+        await writer.wait_closed()  # MicroPython's Stream.close() does nothing
+    except Exception:
+        pass
+
+
+class Provisioner:
+    def __init__(self, cfg, sta, node_id, wifi_file, mapping_file, port=PORT):
+        self.ident = Ident(cfg)
+        self.timeout_ms = int(cfg.get("prov_timeout", 1800)) * 1000
+        self.sta = sta
+        self.wifi_file = wifi_file
+        self.mapping_file = mapping_file
+        self.port = port
+        self.net = NetConfig()
+        self.scan = Scan(sta.scan)
+        self.assoc = UserAssoc(node_id)
+        self.sec = self.ident.security()
+        self.pc = Protocomm(self.sec, {
+            "prov-config": self.net.config,
+            "prov-scan": self.scan.handle,
+            "prov-ctrl": self.net.ctrl,
+            "cloud_user_assoc": self.assoc.handle,
+        })
+        self.http = Server(self.pc)
+        self.conns = []  # (id, writer), oldest first
+        self._ids = 0
+        self.last_request = time.ticks_ms()
+
+    # -- HTTP connections ---------------------------------------------------------
+
+    async def _serve(self, reader, writer):
+        self._ids += 1
+        cid = self._ids
+        self.conns.append((cid, writer))
+        while len(self.conns) > _MAX_CONNS:
+            await _close(self.conns.pop(0)[1])
+        parser = Parser()
+        try:
+            while True:
+                wait = _IDLE_MS if parser.head is None and not parser.buf else _REQUEST_MS
+                data = await asyncio.wait_for_ms(reader.read(512), wait)
+                if not data:
+                    return
+                req = parser.feed(data)
+                while req is not None:
+                    self.last_request = time.ticks_ms()
+                    out, keep = self.http.handle(cid, req)
+                    if out is None:
+                        log.warn("prov", "request refused, connection closed: %s" % self.http.last_error)
+                        return
+                    writer.write(out)
+                    await writer.drain()
+                    self.last_request = time.ticks_ms()  # handling may have taken seconds
+                    if not keep:
+                        return
+                    req = parser.feed(b"")
+        except asyncio.TimeoutError:
+            pass
+        except Exception as e:  # a bad request or a bug: this connection ends, the server goes on
+            log.warn("prov", "connection closed: %s" % (str(e) or type(e).__name__))
+        finally:
+            for i in range(len(self.conns)):
+                if self.conns[i][0] == cid:
+                    self.conns.pop(i)
+                    break
+            await _close(writer)
+
+    # -- the Wi-Fi station ----------------------------------------------------------
+
+    async def _join(self, ssid, password):
+        sta = self.sta
+        try:
+            sta.config(reconnects=-1)  # the driver retries until we stop it
+        except (ValueError, OSError):
+            pass
+        st = None
+        for attempt in range(_ATTEMPTS):
+            _disconnect(sta)  # stops any retry; clears its stale reason
+            log.info("prov", "joining %r (attempt %d of %d)" % (ssid, attempt + 1, _ATTEMPTS))
+            st = None
+            try:
+                sta.connect(ssid, password)
+            except OSError as e:
+                log.warn("prov", "connect failed: %s" % e)
+            else:
+                t0 = time.ticks_ms()
+                while time.ticks_diff(time.ticks_ms(), t0) < _ATTEMPT_MS:
+                    await asyncio.sleep_ms(100)
+                    if sta.isconnected():
+                        self._joined(ssid, password)
+                        return
+                    s = sta.status()
+                    if s in _FAILS:
+                        st = s
+                        break
+            left = _ATTEMPTS - 1 - attempt
+            if left:
+                self.net.attempt_failed(left)
+        _disconnect(sta)
+        reason = NOT_FOUND if st in _NOT_FOUND else AUTH_ERROR
+        self.net.failed(reason)
+        log.warn("prov", "could not join %r: %s; waiting for new credentials" % (
+            ssid, "network not found" if reason == NOT_FOUND else "wrong password (or no answer)"))
+
+    def _joined(self, ssid, password):
+        sta = self.sta
+        ip = sta.ifconfig()[0]
+        auth, bssid, ch = (3 if password else 0), b"", 0
+        for r in self.scan.results:
+            if r[0] == ssid.encode():
+                auth, bssid, ch = r[4], r[1], r[2]
+                break
+        # The mapping first: if power fails between the two writes, the board
+        # provisions again rather than coming up without its owner.
+        m = self.assoc.mapping
+        if m:
+            Store(self.mapping_file).save({"user_id": m[0], "secret_key": m[1]})
+        if not Store(self.wifi_file).save({"ssid": ssid, "password": password}):
+            log.error("prov", "credentials not stored: the board will provision again after a reset")
+        self.net.connected(ip, auth, ssid, bssid, ch)
+        log.info("prov", "joined %r, ip %s; credentials stored" % (ssid, ip))
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def run(self):
+        """Serve until the board has joined a network ("done"), or "timeout", or "locked"."""
+        name = self.ident.name
+        ap = network.WLAN(network.AP_IF)
+        ap.active(True)
+        ap.config(ssid=name, security=0, max_clients=5)  # open, as the SDK's example
+        self.sta.active(True)  # scanning needs the station interface
+        server = await asyncio.start_server(self._serve, "0.0.0.0", self.port)
+        log.info("prov", "not provisioned: access point %s, Security %d, %s, http://%s:%d" % (
+            name, self.ident.sec, "PoP " + self.ident.pop if self.ident.sec else "no PoP", ap.ifconfig()[0], self.port))
+        log.info("prov", "QR %s" % self.ident.qr())
+        start = time.ticks_ms()
+        joined = read = None
+        result = "timeout"
+        try:
+            while True:
+                await asyncio.sleep_ms(100)
+                now = time.ticks_ms()
+                if self.pc.locked:
+                    log.error("prov", "%d failed handshakes (wrong PoP?): provisioning stopped until reboot" % self.pc.fails)
+                    result = "locked"
+                    break
+                creds = self.net.take()
+                if creds:
+                    await self._join(creds[0], creds[1])
+                    continue
+                if self.net.reprov:
+                    self.net.reprov = False
+                    joined = read = None
+                    _disconnect(self.sta)
+                    log.info("prov", "client asked to provision again")
+                if self.net.state == CONNECTED:
+                    joined = joined or now
+                    if self.net.reported:
+                        read = read or now
+                    if (read and time.ticks_diff(now, read) > _AFTER_READ_MS) or time.ticks_diff(now, joined) > _LINGER_MS:
+                        result = "done"
+                        break
+                elif time.ticks_diff(now, start) > self.timeout_ms:
+                    log.warn("prov", "no credentials within %d s: provisioning stopped" % (self.timeout_ms // 1000))
+                    break
+                elif not self.sec.established and time.ticks_diff(now, self.last_request) > _QUIET_MS:
+                    self.sec.idle()
+        finally:
+            server.close()
+            await server.wait_closed()
+            while self.conns:
+                await _close(self.conns.pop()[1])
+            ap.active(False)
+        return result

