@@ -6,12 +6,12 @@ these machines are noisy; sizes and counts are absolute.
 import sys
 import time
 
-from tests.bench import heap, roundtrip, wire
+from tests.bench import heap, prov, roundtrip, wire
 
 
 def main():
     only = set(sys.argv[1:])
-    for name, mod in (("heap", heap), ("wire", wire), ("roundtrip", roundtrip)):
+    for name, mod in (("heap", heap), ("wire", wire), ("roundtrip", roundtrip), ("prov", prov)):
         if only and name not in only:
             continue
         t = time.monotonic()
