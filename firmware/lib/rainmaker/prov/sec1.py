@@ -7,9 +7,8 @@ from . import pb
 from .x25519 import x25519, public
 from .aes import CTR, xor, equal
 from .errors import Refused, AuthFailed
+from .session import route, IDLE as _IDLE, WAIT_CMD1 as _WAIT_CMD1
 
-_IDLE = 0
-_WAIT_CMD1 = 1
 _DONE = 2
 
 
@@ -40,18 +39,7 @@ class Sec1:
             self.pre = (k, public(k))
 
     def handshake(self, data):
-        d = pb.decode(data)
-        if pb.get_int(d, 2) != 1:
-            raise Refused("security scheme mismatch")
-        s = pb.get_msg(d, 11)
-        msg = pb.get_int(s, 1)
-        if msg == 0:
-            return self._cmd0(pb.get_msg(s, 20))
-        if msg == 2:
-            if self.state != _WAIT_CMD1:
-                raise Refused("session command 1 out of order")
-            return self._cmd1(pb.get_msg(s, 22))
-        raise Refused("unknown security 1 message %d" % msg)
+        return route(self, data, 1, 11)
 
     def _cmd0(self, sc0):
         self.reset()  # a new command 0 restarts the session

@@ -6,9 +6,8 @@ from . import pb
 from .srp import Server
 from .aes import GCM
 from .errors import Refused, AuthFailed
+from .session import route, IDLE as _IDLE, WAIT_CMD1 as _WAIT_CMD1
 
-_IDLE = 0
-_WAIT_CMD1 = 1
 _DONE = 2
 
 
@@ -37,18 +36,7 @@ class Sec2:
             self.srp.prepare()
 
     def handshake(self, data):
-        d = pb.decode(data)
-        if pb.get_int(d, 2) != 2:
-            raise Refused("security scheme mismatch")
-        s = pb.get_msg(d, 12)
-        msg = pb.get_int(s, 1)
-        if msg == 0:
-            return self._cmd0(pb.get_msg(s, 20))
-        if msg == 2:
-            if self.state != _WAIT_CMD1:
-                raise Refused("session command 1 out of order")
-            return self._cmd1(pb.get_msg(s, 22))
-        raise Refused("unknown security 2 message %d" % msg)
+        return route(self, data, 2, 12)
 
     def _cmd0(self, sc0):
         self.reset()
