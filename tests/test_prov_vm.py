@@ -31,24 +31,6 @@ def _tests(mod):
 CASES = [(m, t) for m in MODULES for t in _tests(m)]
 
 
-def _code(mod, test):
-    return "\n".join([
-        "import sys, io",
-        "sys.path.insert(0, '/input/core')",
-        "sys.path.insert(0, '/input/core_prov')",
-        "sys.path.insert(0, '/input/lib')",
-        f"import {mod} as m",
-        "try:",
-        f"    m.{test}()",
-        "    R = 'PASS'",
-        "except Exception as e:",
-        "    b = io.StringIO()",
-        "    sys.print_exception(e, b)",
-        "    R = 'FAIL ' + repr(b.getvalue())",
-        "print(R)",
-    ]) + "\n"
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     from tests import vm
@@ -61,7 +43,7 @@ def results(tmp_path_factory):
 
     def one(case):
         try:
-            out, err, _ = vm.run(_code(*case), root)
+            out, err, _ = vm.run(vm.guest_code(*case, paths=("lib", "core_prov", "core")), root)
         except RuntimeError as e:
             return "CRASH " + str(e)
         lines = out.strip().splitlines()

