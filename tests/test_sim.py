@@ -119,8 +119,9 @@ def pki(tmp_path_factory):
 class EchoServer:
     """127.0.0.1 echo server (optionally TLS requiring a client certificate)."""
 
-    def __init__(self, ctx=None):
+    def __init__(self, ctx=None, hello_delay=0):
         self.ctx = ctx
+        self.hello_delay = hello_delay  # hold the TLS server's first flight back this long
         self.errors = []
         self.conns = []
         self.received = []
@@ -146,6 +147,7 @@ class EchoServer:
         self.conns.append(c)
         try:
             if self.ctx is not None:
+                time.sleep(self.hello_delay)
                 c = self.ctx.wrap_socket(c, server_side=True)
             while True:
                 data = c.recv(4096)
@@ -167,13 +169,13 @@ class EchoServer:
         self.sock.close()
 
 
-def tls_server(pki, cert="srv.pem", key="srv_key.pem", require_client=True):
+def tls_server(pki, cert="srv.pem", key="srv_key.pem", require_client=True, hello_delay=0):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(pki["files"][cert], pki["files"][key])
     if require_client:
         ctx.verify_mode = ssl.CERT_REQUIRED
         ctx.load_verify_locations(pki["files"]["ca.pem"])
-    return EchoServer(ctx)
+    return EchoServer(ctx, hello_delay)
 
 
 # ---------------------------------------------------------------------------
@@ -321,7 +323,10 @@ def test_concurrent_reader_sees_valueerror_writer_sees_sticky_oserror(board, pki
     a reading task is woken before a writing task (MicroPython's IOQueue order)."""
     wifi_up(board)
     aio = board.modules["asyncio"]
-    srv = tls_server(pki, "rogue.pem", "rogue_key.pem")
+    # The server answers the ClientHello only after write() has returned, so the failure is met
+    # by the waiting tasks, not by write() itself (a busy machine could otherwise deliver the
+    # rogue certificate inside write(), which then raises ValueError, as the test above shows).
+    srv = tls_server(pki, "rogue.pem", "rogue_key.pem", hello_delay=0.3)
 
     async def go():
         r, w = await aio.open_connection("127.0.0.1", srv.port, ssl=client_ctx(board),
