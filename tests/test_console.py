@@ -2,7 +2,6 @@
 
 import json
 import os
-import queue
 import selectors
 import subprocess
 import sys
@@ -10,14 +9,12 @@ import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from provisioning import ca
 from tools import cloud, console
-from tools.broker import Broker, client_tls_context, credential_paths
-
-WAIT = 3.0
+from tools.broker import Broker, credential_paths
+from tests.mqtt_client import Client, WAIT
 ROOT = Path(__file__).resolve().parents[1]
 
 CONFIG = {
@@ -52,42 +49,6 @@ def wait_for(predicate, timeout=WAIT):
     return predicate()
 
 
-class Node:
-    """A paho client holding node A's identity."""
-
-    def __init__(self, port, ca_crt, crt, key):
-        self.messages = queue.Queue()
-        self.subscribed = threading.Event()
-        self.paho = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="A")
-        self.paho.tls_set_context(client_tls_context(ca_crt, crt, key))
-        self.paho.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload))
-        self.paho.on_subscribe = lambda *a: self.subscribed.set()
-        self.paho.connect("127.0.0.1", port)
-        self.paho.loop_start()
-
-    def publish(self, topic, payload):
-        info = self.paho.publish(topic, payload if isinstance(payload, (bytes, str)) else json.dumps(payload), qos=1)
-        info.wait_for_publish(WAIT)
-        assert info.is_published()
-
-    def subscribe(self, topic):
-        self.subscribed.clear()
-        self.paho.subscribe(topic, 1)
-        assert self.subscribed.wait(WAIT)
-
-    def drain(self, quiet=0.4):
-        got = []
-        while True:
-            try:
-                got.append(self.messages.get(timeout=quiet))
-            except queue.Empty:
-                return got
-
-    def close(self):
-        self.paho.disconnect()
-        self.paho.loop_stop()
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("console")
@@ -97,7 +58,8 @@ def env(tmp_path_factory):
     recorder = cloud.Recorder(workdir, broker.host, broker.port).start()
     paths = credential_paths(workdir)
     ca.issue_node(paths["ca_dir"], root / "A", "A")
-    node = Node(broker.port, paths["ca_crt"], root / "A" / "node.crt", root / "A" / "node.key")
+    node = Client(broker.port, paths["ca_crt"], root / "A" / "node.crt", root / "A" / "node.key", client_id="A")
+    assert node.connect(), "node A could not connect"
     yield {"workdir": workdir, "broker": broker, "recorder": recorder, "node": node, "root": root}
     node.close()
     recorder.stop()
@@ -159,12 +121,12 @@ def test_traffic_log_truncates_and_rotates(tmp_path, monkeypatch):
 
 def test_recorder_stores_config_init_and_delta(env):
     node, workdir = env["node"], env["workdir"]
-    node.publish("$aws/rules/esp_node_config/node/A/config", CONFIG)
-    node.publish("node/A/params/local/init",
+    assert node.publish("$aws/rules/esp_node_config/node/A/config", CONFIG).is_published()
+    assert node.publish("node/A/params/local/init",
                  {"Light": {"Name": "Desk", "Power": False, "Brightness": 10, "Mode": "warm"},
-                  "System": {"Uptime": 5}})
-    node.publish("node/A/params/local", b"garbage{")
-    node.publish("$aws/rules/esp_set_params/node/A/params/local", {"Light": {"Brightness": 55}})
+                  "System": {"Uptime": 5}}).is_published()
+    assert node.publish("node/A/params/local", b"garbage{").is_published()
+    assert node.publish("$aws/rules/esp_set_params/node/A/params/local", {"Light": {"Brightness": 55}}).is_published()
     assert wait_for(lambda: (store(workdir, "params.json") or {}).get("Light", {}).get("Brightness") == 55)
     assert store(workdir, "config.json") == CONFIG
     assert store(workdir, "params.json") == {
@@ -221,7 +183,7 @@ def test_set_rejects_bad_names_before_publishing(env, capsys):
     assert "no device 'Lamp'" in capsys.readouterr().err
     assert console.main(["--dir", str(workdir), "set", "A/#", "Light.Power=true"]) == 2
     assert "invalid node id" in capsys.readouterr().err
-    assert node.drain() == []
+    assert node.drain(0.4) == []
     # --no-validate sends anyway (the node ignores unknown names itself)
     assert console.main(["--dir", str(workdir), "set", "A", "--no-validate", "Lamp.Power=true"]) == 0
     assert node.messages.get(timeout=WAIT)[1] == b'{"Lamp":{"Power":true}}'
@@ -258,8 +220,8 @@ def test_watch_count(env):
         sel.register(proc.stderr, selectors.EVENT_READ)
         assert sel.select(timeout=8), "watch did not start"
         assert "watching" in proc.stderr.readline()
-        node.publish("$aws/rules/esp_set_params/node/A/params/local", {"Light": {"Power": True}})
-        node.publish("node/A/params/local", {"Light": {"Brightness": 3}})
+        assert node.publish("$aws/rules/esp_set_params/node/A/params/local", {"Light": {"Power": True}}).is_published()
+        assert node.publish("node/A/params/local", {"Light": {"Brightness": 3}}).is_published()
         out, err = proc.communicate(timeout=8)
     finally:
         proc.kill()
