@@ -255,18 +255,10 @@ def make_socket_class(rt, getaddrinfo):
 
 
 def stream_read(rd1, n=-1):
-    if n is None or n < 0:
-        out = b""
-        while True:
-            r = rd1(4096)
-            if r is None:
-                return out if out else None
-            if not r:
-                return out
-            out += r
+    unbounded = n is None or n < 0  # read to EOF, or until it would block
     out = b""
-    while len(out) < n:
-        r = rd1(n - len(out))
+    while unbounded or len(out) < n:
+        r = rd1(4096 if unbounded else n - len(out))
         if r is None:
             return out if out else None
         if not r:
