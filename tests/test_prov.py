@@ -263,6 +263,10 @@ def test_provisioning_times_out(cloud, tmp_path):
         b.wait_line("no credentials within 2 s: provisioning stopped", timeout=15)
         b.wait_line("no credentials in wifi.json")
         assert refused(b.port)
+        # Credentials that arrive later (a deploy with Wi-Fi settings) are picked up without a reboot.
+        mark = b.mark()
+        write_json(b.dir / "wifi.json", {"ssid": SIM_SSID, "password": SIM_PASSWORD})
+        b.wait_line("online as 240AC4E2F013", mark, timeout=30)
         assert "Traceback" not in "\n".join(b.lines())
     finally:
         b.stop()

@@ -178,9 +178,9 @@ class Agent:
             if not creds.get("ssid"):
                 self._set("no wifi")
                 log.error("wifi", "no credentials in %s: provision the board or deploy with Wi-Fi settings" % self.wifi_file)
-                while not Store(self.wifi_file).load().get("ssid"):
+                while not creds.get("ssid"):
                     await asyncio.sleep(5)
-                creds = Store(self.wifi_file).load()
+                    creds = Store(self.wifi_file).load()
             if not wlan.isconnected():  # provisioning leaves the station connected
                 log.info("wifi", "joining %r" % creds["ssid"])
                 # The driver keeps retrying by itself after this, across drops.
@@ -472,21 +472,28 @@ _TLS_ERRORS = {
 }
 
 
-def _tls_why(e):
+def _code(e):
+    # OSError args on MicroPython are (code,) with no text: an errno, or an
+    # mbedTLS error from a handshake run inside non-blocking I/O.
     if isinstance(e, OSError) and e.args and type(e.args[0]) is int:
-        text = _TLS_ERRORS.get(e.args[0])
-        if text:
-            return "tls", text
+        return e.args[0]
+    return None
+
+
+def _tls_why(e):
+    text = _TLS_ERRORS.get(_code(e))
+    if text:
+        return "tls", text
     return "mqtt", None
 
 
 def _why(e):
-    # OSError args on MicroPython are (errno,) with no text; name it.
-    if isinstance(e, OSError) and e.args and type(e.args[0]) is int:
+    code = _code(e)
+    if code is not None:  # name it
         import errno
 
         for name in ("ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ETIMEDOUT", "ENOTCONN", "ECONNABORTED", "ENOMEM"):
-            if getattr(errno, name, None) == e.args[0]:
+            if getattr(errno, name, None) == code:
                 return "%s (%s)" % (name, "see the broker log" if name == "ECONNRESET" else "network")
     return str(e) or type(e).__name__
 
