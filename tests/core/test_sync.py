@@ -214,3 +214,63 @@ def test_unchanged_local_value_is_not_reported():
     n.device("Temp").update("Temperature", 20.0)  # same as before
     n.device("Light").update("Power", False)
     assert s.take(0) is None and s.take(10000) is None
+
+
+def test_echo_of_a_persisted_param_waits_for_the_flash_write():
+    # A power cut right after an echo must not lose the echoed value, and a
+    # burst of writes still costs at most one flash write a second.
+    store = MemStore()
+    n, s = setup(App(), store)
+    s.remote(b'{"Light":{"Name":"a"}}', 0)
+    assert s.take(0) == (LOCAL, '{"Light":{"Name":"a"}}')
+    assert store.data["Light"]["Name"] == "a" and store.saves == 1
+    s.remote(b'{"Light":{"Name":"b"}}', 300)
+    s.remote(b'{"Light":{"Name":"c"}}', 600)
+    assert s.take(300) is None and s.take(999) is None  # flash written < 1 s ago
+    assert store.saves == 1
+    assert s.take(1000) == (LOCAL, '{"Light":{"Name":"c"}}')
+    assert store.data["Light"]["Name"] == "c" and store.saves == 2
+    # Params that are not persisted are not held back.
+    s.remote(b'{"Light":{"Power":true}}', 1100)
+    assert s.take(1100) == (LOCAL, '{"Light":{"Power":true}}')
+
+
+def test_init_after_connect_carries_only_stored_persisted_values():
+    store = MemStore()
+    n, s = setup(App(), store)
+    s.remote(b'{"Light":{"Name":"x"}}', 0)
+    s.connected()
+    suffix, payload = s.take(0)
+    assert suffix == INIT and js(payload)["Light"]["Name"] == "x" and store.data["Light"]["Name"] == "x"
+
+
+def test_deeply_nested_write_is_refused_before_parsing():
+    n, s = setup(App())
+    logs = Logs()
+    deep = b'{"Light":{"Name":' + b"[" * 4000 + b"]" * 4000 + b"}}"
+    deep = deep[:4000]  # under the 4 KB limit, unterminated as an attacker may send it
+    assert s.remote(deep, 0) == 0
+    assert logs.warnings() == 1 and "nested deeper than 16" in logs.last()[1]
+    # brackets inside strings are not nesting
+    assert s.remote(b'{"Light":{"Name":"' + b"[{" * 100 + b'"}}', 0) == 1
+    assert n.device("Light")["Name"] == "[{" * 100
+
+
+def test_memory_error_while_building_the_config_leaves_it_due():
+    n = Node("N", "T")
+    n.node_id = "N1"
+    n.add(std.switch("Plug"))
+    s = Sync(n)
+    real = n.config
+
+    def boom():
+        raise MemoryError
+
+    n.config = boom
+    try:
+        s.take(0)
+        raise AssertionError("MemoryError not raised")
+    except MemoryError:
+        pass
+    n.config = real
+    assert s.config_due and s.take(0)[0] == CONFIG

@@ -205,7 +205,13 @@ class NetGate:
     def untrack(self, sock):
         with self._lock:
             self._tracked.discard(sock)
+            stalled = sock in self._stalled
             self._stalled.discard(sock)
+        if stalled:
+            # Closed while the radio is down: the FIN could never leave the
+            # board, so the peer must not see one. Keep the connection
+            # half-open, as an abort does.
+            self._abort(sock)
 
     def _abort(self, s):
         import socket as _socket

@@ -1,10 +1,15 @@
 # The thin asyncio layer: Wi-Fi, TLS, the MQTT connection and its supervisor.
 #
-# All protocol decisions live in the sans-IO modules (session, sync, budget);
-# this file only moves bytes and time between them and the network.
+# Protocol and connection decisions live in the sans-IO modules (link,
+# session, sync, budget); this file only moves bytes and time between them
+# and the network, and keeps the board going whatever fails.
 import asyncio
+import errno
 import json
 import os
+import select
+import socket
+import sys
 import time
 import gc
 import ssl
@@ -12,17 +17,15 @@ import network
 from micropython import const
 from . import log, topics
 from .node import Device, Param, READ
-from .session import Session, EV_CONNACK, EV_MESSAGE, EV_PUBACK, EV_SUBACK, EV_OVERSIZE
-from .mqtt import CONNACK_TEXT, MQTTError
+from .session import Session, diff
+from .link import Link, ONLINE
 from .sync import Sync
 from .budget import Budget
 from .store import Store
 
 _TICK = const(50)  # ms between housekeeping passes of a live connection
-_CONNECT_TIMEOUT = const(20)  # s for TCP + TLS handshake + CONNACK
+_KEEP = const(250)  # ms between passes of the keeper (flash, stalls, watchdog)
 _WIFI_TIMEOUT = const(30)  # s to wait for an IP before reporting why not
-_BACKOFF_MIN = const(1000)  # ms
-_BACKOFF_MAX = const(60000)  # ms
 _READ = const(1024)
 # 2019-01-01 in seconds since 2000-01-01 (the ESP32 epoch): before this the
 # RTC has not been set, and certificate validity cannot be checked.
@@ -66,8 +69,11 @@ def load_config(path="rainmaker.json"):
     if type(port) is not int or not 0 < port < 65536:
         raise ConfigError("%s: mqtt_port must be a port number" % path)
     ka = cfg.setdefault("keepalive", 120)
-    if type(ka) is not int or not 5 <= ka <= 1200:
-        raise ConfigError("%s: keepalive must be 5..1200 s" % path)
+    if type(ka) is not int or not 30 <= ka <= 1200:
+        raise ConfigError("%s: keepalive must be 30..1200 s (the SDK's range)" % path)
+    wd = cfg.setdefault("watchdog", 0)
+    if type(wd) is not int or not (wd == 0 or 30 <= wd <= 3600):
+        raise ConfigError("%s: watchdog must be 0 (off) or 30..3600 s" % path)
     cfg.setdefault("server_hostname", cfg["mqtt_host"])
     b = cfg.setdefault("budget", [100, 1024, 5000])  # start, cap, ms per token
     if not (isinstance(b, list) and len(b) == 3 and all(type(x) is int and x > 0 for x in b)):
@@ -95,27 +101,17 @@ def tls_context(cert=CERT, key=KEY, ca=CA):
             raise ConfigError("%s %s is missing: deploy the credential bundle" % (what, path))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(cafile=ca)
-    ctx.load_cert_chain(cert, key)
+    try:
+        ctx.load_verify_locations(cafile=ca)
+    except ValueError:
+        raise ConfigError("broker CA %s is not a valid certificate: redeploy the credential bundle" % ca)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except ValueError as e:
+        # mbedTLS says "invalid key" or "invalid cert"; name the file.
+        bad = key if "key" in str(e) else cert
+        raise ConfigError("%s is not valid (%s): redeploy the credential bundle" % (bad, str(e).strip()))
     return ctx
-
-
-class Backoff:
-    """Exponential backoff with jitter: half the step fixed, half random."""
-
-    def __init__(self, lo=_BACKOFF_MIN, hi=_BACKOFF_MAX):
-        self.lo = lo
-        self.hi = hi
-        self.n = 0
-
-    def next(self):
-        step = min(self.hi, self.lo << min(self.n, 16))
-        self.n += 1
-        r = os.urandom(1)[0]
-        return step // 2 + (step // 2) * r // 255
-
-    def reset(self):
-        self.n = 0
 
 
 class Agent:
@@ -125,7 +121,6 @@ class Agent:
         self.cfg = load_config(config)
         node.node_id = self.cfg["node_id"]
         self.wifi_file = wifi
-        self.ingest = self.cfg["topics"] == "ingest"
         if connectivity and not node.device("Connectivity"):
             # The SDK's Connectivity service: the LWT flips it to false.
             svc = Device("Connectivity", "esp.service.connectivity", service=True)
@@ -134,25 +129,24 @@ class Agent:
         self.sync = Sync(node, Store(params))
         will = None
         if connectivity:
-            # Always the plain topic, as the SDK does (spec §2.1).
+            # Always the plain topic, as the SDK does.
             will = (topics.sub(node.node_id, "params/local"), b'{"Connectivity":{"Connected":false}}', 1, False)
         self.session = Session(node.node_id, self.cfg["keepalive"], will)
         b = self.cfg["budget"]
         self.budget = Budget(time.ticks_ms(), b[0], b[1], b[2])
-        self.backoff = Backoff()
+        self.link = Link(self.session, self.sync, self.budget, node.node_id,
+                         self.cfg["topics"] == "ingest", connectivity)
         self.ctx = None
         self.wlan = None
         self.state = "starting"
         self.since = time.ticks_ms()
-        self.connects = 0
+        self._sock = None  # the socket of the current connection, raw or TLS
         self._writer = None
-        self._out = bytearray()  # bytes produced in one step, sent in one write
-        self._ready = False
-        self._event = None
-        self._connack = None
-        self._suback = None
-        self._starved = False
-        self._remote_topic = topics.sub(node.node_id, "params/remote")
+        self._rx_error = None
+        self._task = None  # the current connection's task
+        self._guard = None  # tick by which the write the connection waits on must end
+        self._stalled = False
+        self._wdt = None
         global _agent
         _agent = self
 
@@ -231,21 +225,39 @@ class Agent:
                 log.info("time", "clock set from %s" % ntptime.host)
                 return
             except OSError as e:
-                log.warn("time", "NTP attempt %d failed: %s" % (attempt + 1, _why(e)))
+                from . import diag
+
+                log.warn("time", "NTP attempt %d failed: %s" % (attempt + 1, diag.why(e)))
                 await asyncio.sleep(1)
 
-    # -- MQTT connection ----------------------------------------------------------
+    # -- supervision --------------------------------------------------------------
 
     async def _keeper(self):
         # Persisted params are saved whether or not we are online: a change
         # made while the broker is unreachable must survive a reboot too.
+        # It also ends a connection whose write is blocked past its deadline
+        # (a broker that accepts TCP and never answers TLS, a frozen peer),
+        # and feeds the watchdog, which reboots the board if this loop (and
+        # so the whole event loop) ever stops.
         while True:
-            if self.sync.save(time.ticks_ms()):
+            now = time.ticks_ms()
+            if self.sync.save(now):
                 log.debug("store", "params saved")
-            await asyncio.sleep_ms(250)
+            g = self._guard
+            if g is not None and diff(now, g) >= 0 and self._task:
+                self._guard = None
+                self._stalled = True
+                self._task.cancel()
+            if self._wdt:
+                self._wdt.feed()
+            await asyncio.sleep_ms(_KEEP)
 
     async def run(self):
-        """Supervise forever: Wi-Fi, then MQTT; on any failure, back off and retry."""
+        """Supervise forever: Wi-Fi, then MQTT; on any failure, log, back off and retry."""
+        if self.cfg["watchdog"]:
+            import machine
+
+            self._wdt = machine.WDT(timeout=self.cfg["watchdog"] * 1000)
         asyncio.create_task(self._keeper())
         while True:
             try:
@@ -253,249 +265,161 @@ class Agent:
                 await self._clock()
                 if self.ctx is None:
                     self.ctx = tls_context()
-                await self._connection()
-            except ConfigError as e:
-                log.error("config", str(e))
-            except ValueError as e:
-                # A blocking handshake reports certificate failures as ValueError.
-                log.error("tls", _BAD_BROKER % str(e).strip())
-            except asyncio.TimeoutError:
-                log.error("mqtt", "no answer from %s:%d within %d s" % (self.cfg["mqtt_host"], self.cfg["mqtt_port"], _CONNECT_TIMEOUT))
-            except (OSError, MQTTError) as e:
-                if self.wlan and not self.wlan.isconnected():
-                    # The socket error is only a symptom; name the cause.
-                    log.warn("wifi", "Wi-Fi lost (%s); MQTT resumes when it is back" % _why(e))
-                else:
-                    tag, text = _tls_why(e)
-                    log.error(tag, text or "%s: %s" % (self.state, _why(e)))
+                self._task = asyncio.create_task(self._connection())
+                await self._task
+            except asyncio.CancelledError:
+                if not self._stalled:
+                    raise  # the agent itself is being stopped
+                log.error("mqtt", "%s: no progress within the time allowed; reconnecting" % self.link.state_text())
+            except Exception as e:
+                # Nothing ends the supervisor: whatever went wrong is named
+                # (with a traceback when it is not a known failure), memory is
+                # reclaimed, and the connection is tried again after a pause.
+                self._report(e)
+            self._task = None
+            self._guard = None
+            self._stalled = False
             self._close()
+            gc.collect()
             if self.wlan and not self.wlan.isconnected():
+                self.link.closed(time.ticks_ms())
                 continue  # the Wi-Fi loop waits; no MQTT backoff needed
-            self._out = bytearray()  # nothing stale goes out on the next link
-            delay = self.backoff.next()
+            delay = self.link.closed(time.ticks_ms())
             self._set("backoff")
             log.info("mqtt", "retrying in %d ms" % delay)
             await asyncio.sleep_ms(delay)
-            gc.collect()
+
+    def _report(self, e):
+        from . import diag
+
+        if isinstance(e, ConfigError):
+            log.error("config", str(e))
+            return
+        if self.wlan and not self.wlan.isconnected():
+            # The socket error is only a symptom; name the cause.
+            log.warn("wifi", "Wi-Fi lost (%s); MQTT resumes when it is back" % diag.why(e))
+            return
+        # The reader may have met the TLS failure first, with its text; a
+        # later operation on the same socket only gets a bare code.
+        if isinstance(self._rx_error, ValueError):
+            e = self._rx_error
+
+        tag, text = diag.explain(e, self.link.state_text(), self.cfg)
+        if text is None:
+            log.error("agent", "unexpected %s in state %s" % (type(e).__name__, self.link.state_text()))
+            sys.print_exception(e)
+        else:
+            log.error(tag, text)
 
     def _close(self):
-        self._ready = False
-        self.session.lost()
-        w = self._writer
-        self._writer = None
-        if w:
+        # MicroPython's Stream.close() does nothing (the socket is closed by
+        # wait_closed()), so the socket itself is closed here, on every path:
+        # the broker sees our FIN at once and no descriptor is left behind.
+        s = self._sock
+        self._sock = self._writer = None
+        if s is not None:
             try:
-                w.close()
+                s.close()
             except Exception:
                 pass
         if self.state != "no wifi":
             self._set("offline")
 
-    async def _connection(self):
+    # -- the MQTT connection ------------------------------------------------------
+
+    async def _dial(self):
+        # As asyncio.open_connection() does, but the socket is ours from its
+        # creation, so _close() reaches it if the connect fails or stalls
+        # (open_connection loses it then), and the wait for TCP is bounded by
+        # the link's deadline.
         host = self.cfg["mqtt_host"]
         port = self.cfg["mqtt_port"]
-        self._set("connecting")
-        log.info("mqtt", "connecting to %s:%d" % (host, port))
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=self.ctx, server_hostname=self.cfg["server_hostname"]),
-            _CONNECT_TIMEOUT,
-        )
-        self._writer = writer
-        self._out = bytearray()
-        self._event = asyncio.Event()
-        self._connack = self._suback = None
-        writer.write(self.session.connect(time.ticks_ms()))
-        self._rx_error = None
-        rx = asyncio.create_task(self._reader(reader))
+        ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]  # blocking, as in open_connection
+        s = socket.socket(ai[0], ai[1], ai[2])
+        self._sock = s
+        s.setblocking(False)
         try:
-            await self._handshake(writer)
+            s.connect(ai[-1])
+        except OSError as e:
+            if not e.args or e.args[0] != errno.EINPROGRESS:
+                raise
+        p = select.poll()
+        p.register(s, select.POLLOUT)
+        while True:
+            ready = p.poll(0)
+            if ready:
+                if ready[0][1] & (select.POLLERR | select.POLLHUP):
+                    raise OSError(errno.ECONNREFUSED)
+                break
+            now = time.ticks_ms()
+            if diff(now, self.link.deadline(now)) >= 0:
+                raise OSError(errno.ETIMEDOUT)
+            await asyncio.sleep_ms(20)
+        s = self.ctx.wrap_socket(s, server_hostname=self.cfg["server_hostname"], do_handshake_on_connect=False)
+        self._sock = s
+        s.setblocking(False)
+        return asyncio.StreamWriter(s)
+
+    async def _connection(self):
+        link = self.link
+        self._set("connecting")
+        log.info("mqtt", "connecting to %s:%d" % (self.cfg["mqtt_host"], self.cfg["mqtt_port"]))
+        self._rx_error = None
+        m = Store(MAPPING).load()  # from provisioning, kept until its PUBACK
+        link.mapping = m if m.get("user_id") else None
+        link.open(time.ticks_ms())
+        w = await self._dial()
+        self._writer = w
+        rx = asyncio.create_task(self._reader(w))
+        try:
             while True:
                 if self._rx_error:
                     raise self._rx_error
                 if not self.wlan.isconnected():
                     raise OSError("Wi-Fi lost")
                 now = time.ticks_ms()
-                self._out += self.session.tick(now)
-                self._pump(now)
+                link.tick(now)
+                if link.mapped:
+                    link.mapped = False
+                    try:
+                        os.remove(MAPPING)
+                    except OSError:
+                        pass
+                if link.state == ONLINE and self.state != "online":
+                    self._set("online")
                 self._flush()
-                await writer.drain()
+                # The TLS handshake runs inside this drain, and a peer that
+                # stops reading blocks it: the keeper cancels this task when
+                # the link's deadline passes.
+                self._guard = link.deadline(now)
+                await w.drain()
+                self._guard = None
                 await asyncio.sleep_ms(_TICK)
         finally:
+            self._guard = None
             rx.cancel()
-
-    async def _wait(self, what):
-        if self._rx_error:
-            raise self._rx_error
-        self._event.clear()
-        try:
-            await asyncio.wait_for(self._event.wait(), _CONNECT_TIMEOUT)
-        except asyncio.TimeoutError:
-            raise MQTTError("no %s from the broker within %d s" % (what, _CONNECT_TIMEOUT))
-
-    async def _handshake(self, writer):
-        # TCP + TLS + CONNACK, bounded: the handshake runs inside the first
-        # read/write of the non-blocking stream.
-        await writer.drain()
-        while self._connack is None:
-            await self._wait("CONNACK")
-        sp, rc = self._connack
-        if rc:
-            text = CONNACK_TEXT[rc] if rc < len(CONNACK_TEXT) else "code %d" % rc
-            raise MQTTError("broker refused the connection: %s" % text)
-        self.connects += 1
-        self.backoff.reset()
-        now = time.ticks_ms()
-        for pkt in self.session.resend(now):
-            self._out += pkt
-        self.sync.connected()
-        # Spec order: config, (user mapping), subscribe, then the full params.
-        if self.sync.config_due:
-            self._publish(*self.sync.take(now))
-        await self._map_user(writer, now)
-        pid, pkt = self.session.subscribe([(self._remote_topic, 1)], now)
-        self._out += pkt
-        self._flush()
-        await writer.drain()
-        while self._suback is None:
-            await self._wait("SUBACK")
-        if self._suback[0] == 0x80:
-            raise MQTTError("broker refused subscription to %s (check the broker ACL for this node id)" % self._remote_topic)
-        self._set("online")
-        log.info("mqtt", "online as %s" % self.node.node_id)
-        self._ready = True
-        self._pump(now)
-        self._flush()
-        await writer.drain()
-
-    async def _map_user(self, writer, now):
-        # Spec §6.3: a mapping received during provisioning goes out after the
-        # config; params wait for its PUBACK. The file outlives a reboot.
-        m = Store(MAPPING).load()
-        if not m.get("user_id"):
-            return
-        body = json.dumps({"node_id": self.node.node_id, "user_id": m["user_id"], "secret_key": m.get("secret_key", "")})
-        pid, pkt = self.session.publish(topics.pub(self.node.node_id, "user/mapping", self.ingest), body, 1, now)
-        self._out += pkt
-        self._flush()
-        await writer.drain()
-        while pid in self.session.inflight:
-            await self._wait("PUBACK of user/mapping")
-        try:
-            os.remove(MAPPING)
-        except OSError:
-            pass
-        log.info("mqtt", "user mapping for %s acknowledged" % m["user_id"])
 
     async def _reader(self, reader):
         # Errors are handed to the connection loop rather than raised, so the
         # loop reports them with context (an unawaited task would just print).
         try:
             while True:
-                await self._read(reader)
+                data = await reader.read(_READ)
+                if not data:
+                    raise OSError("connection closed by broker")
+                self.link.receive(data, time.ticks_ms())
+                self._flush()
         except Exception as e:
             self._rx_error = e
-            self._event.set()
-
-    async def _read(self, reader):
-        data = await reader.read(_READ)
-        if not data:
-            raise OSError("connection closed by broker")
-        now = time.ticks_ms()
-        events, out = self.session.receive(data, now)
-        self._out += out
-        for ev in events:
-            kind = ev[0]
-            if kind == EV_MESSAGE:
-                if ev[1] == self._remote_topic:
-                    self.sync.remote(ev[2], now)
-                    self._pump(now)  # echo now, not at the next tick
-                else:
-                    log.debug("mqtt", "message on unexpected topic %s" % ev[1])
-            elif kind == EV_CONNACK:
-                self._connack = (ev[1], ev[2])
-                self._event.set()
-            elif kind == EV_SUBACK:
-                self._suback = ev[2]
-                self._event.set()
-            elif kind == EV_PUBACK:
-                self._event.set()  # _map_user() waits for one
-            elif kind == EV_OVERSIZE:
-                log.warn("mqtt", "message on %s of %d bytes dropped: limit is %d" % (ev[1], ev[2], self.session.max_packet))
-        self._flush()
 
     def _flush(self):
         # One write per step: the PUBACK of a write and its echo travel in one
         # TCP segment, so Nagle's algorithm (on in lwIP) never holds the echo
         # back waiting for an ACK.
-        if self._out and self._writer:
-            self._writer.write(bytes(self._out))
-            self._out = bytearray()
-
-    def _pump(self, now):
-        """Publish whatever the sync engine has due, within budget and window."""
-        if not self._ready:
-            return
-        while self.session.can_publish():
-            if self.budget.available(now) <= 0:
-                if not self._starved and self.sync.pending():
-                    log.warn("mqtt", "publish budget used up; reports wait and merge")
-                    self._starved = True
-                return
-            item = self.sync.take(now)
-            if item is None:
-                return
-            self._starved = False
-            self._publish(*item)
-
-    def _publish(self, suffix, payload):
-        now = time.ticks_ms()
-        self.budget.take(now)
-        topic = topics.pub(self.node.node_id, suffix, self.ingest)
-        try:
-            pid, pkt = self.session.publish(topic, payload, 1, now)
-        except ValueError as e:
-            # It can never be sent; retrying would loop forever. Say what to cut.
-            log.error("mqtt", "%s not sent: %s (fewer or shorter params?)" % (suffix, e))
-            return
-        self._out += pkt
-        log.debug("mqtt", "%s %d bytes" % (suffix, len(pkt)))
-
-
-_BAD_BROKER = "broker certificate rejected: %s (is certs/ca.der the broker's CA? is the clock set?)"
-
-# mbedTLS error codes that reach us as OSError(code) when the handshake runs
-# inside non-blocking reads and writes (asyncio streams), with what to check.
-_TLS_ERRORS = {
-    -0x2700: _BAD_BROKER % "X509 verify failed",
-    -0x7780: "the broker refused our TLS handshake: is certs/node.crt.der expired, revoked or from another CA?",
-    -0x7280: "the broker closed the TLS link during the handshake: is our certificate accepted there?",
-}
-
-
-def _code(e):
-    # OSError args on MicroPython are (code,) with no text: an errno, or an
-    # mbedTLS error from a handshake run inside non-blocking I/O.
-    if isinstance(e, OSError) and e.args and type(e.args[0]) is int:
-        return e.args[0]
-    return None
-
-
-def _tls_why(e):
-    text = _TLS_ERRORS.get(_code(e))
-    if text:
-        return "tls", text
-    return "mqtt", None
-
-
-def _why(e):
-    code = _code(e)
-    if code is not None:  # name it
-        import errno
-
-        for name in ("ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ETIMEDOUT", "ENOTCONN", "ECONNABORTED", "ENOMEM"):
-            if getattr(errno, name, None) == code:
-                return "%s (%s)" % (name, "see the broker log" if name == "ECONNRESET" else "network")
-    return str(e) or type(e).__name__
+        out = self.link.out
+        if out and self._writer:
+            self.link.out = bytearray()
+            self._writer.write(out)
 
 
 _agent = None
@@ -519,7 +443,7 @@ def status():
         st = w.status()
         print("wifi     down: %s" % _WIFI_REASON.get(st, "status %d" % st))
     print("mqtt     %s for %d s, %s:%d, %d connects" % (
-        a.state, time.ticks_diff(now, a.since) // 1000, a.cfg["mqtt_host"], a.cfg["mqtt_port"], a.connects))
+        a.state, time.ticks_diff(now, a.since) // 1000, a.cfg["mqtt_host"], a.cfg["mqtt_port"], a.link.connects))
     if log.last_error:
         print("last err %s: %s" % log.last_error)
     print("reports  %d pending, %d in flight, budget %d" % (a.sync.pending(), len(s.inflight), a.budget.available(now)))

@@ -14,6 +14,7 @@ from . import log
 _WINDOW = const(200)  # ms over which local changes are merged into one report
 _STORE_EVERY = const(1000)  # ms between flash writes of persisted params, at most
 _MAX_PAYLOAD = const(4096)
+_MAX_DEPTH = const(16)  # nesting of objects/arrays in a remote write
 
 CONFIG = "config"
 INIT = "params/local/init"
@@ -79,6 +80,12 @@ class Sync:
         """Apply a params/remote payload (bytes). Returns the number of params applied."""
         if len(payload) > self.max_payload:
             log.warn("params", "remote write of %d bytes ignored: limit is %d" % (len(payload), self.max_payload))
+            return 0
+        if not _shallow(payload, _MAX_DEPTH):
+            # Checked before parsing: a 4 KB "[[[[..." would exhaust the
+            # stack of a recursive parser, and anyone who may write this
+            # node's params could stop it that way.
+            log.warn("params", "remote write ignored: nested deeper than %d levels" % _MAX_DEPTH)
             return 0
         try:
             data = json.loads(payload)
@@ -165,29 +172,38 @@ class Sync:
     def take(self, now):
         """The next (suffix, payload) due for publishing, or None.
 
-        The caller publishes it right away; state is cleared here.
-        Order: config, then the full params, then merged changes.
+        The caller publishes it right away; state is cleared here, after the
+        payload is built (a MemoryError while building leaves it due).
+        Order: config, then the full params, then merged changes. A report
+        that carries a persisted param waits until the value is on flash:
+        the cloud is never told a value that a power cut would lose.
         """
         if self.config_due:
+            payload = self.node.config()
             self.config_due = False
-            return CONFIG, self.node.config()
+            return CONFIG, payload
+        if self._persist and self.store and (self.init_due or self._due is not None):
+            if not self.save(now):
+                return None  # flash written less than _STORE_EVERY ago
         if self.init_due:
+            payload = self.node.params()
             self.init_due = False
             self.dirty = set()
             self._due = None
             self._local = False
-            return INIT, self.node.params()
+            return INIT, payload
         if self._local:
             self._local = False
             if self._due is None:
                 self._due = (now + self.window) % 0x40000000
         if self._due is not None and diff(now, self._due) >= 0:
-            self._due = None
             # Params removed since they were marked have no device any more.
             dirty = set(p for p in self.dirty if p.device and p.device.node is self.node)
+            payload = self.node.params(dirty) if dirty else None
+            self._due = None
             self.dirty = set()
-            if dirty:
-                return LOCAL, self.node.params(dirty)
+            if payload:
+                return LOCAL, payload
         return None
 
     def pending(self):
@@ -214,3 +230,27 @@ class Sync:
         self._persist = False
         self._stored_at = now
         return True
+
+
+def _shallow(data, limit):
+    """True if no object/array in the JSON text nests deeper than limit."""
+    depth = 0
+    quoted = False
+    escaped = False
+    for c in data:
+        if quoted:
+            if escaped:
+                escaped = False
+            elif c == 0x5C:  # backslash
+                escaped = True
+            elif c == 0x22:  # "
+                quoted = False
+        elif c == 0x22:
+            quoted = True
+        elif c == 0x7B or c == 0x5B:  # { [
+            depth += 1
+            if depth > limit:
+                return False
+        elif c == 0x7D or c == 0x5D:  # } ]
+            depth -= 1
+    return True

@@ -1,0 +1,81 @@
+# What went wrong with a connection, in words that name the fix.
+#
+# Imported only when something failed: a board that stays online never
+# loads these tables.
+import errno
+from .mqtt import MQTTError
+
+_CA = "is certs/ca.der the broker's CA? is the clock set?"
+_OURS = "is certs/node.crt.der expired, revoked, from another CA, or not for this node id?"
+
+# mbedTLS error codes that reach us as OSError(code) when the handshake runs
+# inside non-blocking reads and writes (asyncio streams).
+_TLS = {
+    -0x2700: "broker certificate rejected: X509 verify failed (" + _CA + ")",
+    -0x7780: "the broker refused our TLS handshake: " + _OURS,
+    -0x7280: "the broker closed the TLS link during the handshake: " + _OURS,
+}
+
+# errno values whose name is more use than a number.
+_NAMES = ("ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ETIMEDOUT", "ENOTCONN",
+          "ECONNABORTED", "ENOMEM", "EPIPE")
+
+
+def code(e):
+    # OSError args on MicroPython are (code,) with no text: an errno, or an
+    # mbedTLS error from a handshake run inside non-blocking I/O.
+    if isinstance(e, OSError) and e.args and type(e.args[0]) is int:
+        return e.args[0]
+    return None
+
+
+def why(e):
+    c = code(e)
+    if c is not None:
+        for name in _NAMES:
+            if getattr(errno, name, None) == c:
+                return name
+    return str(e) or type(e).__name__
+
+
+def explain(e, state, cfg):
+    """(tag, text) for a connection failure, or (None, None) if unexpected."""
+    where = "%s:%d" % (cfg["mqtt_host"], cfg["mqtt_port"])
+    if isinstance(e, MemoryError):
+        return "mqtt", "out of memory while %s; memory reclaimed, reconnecting (a smaller app or fewer params leave more room)" % state
+    if isinstance(e, MQTTError):
+        return "mqtt", str(e)
+    if isinstance(e, ValueError):
+        if state != "connecting":
+            return None, None
+        # A verification failure: mbedTLS's own words, sorted by cause.
+        text = str(e).strip()
+        if "CN" in text or "Common Name" in text:
+            return "tls", "the broker's certificate is not for %r: set server_hostname in rainmaker.json to a name in its certificate" % cfg["server_hostname"]
+        if "expired" in text:
+            return "tls", "the broker's certificate has expired, or the board's clock is wrong"
+        if "future" in text:
+            return "tls", "the broker's certificate is not valid yet: is the board's clock set (ntp_host)?"
+        return "tls", "broker certificate rejected: %s (%s)" % (text, _CA)
+    c = code(e)
+    if c is None:
+        if isinstance(e, OSError):  # our own OSError("...") with a text
+            if state == "connecting" and "closed" in str(e):
+                return "tls", "the broker closed the connection before CONNACK: " + _OURS
+            return "mqtt", "%s: %s" % (state, e)
+        return None, None
+    text = _TLS.get(c)
+    if text:
+        return "tls", text
+    if c == errno.ECONNREFUSED:
+        return "mqtt", "nothing accepts connections at %s: is the broker running? (mqtt_host, mqtt_port in rainmaker.json)" % where
+    if c == errno.ETIMEDOUT and state == "connecting":
+        return "mqtt", "no answer from %s: is the broker reachable from this network?" % where
+    if state == "connecting" and (c == errno.EPIPE or c == errno.ECONNRESET):
+        # TCP was up (a refused connect is ECONNREFUSED above): the peer hung
+        # up during the TLS handshake, which is how a broker refuses a
+        # client certificate without an alert.
+        return "tls", "the broker closed the connection during the TLS handshake (%s): %s" % (why(e), _OURS)
+    if c < 0:
+        return "tls", "TLS error -0x%04x while %s" % (-c, state)
+    return "mqtt", "%s: %s" % (state, why(e))

@@ -1,0 +1,246 @@
+# The life of one MQTT connection and the pauses between connections,
+# without I/O.
+#
+# The driver (agent.py) opens a socket, calls open(), and from then on hands
+# in what arrives (receive) and the passing of time (tick); it sends link.out
+# and, when the socket dies, asks closed() how long to wait before the next
+# attempt. Every decision lives here, so each can be tested on a fake clock:
+#
+#   * every wait is bounded: TCP + TLS + CONNACK, the user mapping's PUBACK,
+#     the SUBACK, and each write the driver is blocked on (deadline());
+#   * the order after CONNACK is the SDK's: config, user mapping (waiting for
+#     its PUBACK), subscribe, then the full params;
+#   * the full params (init) go out after every connect whatever the publish
+#     budget: the budget throttles reports, never the state after a connect;
+#   * {"Connectivity":{"Connected":true}} is re-reported 5 s after every
+#     connect, as the SDK does, because the last will of the previous session
+#     can reach the cloud after the new session's init;
+#   * the backoff grows until a link has stayed online for _HEALTHY, so a
+#     broker that accepts and then refuses (SUBACK 0x80, a malformed packet)
+#     is not hammered once a second forever.
+import json
+from micropython import const
+from . import log, topics
+from .mqtt import CONNACK_TEXT, MQTTError
+from .session import diff, EV_CONNACK, EV_MESSAGE, EV_PUBACK, EV_SUBACK, EV_OVERSIZE
+from .sync import LOCAL
+
+# states
+OFFLINE = const(0)
+CONNECTING = const(1)  # TCP, TLS, CONNECT sent: waiting for CONNACK
+MAPPING = const(2)  # user mapping published: waiting for its PUBACK
+SUBSCRIBING = const(3)  # waiting for the SUBACK
+ONLINE = const(4)
+
+_CONNECT_WAIT = const(20000)  # ms for TCP + TLS handshake + CONNACK
+_ACK_WAIT = const(20000)  # ms for the mapping's PUBACK and the SUBACK
+_WRITE_WAIT = const(20000)  # ms a write may stay blocked once online
+_HEALTHY = const(60000)  # ms online before the backoff starts again from its floor
+_CONNECTED_DELAY = const(5000)  # ms after the SUBACK: re-report Connected (SDK: 5 s)
+_BACKOFF_MIN = const(2000)  # ms; the delay is half fixed, half random: 1-2 s first
+_BACKOFF_MAX = const(120000)
+
+_STATE_TEXT = ("offline", "connecting", "mapping", "subscribing", "online")
+_CONNECTED = b'{"Connectivity":{"Connected":true}}'
+
+
+class Backoff:
+    """Exponential backoff with jitter: half the step fixed, half random.
+
+    The first retry waits at least _BACKOFF_MIN / 2 = 1 s: AWS IoT accepts
+    one CONNECT per second per client id.
+    """
+
+    def __init__(self, lo=_BACKOFF_MIN, hi=_BACKOFF_MAX, rand=None):
+        self.lo = lo
+        self.hi = hi
+        self.n = 0
+        self.rand = rand or _rand  # () -> 0..255
+
+    def next(self, r=None):
+        step = min(self.hi, self.lo << min(self.n, 16))
+        self.n += 1
+        if r is None:
+            r = self.rand()
+        return step // 2 + (step // 2) * r // 255
+
+    def reset(self):
+        self.n = 0
+
+
+class Link:
+    def __init__(self, session, sync, budget, node_id, ingest=False, connectivity=True, mapping=None):
+        self.session = session
+        self.sync = sync
+        self.budget = budget
+        self.node_id = node_id
+        self.ingest = ingest
+        self.connectivity = connectivity
+        self.mapping = mapping  # {"user_id", "secret_key"} from provisioning, until its PUBACK
+        self.mapped = False  # set when the mapping's PUBACK arrives: the driver forgets the file
+        self.remote_topic = topics.sub(node_id, "params/remote")
+        self.backoff = Backoff()
+        self.state = OFFLINE
+        self.out = bytearray()  # bytes to send, in order; the driver takes them
+        self.connects = 0
+        self.starved = False  # a report is waiting for budget (logged once)
+        self._until = 0  # deadline of the wait of the current state
+        self._online_at = 0
+        self._connected_due = False
+        self._pid = 0  # pid of the mapping publish or the subscribe we wait for
+
+    def state_text(self):
+        return _STATE_TEXT[self.state]
+
+    # -- the driver's calls ---------------------------------------------------
+
+    def open(self, now):
+        """A socket is being opened: CONNECT goes out once TCP and TLS are up."""
+        self.state = CONNECTING
+        self._until = now + _CONNECT_WAIT
+        self.out = bytearray(self.session.connect(now))
+
+    def receive(self, data, now):
+        """Bytes from the broker. Raises MQTTError when the link must end."""
+        events, out = self.session.receive(data, now)
+        self.out += out
+        for ev in events:
+            kind = ev[0]
+            if kind == EV_MESSAGE:
+                if ev[1] == self.remote_topic:
+                    self.sync.remote(ev[2], now)
+                    self.pump(now)  # echo now, not at the next tick
+                else:
+                    log.debug("mqtt", "message on unexpected topic %s" % ev[1])
+            elif kind == EV_CONNACK:
+                self._connack(ev[2], now)
+            elif kind == EV_PUBACK:
+                if self.state == MAPPING and ev[1] == self._pid:
+                    self.mapped = True
+                    log.info("mqtt", "user mapping for %s acknowledged" % self.mapping["user_id"])
+                    self.mapping = None
+                    self._subscribe(now)
+            elif kind == EV_SUBACK:
+                if self.state == SUBSCRIBING and ev[1] == self._pid:
+                    self._suback(ev[2], now)
+            elif kind == EV_OVERSIZE:
+                log.warn("mqtt", "message on %s of %d bytes dropped: limit is %d" % (ev[1], ev[2], self.session.max_packet))
+
+    def tick(self, now):
+        """Timers. Raises MQTTError when a wait ran out or the link is dead."""
+        if self.state == OFFLINE:
+            return
+        if self.state != ONLINE and diff(now, self._until) >= 0:
+            raise MQTTError("no %s from the broker within %d s" % (self._waiting(), _CONNECT_WAIT // 1000))
+        self.out += self.session.tick(now)
+        if self.state == ONLINE:
+            if self._connected_due and diff(now, self._online_at) >= _CONNECTED_DELAY:
+                self._connected_due = False
+                self._send(LOCAL, _CONNECTED, now)
+            self.pump(now)
+
+    def deadline(self, now):
+        """Tick by which a write blocked now must have finished."""
+        if self.state == ONLINE:
+            return now + _WRITE_WAIT
+        return self._until
+
+    def closed(self, now):
+        """The socket is gone. Returns ms to wait before the next attempt."""
+        if self.state == ONLINE and diff(now, self._online_at) >= _HEALTHY:
+            self.backoff.reset()
+        self.state = OFFLINE
+        self.session.lost()
+        self.out = bytearray()  # nothing stale goes out on the next link
+        return self.backoff.next()
+
+    # -- connection set-up ----------------------------------------------------
+
+    def _waiting(self):
+        if self.state == CONNECTING:
+            return "CONNACK"
+        if self.state == MAPPING:
+            return "PUBACK of user/mapping"
+        return "SUBACK"
+
+    def _connack(self, rc, now):
+        if self.state != CONNECTING:
+            raise MQTTError("unexpected CONNACK")
+        if rc:
+            text = CONNACK_TEXT[rc] if rc < len(CONNACK_TEXT) else "code %d" % rc
+            raise MQTTError("broker refused the connection: %s" % text)
+        self.connects += 1
+        for pkt in self.session.resend(now):
+            self.out += pkt
+        self.sync.connected()
+        # SDK order: config, (user mapping), subscribe, then the full params.
+        if self.sync.config_due:
+            suffix, payload = self.sync.take(now)
+            self._send(suffix, payload, now)
+        if self.mapping:
+            m = self.mapping
+            body = json.dumps({"node_id": self.node_id, "user_id": m["user_id"], "secret_key": m.get("secret_key", "")})
+            self._pid = self._send("user/mapping", body, now)
+            self.state = MAPPING
+            self._until = now + _ACK_WAIT
+        else:
+            self._subscribe(now)
+
+    def _subscribe(self, now):
+        self._pid, pkt = self.session.subscribe([(self.remote_topic, 1)], now)
+        self.out += pkt
+        self.state = SUBSCRIBING
+        self._until = now + _ACK_WAIT
+
+    def _suback(self, codes, now):
+        if codes[0] == 0x80:
+            raise MQTTError("broker refused subscription to %s (check the broker ACL for this node id)" % self.remote_topic)
+        self.state = ONLINE
+        self._online_at = now
+        self._connected_due = self.connectivity
+        log.info("mqtt", "online as %s" % self.node_id)
+        self.pump(now)
+
+    # -- publishing -----------------------------------------------------------
+
+    def pump(self, now):
+        """Publish whatever the sync engine has due, within the budget and window.
+
+        The config and the full params after a connect are not held back by
+        the budget (they still spend a token when there is one): a reconnect
+        must always leave the cloud with the device's state.
+        """
+        if self.state != ONLINE:
+            return
+        sync = self.sync
+        while self.session.can_publish():
+            setup = sync.config_due or sync.init_due
+            if not setup and self.budget.available(now) <= 0:
+                if not self.starved and sync.pending():
+                    log.warn("mqtt", "publish budget used up; reports wait and merge")
+                    self.starved = True
+                return
+            item = sync.take(now)
+            if item is None:
+                return
+            self.starved = False
+            self._send(item[0], item[1], now)
+
+    def _send(self, suffix, payload, now):
+        self.budget.take(now)
+        topic = topics.pub(self.node_id, suffix, self.ingest)
+        try:
+            pid, pkt = self.session.publish(topic, payload, 1, now)
+        except ValueError as e:
+            # It can never be sent; retrying would loop forever. Say what to cut.
+            log.error("mqtt", "%s not sent: %s (fewer or shorter params?)" % (suffix, e))
+            return 0
+        self.out += pkt
+        log.debug("mqtt", "%s %d bytes" % (suffix, len(pkt)))
+        return pid
+
+
+def _rand():
+    import random  # seeded from the hardware RNG on the ESP32
+
+    return random.getrandbits(8)

@@ -1,0 +1,253 @@
+# The connection's life (rainmaker.link) on a fake clock: bounded waits, the
+# order after CONNACK, init whatever the budget, the Connected re-report,
+# and a backoff that only resets after a link has proved itself.
+import json
+from rainmaker import Node, std, log, mqtt
+from rainmaker.session import Session
+from rainmaker.sync import Sync
+from rainmaker.budget import Budget
+from rainmaker.link import Link, Backoff, OFFLINE, CONNECTING, MAPPING, SUBSCRIBING, ONLINE
+from util import raises, h, MemStore
+
+log.level = -1
+
+CONNACK_OK = h("20 02 00 00")
+WILL = ("node/N1/params/local", b'{"Connectivity":{"Connected":false}}', 1, False)
+
+
+def make(budget_start=100, mapping=None, connectivity=True, store=None):
+    n = Node("N", "T")
+    n.node_id = "N1"
+    n.add(std.switch("Plug"))
+    sync = Sync(n, store)
+    ses = Session("N1", 120, WILL)
+    link = Link(ses, sync, Budget(0, budget_start), "N1", False, connectivity, mapping)
+    link.backoff.rand = lambda: 128  # (the WASM VM has no entropy source)
+    return link
+
+
+def packets(data):
+    """[(first byte, body)] of the packets the client sent (a decoder of its own)."""
+    data = bytes(data)
+    out = []
+    i = 0
+    while i < len(data):
+        first = data[i]
+        n = 0
+        shift = 0
+        i += 1
+        while True:
+            b = data[i]
+            i += 1
+            n |= (b & 127) << shift
+            shift += 7
+            if not b & 128:
+                break
+        out.append((first, data[i:i + n]))
+        i += n
+    return out
+
+
+def kinds(data):
+    return [f & 0xF0 if f & 0xF0 != 0x80 else 0x82 for f, _ in packets(data)]
+
+
+def published(data):
+    """[(topic, payload)] of the QoS 1 PUBLISH packets in data."""
+    out = []
+    for f, body in packets(data):
+        if f & 0xF0 == 0x30:
+            tl = (body[0] << 8) | body[1]
+            out.append((body[2:2 + tl].decode(), body[4 + tl:]))
+    return out
+
+
+def sub_pid(data):
+    for f, body in packets(data):
+        if f == 0x82:
+            return (body[0] << 8) | body[1]
+    raise AssertionError("no SUBSCRIBE")
+
+
+def take(link):
+    out = link.out
+    link.out = bytearray()
+    return out
+
+
+def online(link, now=0):
+    link.open(now)
+    assert kinds(take(link)) == [mqtt.CONNECT]
+    link.receive(CONNACK_OK, now)
+    pid = sub_pid(link.out)
+    take(link)
+    link.receive(bytes([0x90, 3, pid >> 8, pid & 255, 1]), now)
+    assert link.state == ONLINE
+    return take(link)
+
+
+def test_connect_then_config_subscribe_init_in_order():
+    link = make()
+    link.open(0)
+    assert link.state == CONNECTING
+    assert kinds(take(link)) == [mqtt.CONNECT]
+    link.receive(CONNACK_OK, 10)
+    out = take(link)
+    assert kinds(out) == [mqtt.PUBLISH, mqtt.SUBSCRIBE]
+    assert published(out)[0][0] == "node/N1/config"
+    assert link.state == SUBSCRIBING
+    pid = sub_pid(out)
+    link.receive(bytes([0x90, 3, pid >> 8, pid & 255, 1]), 20)
+    assert link.state == ONLINE
+    pubs = published(take(link))
+    assert [t for t, _ in pubs] == ["node/N1/params/local/init"]
+
+
+def test_user_mapping_waits_for_its_puback_before_subscribing():
+    link = make(mapping={"user_id": "u1", "secret_key": "k1"})
+    link.open(0)
+    take(link)
+    link.receive(CONNACK_OK, 0)
+    out = take(link)
+    pubs = published(out)
+    assert [t for t, _ in pubs] == ["node/N1/config", "node/N1/user/mapping"]
+    assert json.loads(pubs[1][1]) == {"node_id": "N1", "user_id": "u1", "secret_key": "k1"}
+    assert link.state == MAPPING and mqtt.SUBSCRIBE not in kinds(out)
+    link.receive(mqtt.puback(1), 5)  # the config's PUBACK changes nothing
+    assert link.state == MAPPING and not link.mapped
+    link.receive(mqtt.puback(2), 10)
+    assert link.mapped and link.mapping is None
+    assert link.state == SUBSCRIBING and kinds(take(link)) == [mqtt.SUBSCRIBE]
+
+
+def test_every_wait_of_the_handshake_is_bounded():
+    # CONNACK
+    link = make()
+    link.open(1000)
+    link.tick(1000 + 19999)
+    e = raises(mqtt.MQTTError, link.tick, 1000 + 20000)
+    assert "no CONNACK from the broker within 20 s" in str(e)
+    # the mapping's PUBACK
+    link = make(mapping={"user_id": "u1"})
+    link.open(0)
+    link.receive(CONNACK_OK, 100)
+    link.tick(100 + 19999)
+    assert "PUBACK of user/mapping" in str(raises(mqtt.MQTTError, link.tick, 100 + 20000))
+    # the SUBACK
+    link = make()
+    link.open(0)
+    link.receive(CONNACK_OK, 100)
+    assert "no SUBACK" in str(raises(mqtt.MQTTError, link.tick, 100 + 20000))
+
+
+def test_deadline_of_a_blocked_write():
+    link = make()
+    link.open(500)
+    assert link.deadline(600) == 500 + 20000  # the handshake's deadline, not a fresh one
+    online(link, 700)
+    assert link.deadline(900) == 900 + 20000
+
+
+def test_refusals_are_named():
+    link = make()
+    link.open(0)
+    e = raises(mqtt.MQTTError, link.receive, h("20 02 00 05"), 0)
+    assert "broker refused the connection: not authorised" in str(e)
+    link = make()
+    link.open(0)
+    link.receive(CONNACK_OK, 0)
+    pid = sub_pid(take(link))
+    e = raises(mqtt.MQTTError, link.receive, bytes([0x90, 3, pid >> 8, pid & 255, 0x80]), 0)
+    assert "refused subscription to node/N1/params/remote" in str(e)
+    assert link.state != ONLINE
+
+
+def test_init_goes_out_after_every_connect_whatever_the_budget():
+    link = make(budget_start=0)
+    for attempt in range(5):
+        now = attempt * 100000
+        pubs = published(online(link, now))
+        assert "node/N1/params/local/init" in [t for t, _ in pubs], attempt
+        # ...while an ordinary report waits for a token
+        link.sync.node.device("Plug").update("Power", attempt % 2 == 0)
+        link.tick(now + 1000)
+        assert "node/N1/params/local" not in [t for t, _ in published(take(link))]
+        link.closed(now + 2000)
+
+
+def test_connected_is_re_reported_5_s_after_every_connect():
+    link = make()
+    for now in (0, 100000):
+        online(link, now)
+        link.tick(now + 4999)
+        assert published(take(link)) == []
+        link.tick(now + 5000)
+        assert published(take(link)) == [("node/N1/params/local", b'{"Connectivity":{"Connected":true}}')]
+        link.tick(now + 9000)  # (before the 10 s re-send of unacknowledged publishes)
+        assert published(take(link)) == []  # once per connect
+        link.closed(now + 30000)
+
+
+def test_no_connected_report_without_the_connectivity_service():
+    link = make(connectivity=False)
+    online(link, 0)
+    link.tick(6000)
+    assert published(take(link)) == []
+
+
+def test_backoff_first_retry_at_least_1_s_and_capped():
+    b = Backoff()
+    assert 1000 <= b.next(0) and b.next(255) <= 4000
+    b = Backoff(2000, 120000)
+    delays = [b.next(r) for r in (0, 255, 7, 200, 255, 0, 0, 255, 255, 255)]
+    for n, d in enumerate(delays):
+        step = min(120000, 2000 << n)
+        assert step // 2 <= d <= step, (n, d)
+    assert max(delays) <= 120000
+
+
+def test_backoff_resets_only_after_a_healthy_link():
+    # A broker that accepts, then refuses the subscription: the delay keeps
+    # growing; it does not start again from 1 s at each CONNACK.
+    link = make()
+    now = 0
+    delays = []
+    for _ in range(5):
+        link.open(now)
+        link.receive(CONNACK_OK, now)
+        pid = sub_pid(take(link))
+        raises(mqtt.MQTTError, link.receive, bytes([0x90, 3, pid >> 8, pid & 255, 0x80]), now)
+        delays.append(link.closed(now))
+        now += delays[-1]
+    assert delays[-1] >= 16000 and delays == sorted(delays)
+    # Online but dropped after 59 s: still no reset.
+    online(link, now)
+    d = link.closed(now + 59000)
+    assert d >= 32000
+    # Online for 60 s: the next pause is short again.
+    online(link, now + 100000)
+    assert link.closed(now + 160000) <= 2000
+
+
+def test_closed_clears_stale_bytes_and_the_session():
+    link = make()
+    online(link, 0)
+    link.sync.node.device("Plug").update("Power", True)
+    link.tick(1000)
+    link.tick(1300)  # after the 200 ms merge window
+    assert link.out
+    link.closed(1300)
+    assert link.state == OFFLINE and link.out == bytearray() and not link.session.connected
+    link.tick(5000)  # offline: nothing happens, nothing raises
+    assert link.out == bytearray()
+
+
+def test_persisted_value_is_on_flash_before_its_echo():
+    store = MemStore()
+    link = make(store=store)
+    online(link, 0)
+    saves = store.saves
+    link.receive(mqtt.publish("node/N1/params/remote", b'{"Plug":{"Name":"Porch"}}', 1, 7), 10)
+    pubs = published(take(link))
+    assert ("node/N1/params/local", b'{"Plug":{"Name":"Porch"}}') in pubs
+    assert store.saves == saves + 1 and store.data["Plug"]["Name"] == "Porch"
