@@ -25,14 +25,14 @@ def status():
     status()
 
 
-def wifi_reset(reboot=True):
-    """Forget the Wi-Fi credentials; with reboot, restart into provisioning."""
+def wifi_reset(reboot=True, path="wifi.json"):
+    """Forget the Wi-Fi credentials; with reboot, restart into provisioning.
+
+    path is the file given to run() as wifi= (the default unless you changed it).
+    """
     import os
-    import sys
     from . import log
 
-    a = sys.modules.get("rainmaker.agent")
-    path = a._agent.wifi_file if a and a._agent else "wifi.json"
     try:
         os.remove(path)
     except OSError:

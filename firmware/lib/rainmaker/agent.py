@@ -5,14 +5,12 @@
 # and the network, and keeps the board going whatever fails.
 import asyncio
 import errno
-import json
 import os
 import select
 import socket
 import sys
 import time
 import gc
-import ssl
 import network
 from micropython import const
 from . import log, topics
@@ -22,6 +20,7 @@ from .link import Link, ONLINE
 from .sync import Sync
 from .budget import Budget
 from .store import Store
+from .config import ConfigError, load_config, tls_context
 
 _TICK = const(50)  # ms between housekeeping passes of a live connection
 _KEEP = const(250)  # ms between passes of the keeper (flash, stalls, watchdog)
@@ -31,9 +30,6 @@ _READ = const(1024)
 # RTC has not been set, and certificate validity cannot be checked.
 _TIME_VALID = const(599616000)
 
-CERT = "certs/node.crt.der"
-KEY = "certs/node.key.der"
-CA = "certs/ca.der"
 MAPPING = "mapping.json"  # user-node mapping from provisioning, kept until its PUBACK
 
 _WIFI_REASON = {
@@ -43,75 +39,6 @@ _WIFI_REASON = {
     204: "handshake timeout (often a wrong password)",
     200: "beacon timeout (access point gone)",
 }
-
-
-class ConfigError(Exception):
-    pass
-
-
-def load_config(path="rainmaker.json"):
-    """The bundle's settings. Raises ConfigError naming what is wrong."""
-    try:
-        with open(path) as f:
-            cfg = json.load(f)
-    except OSError:
-        raise ConfigError("%s not found: deploy a credential bundle to the board" % path)
-    except ValueError:
-        raise ConfigError("%s is not valid JSON" % path)
-    if not isinstance(cfg, dict):
-        raise ConfigError("%s must hold a JSON object" % path)
-    for key in ("node_id", "mqtt_host"):
-        if not isinstance(cfg.get(key), str) or not cfg[key]:
-            raise ConfigError("%s has no %r" % (path, key))
-    if cfg.setdefault("topics", "plain") not in ("plain", "ingest"):
-        raise ConfigError("%s: topics must be 'plain' or 'ingest'" % path)
-    port = cfg.setdefault("mqtt_port", 8883)
-    if type(port) is not int or not 0 < port < 65536:
-        raise ConfigError("%s: mqtt_port must be a port number" % path)
-    ka = cfg.setdefault("keepalive", 120)
-    if type(ka) is not int or not 30 <= ka <= 1200:
-        raise ConfigError("%s: keepalive must be 30..1200 s (the SDK's range)" % path)
-    wd = cfg.setdefault("watchdog", 0)
-    if type(wd) is not int or not (wd == 0 or 30 <= wd <= 3600):
-        raise ConfigError("%s: watchdog must be 0 (off) or 30..3600 s" % path)
-    cfg.setdefault("server_hostname", cfg["mqtt_host"])
-    b = cfg.setdefault("budget", [100, 1024, 5000])  # start, cap, ms per token
-    if not (isinstance(b, list) and len(b) == 3 and all(type(x) is int and x > 0 for x in b)):
-        raise ConfigError("%s: budget must be [start, cap, ms per token], positive ints" % path)
-    return cfg
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
-def tls_context(cert=CERT, key=KEY, ca=CA):
-    """Mutual-TLS client context: our certificate, the broker's CA pinned.
-
-    Built once and reused: each context holds parsed certificates and a
-    DRBG. The broker is always verified (CERT_REQUIRED needs server_hostname,
-    which the caller passes); there is no fallback to an unverified link.
-    """
-    for path, what in ((cert, "device certificate"), (key, "device key"), (ca, "broker CA")):
-        if not _exists(path):
-            raise ConfigError("%s %s is missing: deploy the credential bundle" % (what, path))
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    try:
-        ctx.load_verify_locations(cafile=ca)
-    except ValueError:
-        raise ConfigError("broker CA %s is not a valid certificate: redeploy the credential bundle" % ca)
-    try:
-        ctx.load_cert_chain(cert, key)
-    except ValueError as e:
-        # mbedTLS says "invalid key" or "invalid cert"; name the file.
-        bad = key if "key" in str(e) else cert
-        raise ConfigError("%s is not valid (%s): redeploy the credential bundle" % (bad, str(e).strip()))
-    return ctx
 
 
 class Agent:
