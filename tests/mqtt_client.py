@@ -41,10 +41,10 @@ class Client:
             self._subacks[mid] = [rc.value for rc in rcs]
             self._sub_event.notify_all()
 
-    def connect(self):
+    def connect(self, keepalive=10):
         """True only if the broker answered CONNACK success within WAIT."""
         try:
-            self.paho.connect("127.0.0.1", self.port, keepalive=10)
+            self.paho.connect("127.0.0.1", self.port, keepalive=keepalive)
         except (OSError, ssl.SSLError):
             return False
         self.paho.loop_start()

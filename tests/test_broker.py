@@ -19,9 +19,10 @@ from tools.broker import Broker, acl_allows, client_tls_context, credential_path
 from tests.mqtt_client import Client, WAIT
 
 
+MOSQUITTO_UNAVAILABLE = brokermod.mosquitto_unavailable()
 ENGINES = [
     pytest.param("mosquitto", marks=pytest.mark.skipif(
-        brokermod.find_mosquitto() is None, reason="mosquitto not installed")),
+        MOSQUITTO_UNAVAILABLE is not None, reason=str(MOSQUITTO_UNAVAILABLE))),
     "embedded",
 ]
 
@@ -39,7 +40,10 @@ def cloud(request, tmp_path_factory):
         ids[node] = (root / node / "node.crt", root / node / "node.key")
     clients = []
 
-    def make(who, client_id=""):
+    def make(who, client_id=None):
+        # A node's client id must be its certificate CN; the console may use any.
+        if client_id is None:
+            client_id = "" if who == "console" else who
         crt, key = (paths["console_crt"], paths["console_key"]) if who == "console" else ids[who]
         c = Client(b.port, paths["ca_crt"], crt, key, client_id=client_id)
         clients.append(c)
@@ -51,7 +55,7 @@ def cloud(request, tmp_path_factory):
     b.stop()
 
 
-def connected(cloud, who, client_id=""):
+def connected(cloud, who, client_id=None):
     c = cloud["make"](who, client_id)
     assert c.connect(), f"{who} could not connect"
     return c
@@ -69,6 +73,14 @@ def test_topic_within_rules():
     assert not topic_within("#", "node/A/#")
     assert topic_within("$aws/rules/esp_set_params/node/A/params/local", "$aws/rules/+/node/A/#")
     assert not topic_within("$aws/rules/x/node/B/params/local", "$aws/rules/+/node/A/#")
+
+
+def test_client_id_allowed():
+    assert brokermod.client_id_allowed("A", "A")
+    assert not brokermod.client_id_allowed("A", "B")
+    assert not brokermod.client_id_allowed("A", "")
+    assert not brokermod.client_id_allowed(None, "")
+    assert brokermod.client_id_allowed("console", "anything")
 
 
 def test_acl_allows():
@@ -191,6 +203,66 @@ def test_will_on_foreign_topic_never_delivered(cloud):
     assert forger_connected == (cloud["broker"].engine == "mosquitto")
 
 
+def test_silent_client_is_dropped_after_keepalive_and_its_will_sent(cloud):
+    console = connected(cloud, "console")
+    assert console.subscribe("node/+/#") == [1]
+    b = cloud["make"]("B")
+    b.paho.will_set("node/B/params/local", b"B gone", qos=1)
+    assert b.connect(keepalive=2)
+    b.paho.loop_stop()  # no more packets, not even PINGREQ, and no FIN: a dead link
+    silent = time.monotonic()
+    # MQTT 3.1.1 section 3.1.2.10: dropped after 1.5x the keep-alive, then the will goes out.
+    assert console.get(timeout=10) == ("node/B/params/local", b"B gone")
+    assert time.monotonic() - silent >= 2
+
+
+# ------------------------------------------------------------- client id = certificate CN
+
+def refused(client):
+    """True if the broker refused the CONNECT with CONNACK 'not authorised'."""
+    return not client.connect() and client.rc is not None and str(client.rc) == "Not authorized"
+
+
+def test_node_cannot_take_over_another_nodes_client_id(cloud):
+    console = connected(cloud, "console")
+    assert console.subscribe("node/+/#") == [1]
+    victim = cloud["make"]("B")
+    victim.paho.will_set("node/B/params/local", b"B gone", qos=1)
+    assert victim.connect()
+    drops = []
+    victim.paho.on_disconnect = lambda *args: drops.append(args)
+    try:
+        assert victim.subscribe("node/B/params/remote") == [1]
+        thief = cloud["make"]("A", "B")  # A's certificate, B's client id
+        assert refused(thief)
+        thief.close()
+        # B was neither kicked nor left without its subscription, and no will of B appeared.
+        console.publish("node/B/params/remote", b"for B")
+        assert victim.get() == ("node/B/params/remote", b"for B")
+        victim.publish("node/B/params/local", b"still here")
+        assert console.drain() == [("node/B/params/remote", b"for B"), ("node/B/params/local", b"still here")]
+        assert drops == [] and victim.paho.is_connected()
+    finally:
+        victim.close()  # DISCONNECT: no will to leak into later tests
+
+
+@pytest.mark.parametrize("client_id", ["", "a", "A2", "console"])
+def test_node_must_use_its_certificate_cn_as_client_id(cloud, client_id):
+    assert refused(cloud["make"]("A", client_id))
+    connected(cloud, "A", "A")  # its own CN still works
+
+
+def test_console_may_use_any_client_id(cloud):
+    first = connected(cloud, "console", "console-watch-1")
+    second = connected(cloud, "console")  # empty: the broker assigns one
+    for c in (first, second):
+        assert c.subscribe("node/+/params/local") == [1]
+    a = connected(cloud, "A", "A")
+    a.publish("node/A/params/local", b"1")
+    assert first.get() == second.get() == ("node/A/params/local", b"1")
+    assert first.paho.is_connected() and second.paho.is_connected()
+
+
 def test_console_sees_everything_and_reaches_nodes(cloud):
     console = connected(cloud, "console")
     console.subscribe("node/+/#")
@@ -242,8 +314,10 @@ def test_crl_revokes_a_node(engine, tmp_path):
     with Broker(workdir, engine=engine) as b:
         if engine == "mosquitto":
             assert "crlfile" in (workdir / "mosquitto.conf").read_text()
-        good = Client(b.port, paths["ca_crt"], tmp_path / "ok" / "node.crt", tmp_path / "ok" / "node.key")
-        revoked = Client(b.port, paths["ca_crt"], tmp_path / "bad" / "node.crt", tmp_path / "bad" / "node.key")
+        good = Client(b.port, paths["ca_crt"], tmp_path / "ok" / "node.crt", tmp_path / "ok" / "node.key",
+                      client_id="OK")
+        revoked = Client(b.port, paths["ca_crt"], tmp_path / "bad" / "node.crt", tmp_path / "bad" / "node.key",
+                         client_id="BAD")
         try:
             assert good.connect()
             assert not revoked.connect()
@@ -256,18 +330,21 @@ def test_crl_revokes_a_node(engine, tmp_path):
 
 def test_mosquitto_config_contents(tmp_path):
     paths = brokermod.prepare_credentials(tmp_path)
-    conf = brokermod.write_mosquitto_config(tmp_path, 12345, paths).read_text()
+    conf = brokermod.write_mosquitto_config(tmp_path, 12345, paths, tmp_path / "p.so").read_text()
     for line in ("per_listener_settings false", "listener 12345 127.0.0.1", "require_certificate true",
-                 "use_identity_as_username true", "allow_anonymous false", "persistence false"):
+                 "allow_anonymous false", "persistence false", f"plugin {tmp_path / 'p.so'}",
+                 "plugin_opt_privileged_identity console"):
         assert line in conf
+    # mosquitto would skip the identity plugin with this option on.
+    assert "use_identity_as_username" not in conf
     assert "crlfile" not in conf
     acl = (tmp_path / "acl").read_text()
     assert "pattern readwrite node/%u/#" in acl and "pattern write $aws/rules/+/node/%u/#" in acl
 
 
 def test_start_failure_reports_log_tail(tmp_path):
-    if brokermod.find_mosquitto() is None:
-        pytest.skip("mosquitto not installed")
+    if MOSQUITTO_UNAVAILABLE:
+        pytest.skip(MOSQUITTO_UNAVAILABLE)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

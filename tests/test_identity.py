@@ -318,7 +318,7 @@ def mqtt_connects(port, ca_crt, crt, key, client_id):
     return len(data) == 4 and data[0] == 0x20 and data[3] == 0
 
 
-@pytest.mark.skipif(brokermod.find_mosquitto() is None, reason="mosquitto not installed")
+@pytest.mark.skipif(brokermod.mosquitto_unavailable() is not None, reason=str(brokermod.mosquitto_unavailable()))
 def test_revoked_node_is_refused_by_mosquitto(tmp_path, store):
     work = tmp_path / "cloud"
     b = brokermod.Broker(work, engine="mosquitto")
