@@ -20,8 +20,8 @@ $(VENV)/.ok: requirements.txt
 	$(VPY) -m pip install --quiet -r requirements.txt
 	@touch $@
 
-sim: $(VENV)/.ok ## Bring a simulated board online against a local mTLS broker
-	$(VPY) -m tools.simulate --cloud $(CLOUD) --board $(BOARD_DIR) $(ARGS)
+sim: $(VENV)/.ok ## Bring a simulated board online against a local mTLS broker (MICROPYTHON=bin: on MicroPython)
+	$(VPY) -m tools.simulate --cloud $(CLOUD) --board $(BOARD_DIR) $(if $(MICROPYTHON),--micropython $(MICROPYTHON)) $(ARGS)
 
 test: $(VENV)/.ok ## Run the whole test suite
 	$(VPY) -m pytest tests -q

@@ -3,8 +3,10 @@
 Cloud   Mosquitto (or the embedded broker) with mutual TLS on 127.0.0.1, and a
         paho client with the console identity that records every message.
 Board   the firmware files deployed into a folder and booted by the simulator
-        (python -m tools.sim.board) in a child process; its log lines are
-        collected for assertions.
+        in a child process: on CPython (python -m tools.sim.board) or, with
+        backend="micropython", on the MicroPython unix port (python -m
+        tools.sim.mpboard, its MQTT link through a radio relay); its log lines
+        are collected for assertions.
 """
 import json
 import queue
@@ -17,9 +19,13 @@ from pathlib import Path
 import paho.mqtt.client as paho
 
 from tools.broker import Broker, console_tls_context
+from tools.sim.mpboard import default_micropython
+from tools.sim.relay import free_port
 from tools.simulate import prepare_board, board_command, write_json, SIM_SSID, SIM_PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = ("cpython", "micropython")
+MICROPYTHON = default_micropython()  # $MICROPYTHON, or ../shared/micropython/micropython32
 
 
 class Cloud:
@@ -107,29 +113,43 @@ def _suffix(topic, node_id):
 
 
 class Board:
-    """A simulated board in a child process; lines() and wait_line() read its log."""
+    """A simulated board in a child process; lines() and wait_line() read its log.
 
-    def __init__(self, cloud, root, node_id, main=None, keepalive=None, topics=None, wifi=True, args=()):
+    backend: "cpython" (tools.sim.board) or "micropython" (tools.sim.mpboard on the
+    MICROPYTHON binary; rainmaker.json's mqtt_port is then the board's radio relay).
+    """
+
+    def __init__(self, cloud, root, node_id, main=None, keepalive=None, topics=None, wifi=True, args=(),
+                 backend="cpython"):
+        assert backend in BACKENDS, backend
         self.cloud = cloud
         self.root = Path(root)
         self.dir = self.root / "board"
         self.air = self.root / "air.json"
         self.node_id = node_id
         self.mac = node_id if len(node_id) == 12 else "240AC4000001"
-        prepare_board(cloud.workdir, self.dir, self.air, node_id, cloud.broker.port, keepalive=keepalive, wifi=wifi)
+        self.backend = backend
+        port = cloud.broker.port
+        self.relay = None
+        if backend == "micropython":
+            self.relay = (free_port(), (cloud.broker.host, cloud.broker.port))
+            port = self.relay[0]
+        prepare_board(cloud.workdir, self.dir, self.air, node_id, port, keepalive=keepalive, wifi=wifi)
         if topics:
             cfg = json.loads((self.dir / "rainmaker.json").read_text())
             cfg["topics"] = topics
             write_json(self.dir / "rainmaker.json", cfg)
         if main:
             (self.dir / "main.py").write_text(Path(main).read_text())
-        self.args = list(args)  # more tools.sim.board options, e.g. ["--port-map", "80=18080"]
+        self.args = list(args)  # more tools.sim.board / tools.sim.mpboard options
         self.proc = None
         self._lines = []
         self._cond = threading.Condition()
 
     def start(self):
-        self.proc = subprocess.Popen(board_command(self.dir, self.air, self.mac) + self.args, cwd=ROOT,
+        mp = MICROPYTHON if self.backend == "micropython" else None
+        cmd = board_command(self.dir, self.air, self.mac, mp, self.relay) + self.args
+        self.proc = subprocess.Popen(cmd, cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
         return self

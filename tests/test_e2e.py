@@ -1,5 +1,7 @@
 """End to end: the firmware, unmodified, on the simulated board, against a real
-broker with mutual TLS, observed from the cloud side.
+broker with mutual TLS, observed from the cloud side. Every test that boots a board
+runs on both backends (the `backend` fixture, tests/conftest.py): the CPython sim
+and MicroPython itself.
 
 One board runs the example app (firmware/main.py) for the main flow; the
 failure cases each get a board of their own.
@@ -31,9 +33,9 @@ def cloud(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def board(cloud, tmp_path_factory):
+def board(cloud, backend, tmp_path_factory):
     since = cloud.mark()
-    b = Board(cloud, tmp_path_factory.mktemp("b1"), NODE, keepalive=30).start()
+    b = Board(cloud, tmp_path_factory.mktemp("b1"), NODE, keepalive=30, backend=backend).start()
     b.wait_line("online as " + NODE, timeout=30)
     b.first = since
     yield b
@@ -186,10 +188,10 @@ def test_persisted_name_survives_a_power_cycle(cloud, board):
 # -- runtime reconfiguration and topics -------------------------------------------
 
 
-def test_runtime_reconfiguration_republishes_config_and_params(cloud, tmp_path):
+def test_runtime_reconfiguration_republishes_config_and_params(cloud, backend, tmp_path):
     node = "240AC4E2E002"
     since = cloud.mark()
-    b = Board(cloud, tmp_path, node, main=ROOT / "tests" / "apps" / "reconfig_main.py").start()
+    b = Board(cloud, tmp_path, node, main=ROOT / "tests" / "apps" / "reconfig_main.py", backend=backend).start()
     try:
         b.wait_line("online as " + node, timeout=30)
         _, cfg = cloud.wait("config", node, since)
@@ -216,10 +218,10 @@ def test_runtime_reconfiguration_republishes_config_and_params(cloud, tmp_path):
         b.stop()
 
 
-def test_basic_ingest_topics(cloud, tmp_path):
+def test_basic_ingest_topics(cloud, backend, tmp_path):
     node = "240AC4E2E003"
     since = cloud.mark()
-    b = Board(cloud, tmp_path, node, topics="ingest").start()
+    b = Board(cloud, tmp_path, node, topics="ingest", backend=backend).start()
     try:
         b.wait_line("online as " + node, timeout=30)
         topic, _ = cloud.wait("config", node, since)
@@ -280,19 +282,19 @@ def test_node_a_cannot_touch_node_b(cloud, board, tmp_path):
         c.disconnect()
 
 
-def _failing_board(cloud, tmp_path, node, mutate):
-    b = Board(cloud, tmp_path, node)
+def _failing_board(cloud, tmp_path, node, mutate, backend="cpython"):
+    b = Board(cloud, tmp_path, node, backend=backend)
     mutate(b)
     b.start()
     return b
 
 
-def test_broker_with_the_wrong_ca_is_refused_and_never_downgraded(cloud, tmp_path):
+def test_broker_with_the_wrong_ca_is_refused_and_never_downgraded(cloud, backend, tmp_path):
     def other_ca(b):
         ca.init_ca(tmp_path / "rogue-ca")
         (b.dir / "certs" / "ca.der").write_bytes((tmp_path / "rogue-ca" / "ca.der").read_bytes())
 
-    b = _failing_board(cloud, tmp_path, "240AC4E2E004", other_ca)
+    b = _failing_board(cloud, tmp_path, "240AC4E2E004", other_ca, backend)
     try:
         first = b.wait_line("broker certificate rejected", timeout=20)
         assert "rm E tls: broker certificate rejected" in first and "certs/ca.der" in first
@@ -307,8 +309,9 @@ def test_broker_with_the_wrong_ca_is_refused_and_never_downgraded(cloud, tmp_pat
         b.stop()
 
 
-def test_missing_client_certificate_is_named(cloud, tmp_path):
-    b = _failing_board(cloud, tmp_path, "240AC4E2E005", lambda b: (b.dir / "certs" / "node.crt.der").unlink())
+def test_missing_client_certificate_is_named(cloud, backend, tmp_path):
+    b = _failing_board(cloud, tmp_path, "240AC4E2E005", lambda b: (b.dir / "certs" / "node.crt.der").unlink(),
+                       backend)
     try:
         b.wait_line("device certificate certs/node.crt.der is missing: deploy the credential bundle", timeout=20)
         b.wait_line("retrying in", timeout=10)
@@ -317,7 +320,7 @@ def test_missing_client_certificate_is_named(cloud, tmp_path):
         b.stop()
 
 
-def test_expired_client_certificate_is_refused_by_the_broker(cloud, tmp_path):
+def test_expired_client_certificate_is_refused_by_the_broker(cloud, backend, tmp_path):
     import datetime
 
     def expire(b):
@@ -327,7 +330,7 @@ def test_expired_client_certificate_is_refused_by_the_broker(cloud, tmp_path):
         for name in ("node.crt.der", "node.key.der"):
             (b.dir / "certs" / name).write_bytes((tmp_path / "old" / name).read_bytes())
 
-    b = _failing_board(cloud, tmp_path, "240AC4E2E006", expire)
+    b = _failing_board(cloud, tmp_path, "240AC4E2E006", expire, backend)
     try:
         # Mosquitto answers with a TLS alert, the embedded broker closes the link: either way it refuses.
         line = b.wait_line("is certs/node.crt.der expired", timeout=20)

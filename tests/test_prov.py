@@ -1,13 +1,12 @@
 """Wi-Fi provisioning end to end: esp-rainmaker-cli's own client code (HTTP
 transport, Security 0/1/2 classes, cloud_user_assoc, scan, credentials,
 status polls; driven by tools/provision.py in a subprocess) against the
-firmware on the simulated board, then the board online in the local cloud
-with its user mapping. Plus bad input over HTTP, the lock-out, the timeout,
+firmware on the simulated board (both backends: CPython and MicroPython), then
+the board online in the local cloud with its user mapping. Plus bad input over HTTP, the lock-out, the timeout,
 the Wi-Fi reset button and the host QR tool.
 """
 import hashlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import time
 import pytest
 
 from tests.harness import Cloud, Board, ROOT, write_json, SIM_SSID, SIM_PASSWORD
+from tools.sim.relay import free_port
 
 pytest.importorskip("rmaker_tools", reason="esp-rainmaker-cli is not installed")
 
@@ -33,17 +33,15 @@ def cloud(tmp_path_factory):
     c.stop()
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
-def prov_board(cloud, root, node, sec, ident, assoc_ms=None, **cfg_extra):
+def prov_board(cloud, root, node, sec, ident, assoc_ms=None, backend="cpython", **cfg_extra):
     port = free_port()
-    b = Board(cloud, root, node, wifi=False, args=["--port-map", "80=%d" % port])
+    if backend == "cpython":  # the sim maps the board's port 80 to the host's
+        b = Board(cloud, root, node, wifi=False, args=["--port-map", "80=%d" % port])
+    else:  # MicroPython's sockets are real: the board's config names the port
+        b = Board(cloud, root, node, wifi=False, backend=backend)
+        cfg_extra["prov_port"] = port
     cfg = json.loads((b.dir / "rainmaker.json").read_text())
     cfg.update(prov_sec=sec, random=rnd(ident).hex(), **cfg_extra)
     write_json(b.dir / "rainmaker.json", cfg)
@@ -91,11 +89,11 @@ def refused(port):
 
 
 @pytest.mark.parametrize("sec", [0, 1, 2])
-def test_cli_provisions_the_board_and_it_comes_online_mapped(cloud, tmp_path, sec):
+def test_cli_provisions_the_board_and_it_comes_online_mapped(cloud, backend, tmp_path, sec):
     node = "240AC4E2F00%d" % sec
     r = rnd(sec)
     assert hashlib.sha512(b"wifiprov:" + r[:4].hex().encode()).digest()[0] != 0
-    b = prov_board(cloud, tmp_path, node, sec, sec).start()
+    b = prov_board(cloud, tmp_path, node, sec, sec, backend=backend).start()
     try:
         since = cloud.mark()
         qr = qr_of(b)
@@ -189,9 +187,9 @@ def sec1_cmd0(pub):
     return b"\x10\x01\x5a" + bytes([len(sec1)]) + sec1
 
 
-def test_bad_input_is_refused_nothing_is_stored_and_the_board_keeps_serving(cloud, tmp_path):
+def test_bad_input_is_refused_nothing_is_stored_and_the_board_keeps_serving(cloud, backend, tmp_path):
     node = "240AC4E2F011"
-    b = prov_board(cloud, tmp_path, node, 1, 4, assoc_ms=700).start()  # attempts the CLI can watch
+    b = prov_board(cloud, tmp_path, node, 1, 4, assoc_ms=700, backend=backend).start()  # attempts the CLI can watch
     try:
         qr = qr_of(b)
         port = b.port
@@ -231,9 +229,9 @@ def test_bad_input_is_refused_nothing_is_stored_and_the_board_keeps_serving(clou
         b.stop()
 
 
-def test_five_failed_handshakes_stop_provisioning_until_reboot(cloud, tmp_path):
+def test_five_failed_handshakes_stop_provisioning_until_reboot(cloud, backend, tmp_path):
     node = "240AC4E2F012"
-    b = prov_board(cloud, tmp_path, node, 1, 5).start()
+    b = prov_board(cloud, tmp_path, node, 1, 5, backend=backend).start()
     try:
         qr_of(b)
         for i in range(5):
@@ -256,8 +254,8 @@ def test_five_failed_handshakes_stop_provisioning_until_reboot(cloud, tmp_path):
         b.stop()
 
 
-def test_provisioning_times_out(cloud, tmp_path):
-    b = prov_board(cloud, tmp_path, "240AC4E2F013", 2, 3, prov_timeout=2).start()
+def test_provisioning_times_out(cloud, backend, tmp_path):
+    b = prov_board(cloud, tmp_path, "240AC4E2F013", 2, 3, prov_timeout=2, backend=backend).start()
     try:
         qr_of(b)
         b.wait_line("no credentials within 2 s: provisioning stopped", timeout=15)

@@ -552,6 +552,35 @@ def test_refused_connection_surfaces_on_first_io(board):
     run(board, go())
 
 
+def test_stream_close_does_nothing_and_wait_closed_closes(board):
+    """As in MicroPython 1.28 (extmod/asyncio/stream.py): Stream.close() is a no-op,
+    the socket is closed by `await wait_closed()`. Firmware that only calls close()
+    leaks the socket on the board, so it must leak here too."""
+    wifi_up(board)
+    aio = board.modules["asyncio"]
+    srv = EchoServer()
+
+    async def go():
+        r, w = await aio.open_connection("127.0.0.1", srv.port)
+        w.write(b"a")
+        await w.drain()
+        assert await aio.wait_for(r.read(10), 2) == b"echo:a"
+        w.close()
+        assert w.s.fileno() >= 0  # still open...
+        w.write(b"b")  # ...and still working
+        await w.drain()
+        assert await aio.wait_for(r.read(10), 2) == b"echo:b"
+        assert srv.eofs == 0
+        await w.wait_closed()
+        assert w.s.fileno() == -1
+
+    try:
+        run(board, go())
+        assert wait_until(lambda: srv.eofs == 1, 3)  # the peer sees the close now
+    finally:
+        srv.close()
+
+
 # ---------------------------------------------------------------------------
 # asyncio API shape
 
@@ -653,6 +682,13 @@ def test_time_os_and_import_rules(board):
 
 # ---------------------------------------------------------------------------
 # pins
+
+
+def test_errno_has_only_micropythons_names(board):
+    e = board.modules["errno"]
+    assert e.ECONNRESET == errno.ECONNRESET and e.errorcode[errno.EHOSTUNREACH] == "EHOSTUNREACH"
+    for name in ("EPIPE", "EINTR", "ENOSPC", "EWOULDBLOCK"):  # absent from py/moderrno.c's list
+        assert not hasattr(e, name), name
 
 
 def test_pins_outputs_and_irq(board):

@@ -30,8 +30,13 @@ def write_json(path, data):
     os.replace(tmp, path)
 
 
-def prepare_board(cloud, board, air, node_id, port, keepalive=None, wifi=True):
-    """Firmware, identity and settings for a simulated board. Returns the node id."""
+def prepare_board(cloud, board, air, node_id, port, keepalive=None, wifi=True, prov_port=None):
+    """Firmware, identity and settings for a simulated board. Returns the node id.
+
+    port is the MQTT port the board connects to: the broker's, or on the MicroPython
+    backend the board's radio relay in front of it. prov_port: the provisioning
+    server's port (rainmaker.json "prov_port"; the board's default is 80).
+    """
     board.mkdir(parents=True, exist_ok=True)
     # Same deploy as `make deploy BOARD=sim`: only changed files, atomically.
     deploy(FolderBoard(board), progress=None, reset=False)
@@ -43,6 +48,8 @@ def prepare_board(cloud, board, air, node_id, port, keepalive=None, wifi=True):
     cfg["mqtt_port"] = port  # the local broker's port may change between runs
     if keepalive:
         cfg["keepalive"] = keepalive
+    if prov_port:
+        cfg["prov_port"] = prov_port
     write_json(cfg_path, cfg)
     if wifi and not (board / "wifi.json").exists():
         # Stands in for provisioning: the board already knows the network.
@@ -53,8 +60,18 @@ def prepare_board(cloud, board, air, node_id, port, keepalive=None, wifi=True):
     return cfg["node_id"]
 
 
-def board_command(board, air, mac):
-    return [sys.executable, "-u", "-m", "tools.sim.board", "--dir", str(board), "--air", str(air), "--mac", mac]
+def board_command(board, air, mac, micropython=None, relay=None):
+    """The command that boots the board: on CPython (tools.sim.board), or with
+    micropython=BIN on MicroPython itself (tools.sim.mpboard), where relay=(port,
+    (host, target)) is the radio in front of the broker."""
+    if not micropython:
+        return [sys.executable, "-u", "-m", "tools.sim.board", "--dir", str(board), "--air", str(air), "--mac", mac]
+    cmd = [sys.executable, "-u", "-m", "tools.sim.mpboard", "--micropython", str(micropython),
+           "--dir", str(board), "--air", str(air), "--mac", mac]
+    if relay:
+        port, (host, target) = relay
+        cmd += ["--relay", "%d=%s:%d" % (port, host, target)]
+    return cmd
 
 
 def main(argv=None):
@@ -68,7 +85,12 @@ def main(argv=None):
                    help="start without Wi-Fi credentials: the board runs Wi-Fi provisioning (SoftAP)")
     p.add_argument("--prov-port", type=int, default=18080,
                    help="host port for the board's provisioning server, its port 80 (default 18080)")
+    p.add_argument("--micropython", metavar="BIN", default=os.environ.get("MICROPYTHON") or None,
+                   help="run the board on this MicroPython unix-port binary instead of CPython "
+                        "(default $MICROPYTHON; e.g. ../shared/micropython/micropython32)")
     args = p.parse_args(argv)
+    if args.micropython and not os.path.isfile(args.micropython):
+        p.error("--micropython: no such file: %s" % args.micropython)
 
     cloud = Path(args.cloud).resolve()
     board = Path(args.board).resolve()
@@ -86,12 +108,22 @@ def main(argv=None):
         return 2
     recorder = Recorder(cloud, broker.host, broker.port)
     recorder.start()
-    node_id = prepare_board(cloud, board, air, mac, broker.port, wifi=not args.provision)
+    relay = None
+    mqtt_port = broker.port
+    if args.micropython:
+        # The firmware's sockets are real there: it reaches the broker through its radio.
+        from tools.sim.relay import free_port
+
+        relay = (free_port(), (broker.host, broker.port))
+        mqtt_port = relay[0]
+    node_id = prepare_board(cloud, board, air, mac, mqtt_port, wifi=not args.provision,
+                            prov_port=args.prov_port if args.micropython else None)
     if args.provision:
         (board / "wifi.json").unlink(missing_ok=True)  # as a Wi-Fi reset does
     print(f"""
   local cloud  {broker.engine} on {broker.host}:{broker.port} (mutual TLS), CA in {cloud / 'ca'}
   board        {board}  node id {node_id}
+               {"on MicroPython " + args.micropython + " (radio relay 127.0.0.1:%d)" % relay[0] if relay else "on CPython (tools/sim)"}
   Wi-Fi        {air} (edit "up" to drop the network)
 
   In a second terminal:
@@ -108,7 +140,10 @@ def main(argv=None):
     python -m tools.provision --host 127.0.0.1:{args.prov_port} --qr "$(python -m tools.qr --board {board} --json)" \\
         --ssid SimNet --password {SIM_PASSWORD}
 """, flush=True)
-    cmd = board_command(board, air, mac) + ["--port-map", "80=%d" % args.prov_port]
+    if args.micropython:
+        cmd = board_command(board, air, mac, args.micropython, relay)
+    else:
+        cmd = board_command(board, air, mac) + ["--port-map", "80=%d" % args.prov_port]
     proc = subprocess.Popen(cmd, cwd=ROOT)
     try:
         return proc.wait()

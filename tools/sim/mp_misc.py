@@ -9,6 +9,7 @@ import select as _select
 import time as _t
 import types
 
+from .mpy.simworld import chip
 from .runtime import EPOCH_2000
 
 # -- gc ------------------------------------------------------------------------
@@ -42,6 +43,28 @@ def view(name, names, rt):
     m = types.ModuleType(name)
     for n in names.split():
         setattr(m, n, getattr(real, n))
+    return m
+
+
+# -- errno -----------------------------------------------------------------------
+# The names of py/moderrno.c's default list, which the esp32 and unix ports use:
+# no EPIPE, EINTR, ENOSPC... Firmware that names one of those dies with
+# AttributeError on the board. The numbers are the host's (Linux's), consistent
+# with the errors the simulated sockets raise.
+ERRNO_NAMES = ("EPERM ENOENT EIO EBADF EAGAIN ENOMEM EACCES EEXIST ENODEV EISDIR EINVAL "
+               "EOPNOTSUPP EADDRINUSE ECONNABORTED ECONNRESET ENOBUFS ENOTCONN ETIMEDOUT "
+               "ECONNREFUSED EHOSTUNREACH EALREADY EINPROGRESS")
+
+
+def make_errno(rt):
+    import errno as _errno
+
+    if not rt.strict:
+        return _errno
+    m = types.ModuleType("errno")
+    for n in ERRNO_NAMES.split():
+        setattr(m, n, getattr(_errno, n))
+    m.errorcode = {getattr(_errno, n): n for n in ERRNO_NAMES.split()}
     return m
 
 
@@ -91,23 +114,13 @@ def make_micropython(rt):
 
 def make_esp32(rt):
     m = types.ModuleType("esp32")
-    m.HEAP_DATA = 4
-    m.HEAP_EXEC = 1
-    m.WAKEUP_ALL_LOW = False
-    m.WAKEUP_ANY_HIGH = True
-
-    def idf_heap_info(capabilities):
-        # (total, free, largest free block, minimum free ever) per IDF heap region;
-        # plausible for an ESP32 without PSRAM running Wi-Fi, not measured.
-        free = 60000 - (gc_mem_alloc() // 8)
-        if capabilities & 1 and not capabilities & 4:
-            return [(15072, 7120, 7072, 6980), (113840, 0, 0, 0)]
-        return [(7280, 4, 4, 4), (16648, 3104, 3072, 2940), (94608, free, 31744, free - 9000),
-                (15072, 7120, 7072, 6980), (113840, 0, 0, 0)]
-
-    m.idf_heap_info = idf_heap_info
-    m.mcu_temperature = lambda: 41
-    m.raw_temperature = lambda: 106
+    m.HEAP_DATA = chip.HEAP_DATA
+    m.HEAP_EXEC = chip.HEAP_EXEC
+    m.WAKEUP_ALL_LOW = chip.WAKEUP_ALL_LOW
+    m.WAKEUP_ANY_HIGH = chip.WAKEUP_ANY_HIGH
+    m.idf_heap_info = lambda capabilities: chip.idf_heap_info(capabilities, gc_mem_alloc())
+    m.mcu_temperature = chip.mcu_temperature
+    m.raw_temperature = chip.raw_temperature
     return m
 
 

@@ -62,7 +62,7 @@ FROZEN_MODULES = {
     "webrepl_setup", "upysh", "inisetup", "flashbdev", "_boot", "apa106",
 }
 # Names served by CPython's own module (semantics close enough, see README).
-PASSTHROUGH = {"array", "builtins", "cmath", "errno", "gc", "heapq", "io", "math",
+PASSTHROUGH = {"array", "builtins", "cmath", "gc", "heapq", "io", "math",
                "platform", "random", "re", "sys", "_thread"}
 
 # Builtins that do not exist in MicroPython (spec §9): OSError subclasses, the
@@ -571,6 +571,7 @@ class Runtime:
         mods["struct"] = mp_misc.view("struct", "calcsize pack pack_into unpack unpack_from", self)
         mods["binascii"] = mp_misc.view("binascii", "hexlify unhexlify a2b_base64 b2a_base64 crc32", self)
         mods["collections"] = mp_misc.view("collections", "deque namedtuple OrderedDict", self)
+        mods["errno"] = mp_misc.make_errno(self)
 
         self._patch(sys, "print_exception", self.print_exception)
         self._patch(_gc, "mem_free", mp_misc.gc_mem_free)

@@ -1,5 +1,6 @@
 # Provisioning over SoftAP: the access point PROV_xxxxxx, the HTTP server on
-# port 80, and the Wi-Fi station that tries the credentials the phone sends.
+# its address, port 80 (rainmaker.json "prov_port"), and the Wi-Fi station that
+# tries the credentials the phone sends.
 # The protocol work is done by the sans-IO modules; this file moves bytes and
 # time, and owns every wait (each one bounded).
 import asyncio
@@ -49,7 +50,7 @@ class Provisioner:
         self.sta = sta
         self.wifi_file = wifi_file
         self.mapping_file = mapping_file
-        self.port = port
+        self.port = int(cfg.get("prov_port", port))
         self.net = NetConfig()
         self.scan = Scan(sta.scan)
         self.assoc = UserAssoc(node_id)
@@ -168,7 +169,9 @@ class Provisioner:
         ap.active(True)
         ap.config(ssid=name, security=0, max_clients=5)  # open, as the SDK's example
         self.sta.active(True)  # scanning needs the station interface
-        server = await asyncio.start_server(self._serve, "0.0.0.0", self.port)
+        # The access point's own address, not 0.0.0.0: only SoftAP clients reach the
+        # server, never the network the station joins while it tries the credentials.
+        server = await asyncio.start_server(self._serve, ap.ifconfig()[0], self.port)
         log.info("prov", "not provisioned: access point %s, Security %d, %s, http://%s:%d" % (
             name, self.ident.sec, "PoP " + self.ident.pop if self.ident.sec else "no PoP", ap.ifconfig()[0], self.port))
         log.info("prov", "QR %s" % self.ident.qr())

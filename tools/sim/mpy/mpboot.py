@@ -1,0 +1,61 @@
+# Boot driver of the MicroPython backend (python -m tools.sim.mpboard runs the unix
+# port on this file with the board folder as the current directory): boot.py then
+# main.py, in one __main__ namespace, as ports/esp32 does. An exception ends the run
+# with status 1 ("the board is at the REPL"); machine.reset() never comes back here
+# (the launcher boots the board again).
+import sys
+import os
+import io
+
+_BANNER = "MicroPython v%d.%d.%d (simulated board on the unix port, %s) on %s; ESP32 module (simulated) with ESP32"
+_REPL = 'MicroPython v%d.%d.%d on %s; ESP32 module (simulated) with ESP32\nType "help()" for more information.\n>>> '
+
+
+def _version():
+    v = sys.implementation.version
+    return (v[0], v[1], v[2])
+
+
+def _print_exception(e):
+    # MicroPython's own traceback, without this driver's frame.
+    buf = io.StringIO()
+    sys.print_exception(e, buf)
+    out = [line for line in buf.getvalue().split("\n")
+           if not (line.lstrip().startswith('File "') and line.split('"')[1] == __file__)]
+    print("\n".join(out).rstrip("\n"))
+
+
+def main():
+    # The script's folder is prepended by the unix port; it is first on MICROPYPATH too.
+    if len(sys.path) > 1 and sys.path[0] == sys.path[1]:
+        sys.path.pop(0)
+    board = os.getcwd()
+    date = os.getenv("MPBOARD_DATE") or "unix"
+    print(_BANNER % (_version() + (board, date)))
+    ns = {"__name__": "__main__"}
+    for name in ("boot.py", "main.py"):
+        try:
+            os.stat(name)
+        except OSError:
+            continue
+        ns["__file__"] = name
+        try:
+            with open(name) as f:
+                code = compile(f.read(), name, "exec")
+            exec(code, ns)
+            code = None
+        except SystemExit:
+            break
+        except KeyboardInterrupt as e:
+            _print_exception(e)
+            print(_REPL % (_version() + (date,)))
+            sys.exit(0)
+        except BaseException as e:
+            _print_exception(e)
+            print("sim: %s raised %s; board is at the REPL (exiting with status 1)" % (name, type(e).__name__))
+            print(_REPL % (_version() + (date,)))
+            sys.exit(1)
+    print(_REPL % (_version() + (date,)))
+
+
+main()
