@@ -16,6 +16,7 @@ import time
 import pytest
 
 from tests.harness import Cloud, Board, ROOT, write_json
+from tools.sim.relay import free_port
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +123,9 @@ class SilentServer:
         self.sock.close()
 
 
-def test_a_server_that_never_answers_tls_cannot_hang_the_agent(cloud, tmp_path):
+def test_a_server_that_never_answers_tls_cannot_hang_the_agent(cloud, backend, tmp_path):
     srv = SilentServer()
-    b = Board(cloud, tmp_path, "240AC4E2E101")
+    b = Board(cloud, tmp_path, "240AC4E2E101", backend=backend)
     # The watchdog is on: the event loop keeps running while the handshake
     # is stuck, so it is fed and the board is not reset.
     _config(b, mqtt_port=srv.port, watchdog=30)
@@ -150,14 +151,11 @@ def test_a_server_that_never_answers_tls_cannot_hang_the_agent(cloud, tmp_path):
         srv.stop()
 
 
-def test_one_socket_at_most_after_many_refused_attempts(cloud, tmp_path):
+def test_one_socket_at_most_after_many_refused_attempts(cloud, backend, tmp_path):
     # Nothing listens on the port: every attempt fails at once. Whatever
     # the path, the socket of a failed attempt is closed.
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    b = Board(cloud, tmp_path, "240AC4E2E102")
+    port = free_port()
+    b = Board(cloud, tmp_path, "240AC4E2E102", backend=backend)
     _config(b, mqtt_port=port)
     b.start()
     try:
@@ -180,10 +178,10 @@ def test_one_socket_at_most_after_many_refused_attempts(cloud, tmp_path):
         b.stop()
 
 
-def test_every_reconnect_re_reports_the_state_and_connected_whatever_the_budget(cloud, tmp_path):
+def test_every_reconnect_re_reports_the_state_and_connected_whatever_the_budget(cloud, backend, tmp_path):
     node = "240AC4E2E103"
     since = cloud.mark()
-    b = Board(cloud, tmp_path, node)
+    b = Board(cloud, tmp_path, node, backend=backend)
     _config(b, budget=[1, 1, 3600000])  # one token, then one an hour: used up at once
     b.start()
     try:
@@ -212,9 +210,9 @@ def test_every_reconnect_re_reports_the_state_and_connected_whatever_the_budget(
         b.stop()
 
 
-def test_the_echoed_name_survives_a_power_cut(cloud, tmp_path):
+def test_the_echoed_name_survives_a_power_cut(cloud, backend, tmp_path):
     node = "240AC4E2E104"
-    b = Board(cloud, tmp_path, node)
+    b = Board(cloud, tmp_path, node, backend=backend)
     b.start()
     try:
         b.wait_line("online as " + node, timeout=30)
@@ -251,10 +249,10 @@ def test_the_echoed_name_survives_a_power_cut(cloud, tmp_path):
         b.stop()
 
 
-def test_hostile_payloads_and_unplanned_errors_never_stop_the_agent(cloud, tmp_path):
+def test_hostile_payloads_and_unplanned_errors_never_stop_the_agent(cloud, backend, tmp_path):
     node = "240AC4E2E105"
     since = cloud.mark()
-    b = Board(cloud, tmp_path, node, main=ROOT / "tests" / "apps" / "flaky_main.py")
+    b = Board(cloud, tmp_path, node, main=ROOT / "tests" / "apps" / "flaky_main.py", backend=backend)
     b.start()
     try:
         b.wait_line("out of memory while connecting", timeout=30)
@@ -281,8 +279,8 @@ def test_hostile_payloads_and_unplanned_errors_never_stop_the_agent(cloud, tmp_p
     (lambda b: (b.dir / "certs" / "ca.der").write_bytes(b"not a certificate"),
      "broker CA certs/ca.der is not a valid certificate"),
 ], ids=["host-name", "corrupt-key", "corrupt-ca"])
-def test_failures_are_named_by_their_cause(cloud, tmp_path, mutate, expected):
-    b = Board(cloud, tmp_path, "240AC4E2E106")
+def test_failures_are_named_by_their_cause(cloud, backend, tmp_path, mutate, expected):
+    b = Board(cloud, tmp_path, "240AC4E2E106", backend=backend)
     mutate(b)
     b.start()
     try:

@@ -116,7 +116,7 @@ def test_user_mapping_waits_for_its_puback_before_subscribing():
     link.receive(mqtt.puback(1), 5)  # the config's PUBACK changes nothing
     assert link.state == MAPPING and not link.mapped
     link.receive(mqtt.puback(2), 10)
-    assert link.mapped and link.mapping is None
+    assert link.mapped == "u1" and link.mapping is None
     assert link.state == SUBSCRIBING and kinds(take(link)) == [mqtt.SUBSCRIBE]
 
 

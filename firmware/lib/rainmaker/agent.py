@@ -168,8 +168,11 @@ class Agent:
         # so the whole event loop) ever stops.
         while True:
             now = time.ticks_ms()
-            if self.sync.save(now):
-                log.debug("store", "params saved")
+            try:
+                if self.sync.save(now):
+                    log.debug("store", "params saved")
+            except Exception as e:  # e.g. MemoryError: tried again next pass
+                log.error("store", "params not saved: %s" % (str(e) or type(e).__name__))
             g = self._guard
             if g is not None and diff(now, g) >= 0 and self._task:
                 self._guard = None
@@ -202,7 +205,11 @@ class Agent:
                 # Nothing ends the supervisor: whatever went wrong is named
                 # (with a traceback when it is not a known failure), memory is
                 # reclaimed, and the connection is tried again after a pause.
-                self._report(e)
+                try:
+                    self._report(e)
+                except Exception:  # e.g. no memory left to import diag
+                    gc.collect()
+                    log.error("agent", "connection failed: %s" % type(e).__name__)
             self._task = None
             self._guard = None
             self._stalled = False
@@ -306,14 +313,7 @@ class Agent:
                     raise OSError("Wi-Fi lost")
                 now = time.ticks_ms()
                 link.tick(now)
-                if link.mapped:
-                    link.mapped = False
-                    try:
-                        os.remove(MAPPING)
-                    except OSError:
-                        pass
-                if link.state == ONLINE and self.state != "online":
-                    self._set("online")
+                self._settle()
                 self._flush()
                 # The TLS handshake runs inside this drain, and a peer that
                 # stops reading blocks it: the keeper cancels this task when
@@ -335,9 +335,23 @@ class Agent:
                 if not data:
                     raise OSError("connection closed by broker")
                 self.link.receive(data, time.ticks_ms())
+                self._settle()
                 self._flush()
         except Exception as e:
             self._rx_error = e
+
+    def _settle(self):
+        # The link's actions that touch files or the agent's own state.
+        link = self.link
+        if link.mapped:
+            try:
+                os.remove(MAPPING)
+            except OSError:
+                pass
+            log.info("mqtt", "user mapping for %s acknowledged" % link.mapped)
+            link.mapped = None
+        if link.state == ONLINE and self.state != "online":
+            self._set("online")
 
     def _flush(self):
         # One write per step: the PUBACK of a write and its echo travel in one

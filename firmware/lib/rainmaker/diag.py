@@ -3,7 +3,11 @@
 # Imported only when something failed: a board that stays online never
 # loads these tables.
 import errno
+from micropython import const
 from .mqtt import MQTTError
+
+# MicroPython's errno module has no EPIPE; the value is 32 in lwIP and Linux.
+_EPIPE = const(32)
 
 _CA = "is certs/ca.der the broker's CA? is the clock set?"
 _OURS = "is certs/node.crt.der expired, revoked, from another CA, or not for this node id?"
@@ -18,7 +22,7 @@ _TLS = {
 
 # errno values whose name is more use than a number.
 _NAMES = ("ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ETIMEDOUT", "ENOTCONN",
-          "ECONNABORTED", "ENOMEM", "EPIPE")
+          "ECONNABORTED", "ENOMEM")
 
 
 def code(e):
@@ -31,6 +35,8 @@ def code(e):
 
 def why(e):
     c = code(e)
+    if c == _EPIPE:
+        return "EPIPE"
     if c is not None:
         for name in _NAMES:
             if getattr(errno, name, None) == c:
@@ -71,7 +77,7 @@ def explain(e, state, cfg):
         return "mqtt", "nothing accepts connections at %s: is the broker running? (mqtt_host, mqtt_port in rainmaker.json)" % where
     if c == errno.ETIMEDOUT and state == "connecting":
         return "mqtt", "no answer from %s: is the broker reachable from this network?" % where
-    if state == "connecting" and (c == errno.EPIPE or c == errno.ECONNRESET):
+    if state == "connecting" and (c == _EPIPE or c == errno.ECONNRESET):
         # TCP was up (a refused connect is ECONNREFUSED above): the peer hung
         # up during the TLS handshake, which is how a broker refuses a
         # client certificate without an alert.

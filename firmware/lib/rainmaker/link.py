@@ -77,7 +77,7 @@ class Link:
         self.ingest = ingest
         self.connectivity = connectivity
         self.mapping = mapping  # {"user_id", "secret_key"} from provisioning, until its PUBACK
-        self.mapped = False  # set when the mapping's PUBACK arrives: the driver forgets the file
+        self.mapped = None  # the user id, once the mapping's PUBACK arrives: the driver forgets the file
         self.remote_topic = topics.sub(node_id, "params/remote")
         self.backoff = Backoff()
         self.state = OFFLINE
@@ -116,8 +116,7 @@ class Link:
                 self._connack(ev[2], now)
             elif kind == EV_PUBACK:
                 if self.state == MAPPING and ev[1] == self._pid:
-                    self.mapped = True
-                    log.info("mqtt", "user mapping for %s acknowledged" % self.mapping["user_id"])
+                    self.mapped = self.mapping["user_id"]
                     self.mapping = None
                     self._subscribe(now)
             elif kind == EV_SUBACK:
