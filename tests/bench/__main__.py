@@ -2,6 +2,11 @@
 
 Timings are ratios against a baseline measured in the same run, because
 these machines are noisy; sizes and counts are absolute.
+
+    python -m tests.bench [heap] [wire] [roundtrip] [prov]   (default: all)
+
+heap and roundtrip boot the firmware on the MicroPython unix port too
+(micropython32, $MICROPYTHON) and skip that part without it.
 """
 import sys
 import time

@@ -1,0 +1,360 @@
+"""Heap of the whole firmware on MicroPython itself: the unix port, 32-bit (micropython32).
+
+The board is the simulator's MicroPython backend (tools/sim/mpboard.py): the real
+firmware, MicroPython's own asyncio, socket and mbedTLS, online over mutual TLS
+against the local Mosquitto. Its main.py is the bench app tests/bench/heap_main.py,
+which runs the example app (firmware/main.py, unmodified, deployed beside it as
+example.py: light, temperature sensor, button) plus one task that prints
+gc.mem_alloc() after gc.collect() when asked. Measured:
+
+  online     the node online and settled: config, full params and the Connected
+             re-report (5 s after the SUBACK) published and acknowledged;
+  1,000      after 1,000 remote writes, each echoed before the next;
+  minimum    the smallest -X heapsize (32K..256K, 4K steps, bisected, a fresh
+             board each probe) at which the node comes online and echoes 200
+             writes with no MemoryError, no traceback, no reboot.
+
+lib/ is loaded either as .mpy, the very files `make deploy` installs on an ESP32
+(tools.deploy.firmware_files with -march=xtensawin: the firmware has no native
+code, so they are bytecode only and this i386 binary loads them), or as .py
+compiled on import. The bench app reports where rainmaker came from, and the run
+stops if it is not what was deployed.
+
+In the figure: the interpreter's own state, the sim's boot driver and boot.py,
+the bench app (its bytecode and one task), MicroPython's frozen asyncio and ssl
+(their objects; the bytecode is in the binary, as in an ESP32's flash), the
+rainmaker modules (bytecode, functions, interned names), the example app and its
+node, the agent's live state (session, sync, link, buffers, asyncio tasks) and the
+simulated hardware modules (machine, network, esp32 and the world model behind
+them, Python here, C in flash on an ESP32): "start" and "sim hw" are printed so
+they can be taken off. Not in it: mbedTLS's buffers and contexts (malloc'd from
+libc on the unix port, from the IDF heap on an ESP32; not measured here), the
+socket, thread stacks and the C stack. The TLS objects' fixed parts (the
+SSLContext and SSL socket structs) are GC objects on both and so are counted.
+Floats are doubles here (singles on an ESP32); object sizes are otherwise
+the ESP32's, since both are 32-bit.
+"""
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from tests.harness import Board, Cloud, MICROPYTHON
+from tests.bench.roundtrip import Requester, direct, lift_budget
+from tools.deploy import firmware_files
+
+ROOT = Path(__file__).resolve().parents[2]
+FIRMWARE = ROOT / "firmware"
+APP = Path(__file__).with_name("heap_main.py")
+NODE = "240AC4BE0010"
+BAD = ("MemoryError", "out of memory", "Traceback", "board is at the REPL", "task_wdt", "rm E ")
+KB_LO, KB_HI, KB_STEP = 32, 256, 4
+
+
+class Deploy:
+    """The lib/ files a real ESP32 gets from `make deploy`, compiled once per run."""
+
+    def __init__(self):
+        self.mpy = {rel: data for rel, (data, _) in firmware_files(FIRMWARE, mpy=True, arch="xtensawin").items()
+                    if rel.startswith("lib/")}
+
+    def board(self, cloud, root, node, mpy, heapsize=None):
+        args = ["--heapsize", heapsize] if heapsize else []
+        b = Board(cloud, root, node, backend="micropython", args=args)
+        direct(b, cloud)  # the radio relay adds delayed-ACK stalls (see roundtrip.py)
+        lift_budget(b)
+        if mpy:
+            for src in (b.dir / "lib").rglob("*.py"):
+                src.unlink()
+            for rel, data in self.mpy.items():
+                (b.dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                (b.dir / rel).write_bytes(data)
+        (b.dir / "example.py").write_bytes((FIRMWARE / "main.py").read_bytes())
+        (b.dir / "main.py").write_bytes(APP.read_bytes())
+        return b
+
+
+def bad_line(board, since=0):
+    for line in board.lines(since):
+        if any(word in line for word in BAD):
+            return line.strip().split(";")[0][:100]
+    if board.count("MicroPython v", since) > 1:
+        return "the board rebooted"
+    if board.proc and board.proc.poll() is not None:
+        return "the board exited (status %s)" % board.proc.returncode
+    return None
+
+
+def wait_online(board, node, timeout):
+    """None once online, else why not (fails fast on a crash or a MemoryError)."""
+    end = time.monotonic() + timeout
+    while True:
+        if board.count("online as " + node):
+            return None
+        why = bad_line(board)
+        if why:
+            return why
+        if time.monotonic() > end:
+            tail = [l for l in board.lines() if l.strip()][-1:]
+            return "not online within %d s (last: %s)" % (timeout, tail[0][:80] if tail else "nothing")
+        time.sleep(0.05)
+
+
+_seq = [0]
+
+
+def heap_reading(board, timeout=10):
+    """The bench app's reading: {'used', 'free', 'start', 'hw', 'writes', 'state', 'files'}."""
+    _seq[0] += 1
+    seq = _seq[0]
+    tmp = board.dir / "bench.req.tmp"
+    tmp.write_text(str(seq))
+    os.replace(tmp, board.dir / "bench.req")
+    line = board.wait_line("BENCH heap %d " % seq, timeout=timeout)
+    out = dict(re.findall(r"(\w+)=(\S+)", line))
+    for k in ("used", "free", "start", "hw", "writes"):
+        out[k] = int(out[k])
+    return out
+
+
+def check_files(reading, mpy):
+    files = reading["files"].split(",")
+    want = ".mpy" if mpy else ".py"
+    if not all(f.endswith(want) for f in files):
+        raise RuntimeError("rainmaker was not loaded from %s files: %s" % (want, files))
+
+
+def writes(req, node, n, timeout=5.0, start=0):
+    for i in range(n):
+        if req.once(node, (start + i * 7) % 100 + 1, timeout) is None:
+            return i
+    return n
+
+
+def measure(dep, cloud, req, root, mpy, n=1000):
+    node = NODE if mpy else NODE[:-1] + "1"
+    b = dep.board(cloud, root / ("full-mpy" if mpy else "full-py"), node, mpy)
+    m = cloud.mark()
+    b.start()
+    try:
+        why = wait_online(b, node, 30)
+        if why:
+            raise RuntimeError("MicroPython board not online: " + why)
+        # Settled: the Connected re-report comes 5 s after the SUBACK.
+        cloud.wait("params/local", node, since=m, timeout=15, where=lambda p: b'"Connected":true' in p)
+        time.sleep(0.3)  # its PUBACK
+        online = heap_reading(b)
+        check_files(online, mpy)
+        done = writes(req, node, n)
+        if done != n:
+            raise RuntimeError("MicroPython board echoed %d of %d writes: %s" % (done, n, bad_line(b)))
+        after = heap_reading(b)
+        if online["state"] != "online" or after["state"] != "online":
+            raise RuntimeError("MicroPython board not online at a reading: %s, %s" % (online["state"], after["state"]))
+        why = bad_line(b)
+        if why:
+            raise RuntimeError("MicroPython board: " + why)
+        return online, after
+    finally:
+        b.stop()
+
+
+def fits(dep, cloud, req, root, mpy, kb, idx, n=200):
+    """(ok, why not, heap reading) for one fresh board with -X heapsize=<kb>K."""
+    node = "240AC4BE1%03X" % idx
+    b = dep.board(cloud, root / ("probe-%d" % idx), node, mpy, heapsize="%dK" % kb)
+    b.start()
+    try:
+        why = wait_online(b, node, 10)
+        if why:
+            return False, why, None
+        done = writes(req, node, n, timeout=3.0)
+        why = bad_line(b)
+        if why or done != n:
+            return False, why or "echoed %d of %d writes" % (done, n), None
+        reading = heap_reading(b, timeout=5)
+        why = bad_line(b)
+        return (False, why, None) if why else (True, None, reading)
+    except AssertionError as e:  # no heap reading: the probe task did not run
+        return False, str(e).splitlines()[0][:120], None
+    finally:
+        b.stop()
+        shutil.rmtree(root / ("probe-%d" % idx), ignore_errors=True)
+
+
+def smallest(dep, cloud, req, root, mpy, start_idx):
+    """Bisect the -X heapsize grid, then confirm the result on a second fresh board
+    (near the edge, heap layout and timing decide; a failed confirmation moves one
+    step up, at most 3 times). Returns (smallest passing KB or None, its reading,
+    largest failing (KB, why) or None, probes)."""
+    grid = list(range(KB_LO, KB_HI + 1, KB_STEP))
+    idx = [start_idx]
+
+    def probe(kb):
+        idx[0] += 1
+        return fits(dep, cloud, req, root, mpy, kb, idx[0])
+
+    ok, why, reading = probe(grid[-1])
+    if not ok:
+        return None, None, (grid[-1], why), idx[0] - start_idx
+    lo, hi = -1, len(grid) - 1  # grid[lo] fails (lo = -1: below the grid, not probed), grid[hi] passes
+    best, failed = reading, None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        ok, why, reading = probe(grid[mid])
+        if ok:
+            hi, best = mid, reading
+        else:
+            lo, failed = mid, (grid[mid], why)
+    for _ in range(3):
+        ok, why, reading = probe(grid[hi])
+        if ok or hi == len(grid) - 1:
+            break
+        failed = (grid[hi], why)
+        hi += 1
+        best = None
+    if best is None:  # moved up: this size must pass too
+        ok, why, best = probe(grid[hi])
+        if not ok:
+            return None, None, (grid[hi], why), idx[0] - start_idx
+    return grid[hi], best, failed, idx[0] - start_idx
+
+
+# ---------------------------------------------------------------- import cost
+
+_IMPORTS = ("asyncio", "ssl", "rainmaker", "rainmaker.log", "rainmaker.topics", "rainmaker.mqtt",
+            "rainmaker.session", "rainmaker.sync", "rainmaker.budget", "rainmaker.store",
+            "rainmaker.config", "rainmaker.link", "rainmaker.diag", "rainmaker.agent", "rainmaker.std")
+
+_IMPORT_CODE = r"""
+import gc, sys
+gc.collect()
+for name in NAMES:
+    gc.collect()
+    a = gc.mem_alloc()
+    __import__(name)
+    gc.collect()
+    print("ROW", name, gc.mem_alloc() - a, sys.modules[name].__file__ if hasattr(sys.modules[name], "__file__") else "frozen")
+"""
+
+
+def import_costs(dep, mpy):
+    """{module: bytes retained by importing it}, each after the ones before it, in a bare VM."""
+    with tempfile.TemporaryDirectory(prefix="bench-imports-") as d:
+        d = Path(d)
+        (d / "stub").mkdir()
+        (d / "stub" / "network.py").write_text("STA_IF = 0\nAP_IF = 1\nSTAT_IDLE = 0\n")  # agent imports it
+        if mpy:
+            for rel, data in dep.mpy.items():
+                (d / rel).parent.mkdir(parents=True, exist_ok=True)
+                (d / rel).write_bytes(data)
+        else:
+            shutil.copytree(FIRMWARE / "lib", d / "lib", ignore=shutil.ignore_patterns("__pycache__"))
+        (d / "run.py").write_text("NAMES = %r\n" % (_IMPORTS,) + _IMPORT_CODE)
+        env = dict(os.environ, MICROPYPATH="stub:lib:.frozen")
+        r = subprocess.run([MICROPYTHON, "run.py"], cwd=d, env=env, capture_output=True, text=True, timeout=60)
+    rows = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("ROW "):
+            _, name, n, f = line.split()
+            if mpy and name.startswith("rainmaker") and not f.endswith(".mpy"):
+                raise RuntimeError("import table: %s came from %s, not .mpy" % (name, f))
+            rows[name] = int(n)
+    if len(rows) != len(_IMPORTS):
+        raise RuntimeError("import table run failed: " + (r.stdout + r.stderr)[-500:])
+    return rows
+
+
+# ---------------------------------------------------------------- report
+
+def run():
+    dep = Deploy()
+    root = Path(tempfile.mkdtemp(prefix="bench-mpheap-"))
+    cloud = Cloud(root / "cloud", engine="mosquitto").start()
+    req = Requester(cloud, "bench-heap-requester")
+    res = {}
+    try:
+        for mpy in (True, False):
+            key = "mpy" if mpy else "py"
+            online, after = measure(dep, cloud, req, root, mpy)
+            kb, best, failed, probes = smallest(dep, cloud, req, root, mpy, 0 if mpy else 100)
+            res[key] = {"online": online, "after": after, "min_kb": kb, "min_reading": best,
+                        "failed": failed, "probes": probes, "imports": import_costs(dep, mpy)}
+        return res
+    finally:
+        req.stop()
+        cloud.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def report_lines(res):
+    m, p = res["mpy"], res["py"]
+
+    def row(label, f, note=""):
+        return f"  {label:<46} {f(m):>9,d} {f(p):>9,d}{note}"
+
+    def share(r):
+        return r["used"] - r["start"] - r["hw"]
+
+    lines = [
+        "Heap of the whole firmware on MicroPython v1.28, unix port, 32-bit (micropython32): the example",
+        "node (firmware/main.py) online over mutual TLS to Mosquitto; gc.mem_alloc() after gc.collect(), bytes:",
+        f"  {'':<46} {'lib .mpy':>9} {'lib .py':>9}",
+        row("online, settled: heap in use", lambda r: r["online"]["used"]),
+        row("after 1,000 remote writes echoed", lambda r: r["after"]["used"],
+            "   (writes applied: %d, %d)" % (m["after"]["writes"], p["after"]["writes"])),
+        row("  - start (interpreter, boot driver, bench app)", lambda r: r["after"]["start"]),
+        row("  - sim hw (machine/network/esp32 in Python)", lambda r: r["after"]["hw"]),
+        row("  = firmware's own, online", lambda r: share(r["online"])),
+        row("  = firmware's own, after 1,000 writes", lambda r: share(r["after"]), "   (target <= 16,384)"),
+    ]
+
+    def smallest_text(r):
+        if r["min_kb"] is None:
+            return "none up to %dK (%s)" % (KB_HI, r["failed"][1])
+        at = "<= " if r["min_kb"] == KB_LO else ""
+        s = "%s%dK, %s bytes in use there" % (at, r["min_kb"], "{:,}".format(r["min_reading"]["used"]))
+        if r["failed"]:
+            s += "; %dK: %s" % r["failed"]
+        return s
+
+    lines += [
+        "  smallest -X heapsize at which a fresh board comes online and echoes 200 writes with no MemoryError,",
+        "  twice (bisected over %d..%dK in %dK steps; after it, the largest size that failed and why):"
+        % (KB_LO, KB_HI, KB_STEP),
+        "    lib .mpy: %s  (%d probes)" % (smallest_text(m), m["probes"]),
+        "    lib .py:  %s  (%d probes)" % (smallest_text(p), p["probes"]),
+        "    (the minimum includes the sim hw modules; an ESP32 would need roughly that much less)",
+        "  rainmaker modules loaded on the board: " + m["after"]["mods"].replace(",", ", "),
+        "  Not counted: mbedTLS buffers (libc here, the IDF heap on an ESP32), sockets, stacks.",
+        "Import cost on micropython32 (bare VM, a stub network module), each after the ones above it, bytes",
+        "(the interned-name pool grows in chunks, so a module may be charged ~2 KB its successor uses):",
+        f"  {'module':<20} {'.mpy':>7} {'.py':>7}",
+    ]
+    total_m = total_p = 0
+    for name in _IMPORTS:
+        a, b = m["imports"][name], p["imports"][name]
+        label = {"rainmaker": "rainmaker (+node)", "asyncio": "asyncio (frozen)", "ssl": "ssl (frozen)",
+                 "rainmaker.diag": "rainmaker.diag *"}.get(name, name)
+        lines.append(f"  {label:<20} {a:7,d} {b:7,d}")
+        if name.startswith("rainmaker"):
+            total_m, total_p = total_m + a, total_p + b
+    lines.append(f"  {'rainmaker, all':<20} {total_m:7,d} {total_p:7,d}")
+    loaded = m["after"].get("mods", "")
+    if "diag" not in loaded.split(","):
+        lines.append("  * imported only after a failure: not in the board's figures above")
+    return lines
+
+
+def report():
+    if not MICROPYTHON:
+        return "Heap on micropython32: skipped, no MicroPython binary ($MICROPYTHON)", {}
+    res = run()
+    return "\n".join(report_lines(res)), res
+
+
+if __name__ == "__main__":
+    print(report()[0])
