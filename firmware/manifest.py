@@ -16,7 +16,16 @@
 # main.py and boot.py are not frozen on purpose: a frozen main.py would
 # take precedence over the one on the filesystem, and the app would no
 # longer be updatable with make deploy. This file is read by MicroPython's
-# build (manifest functions include/package), never copied to a board.
+# build (manifest functions metadata/include/package), never copied to a board.
+
+# The agent's version. The two mip packages, package.json at the repository
+# root (the agent) and lib/rainmaker/prov/package.json (Wi-Fi provisioning),
+# carry the same version; tests/test_mip.py checks that they agree.
+metadata(
+    description="ESP RainMaker agent for MicroPython: node config, params over MQTT with mutual TLS, Wi-Fi provisioning",
+    version="0.1.0",
+    license="MIT",
+)
 
 # Everything the port freezes by default (asyncio, network helpers, ...).
 include("$(PORT_DIR)/boards/manifest.py")
