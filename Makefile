@@ -7,7 +7,7 @@ CLOUD   ?= .cloud
 BOARD_DIR ?= .sim/board
 
 .DEFAULT_GOAL := help
-.PHONY: help sim test bench console cloud clean distclean
+.PHONY: help sim test typecheck bench console cloud clean distclean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,6 +18,7 @@ $(VENV)/.ok: requirements.txt
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -r requirements.txt
+	$(VPY) -m tools.typecheck --stubs  # .venv/esp32-stubs, named by pyrightconfig.json
 	@touch $@
 
 sim: $(VENV)/.ok ## Bring a simulated board online against a local mTLS broker (MICROPYTHON=bin: on MicroPython)
@@ -25,6 +26,9 @@ sim: $(VENV)/.ok ## Bring a simulated board online against a local mTLS broker (
 
 test: $(VENV)/.ok ## Run the whole test suite
 	$(VPY) -m pytest tests -q
+
+typecheck: $(VENV)/.ok ## Type-check firmware/ against the ESP32 MicroPython stubs (part of make test)
+	$(VPY) -m tools.typecheck
 
 bench: $(VENV)/.ok ## Run the benchmarks (printed, not asserted)
 	$(VPY) -m tests.bench

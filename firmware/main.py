@@ -1,15 +1,25 @@
 # Example app: a colour lightbulb on an LED pin, a temperature sensor that
-# reports every 30 s, and a button that toggles the light locally.
-#
-# Pins (ESP32 DevKitC): LED on GPIO 2, BOOT button on GPIO 0.
+# reports every 30 s, and a button that toggles the light locally. Runs on the
+# ESP32, ESP32-S2, -S3, -C3 and -C6.
 import asyncio
 import esp32
 from machine import Pin, PWM
 import rainmaker as rm
 from rainmaker import std
 
-_LED = 2
-_BUTTON = 0
+# Pins per chip: (LED, BOOT button). Change them for your board. The BOOT button
+# is GPIO 0 on the ESP32, S2 and S3, GPIO 9 on the C3 and C6. The LED is the one
+# of Espressif's DevKits (DevKitC on the ESP32: a plain LED on GPIO 2). On the
+# S2, S3, C3 and C6 DevKits that pin drives an addressable RGB LED, which PWM does
+# not light: wire a plain LED (with a resistor) to another pin and name it here.
+_PINS = {
+    "esp32": (2, 0),
+    "esp32s2": (18, 0),
+    "esp32s3": (48, 0),  # GPIO 38 on the ESP32-S3-DevKitC-1 v1.1
+    "esp32c3": (8, 9),
+    "esp32c6": (8, 9),
+}
+_LED, _BUTTON = _PINS.get(rm.chip(), _PINS["esp32"])
 _TEMP_PERIOD = 30  # s
 _HOLD_RESET = 3000  # ms: holding the button this long erases Wi-Fi (provisioning at reboot)
 
@@ -30,7 +40,12 @@ def on_light(device, values, source):
 
 
 def read_temp():
-    # The ESP32's internal sensor (degrees F, very rough): stands in for a real one.
+    # The chip's internal sensor stands in for a real one (it reads the die, warmer
+    # than the room). The S2, S3, C3 and C6 have mcu_temperature() (degrees C); the
+    # ESP32 has raw_temperature() instead (degrees F, uncalibrated).
+    if hasattr(esp32, "mcu_temperature"):
+        # Not in the (classic) ESP32 stubs, as not on that chip: hence hasattr().
+        return float(esp32.mcu_temperature())  # pyright: ignore[reportAttributeAccessIssue]
     return round((esp32.raw_temperature() - 32) / 1.8, 1)
 
 

@@ -14,8 +14,13 @@ if "micropython" not in sys.modules:
 from rainmaker import Node, Device, Param, READ, std  # noqa: E402
 
 
-def example_node(node_id, temperature=0.0):
-    n = Node("Example Light", "Lightbulb", fw_version="1.0.0", model="rm-example")
+# The app's (LED, BOOT button) GPIOs per chip (_PINS in firmware/main.py).
+EXAMPLE_PINS = {"esp32": (2, 0), "esp32s2": (18, 0), "esp32s3": (48, 0), "esp32c3": (8, 9), "esp32c6": (8, 9)}
+
+
+def example_node(node_id, temperature=0.0, platform="esp32"):
+    """platform: the chip the board runs on, which the app's node reports as info.platform."""
+    n = Node("Example Light", "Lightbulb", fw_version="1.0.0", model="rm-example", platform=platform)
     n.node_id = node_id
     n.add(std.lightbulb("Light"))
     n.add(std.temperature_sensor("Temperature", temperature))

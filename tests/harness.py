@@ -117,10 +117,11 @@ class Board:
 
     backend: "cpython" (tools.sim.board) or "micropython" (tools.sim.mpboard on the
     MICROPYTHON binary; rainmaker.json's mqtt_port is then the board's radio relay).
+    chip: which chip the simulated board is (--chip).
     """
 
     def __init__(self, cloud, root, node_id, main=None, keepalive=None, topics=None, wifi=True, args=(),
-                 backend="cpython"):
+                 backend="cpython", chip="esp32"):
         assert backend in BACKENDS, backend
         self.cloud = cloud
         self.root = Path(root)
@@ -129,6 +130,7 @@ class Board:
         self.node_id = node_id
         self.mac = node_id if len(node_id) == 12 else "240AC4000001"
         self.backend = backend
+        self.chip = chip  # the simulated chip: "esp32", "esp32c3"... (tools/sim/mpy/simworld/chip.py)
         port = cloud.broker.port
         self.relay = None
         if backend == "micropython":
@@ -148,7 +150,7 @@ class Board:
 
     def start(self):
         mp = MICROPYTHON if self.backend == "micropython" else None
-        cmd = board_command(self.dir, self.air, self.mac, mp, self.relay) + self.args
+        cmd = board_command(self.dir, self.air, self.mac, mp, self.relay, self.chip) + self.args
         self.proc = subprocess.Popen(cmd, cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()

@@ -22,7 +22,7 @@ pytest.importorskip("rmaker_tools", reason="esp-rainmaker-cli is not installed")
 
 def rnd(i):
     # Fixed identities, so the PoP is known; checked below not to hit the
-    # CLI's 1-in-256 SRP quirk (spec §8.8, leading zero of H(I:P)).
+    # CLI's 1-in-256 SRP quirk (docs/provisioning.md#security-2, leading zero of H(I:P)).
     return hashlib.sha512(b"test-board-%d" % i).digest()
 
 

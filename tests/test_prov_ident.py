@@ -1,4 +1,4 @@
-"""Service name, PoP, QR payload and the stored Security 2 secrets (spec §8.1)."""
+"""Service name, PoP, QR payload and the stored Security 2 secrets (docs/provisioning.md#identity)."""
 import json
 
 from rainmaker.prov import srp

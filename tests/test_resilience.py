@@ -290,3 +290,19 @@ def test_failures_are_named_by_their_cause(cloud, backend, tmp_path, mutate, exp
         assert "Traceback" not in "\n".join(b.lines())
     finally:
         b.stop()
+
+
+def test_a_board_installed_without_provisioning_says_what_to_do(cloud, backend, tmp_path):
+    # mip installs the agent and provisioning as two packages: a board with no
+    # Wi-Fi credentials and no provisioning package must say so, not crash.
+    import shutil
+
+    b = Board(cloud, tmp_path, "240AC4E2E107", wifi=False, backend=backend)
+    shutil.rmtree(b.dir / "lib" / "rainmaker" / "prov")
+    b.start()
+    try:
+        b.wait_line("lib/rainmaker/prov is not installed: install the provisioning package", timeout=30)
+        b.wait_line("no credentials in wifi.json", timeout=10)
+        assert "Traceback" not in "\n".join(b.lines())
+    finally:
+        b.stop()

@@ -17,6 +17,7 @@ from provisioning import ca
 from tools.broker import Broker
 from tools.cloud import Recorder
 from tools.deploy import deploy
+from tools.sim.mpy.simworld.chip import CHIPS
 from tools.transport import FolderBoard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,14 +61,15 @@ def prepare_board(cloud, board, air, node_id, port, keepalive=None, wifi=True, p
     return cfg["node_id"]
 
 
-def board_command(board, air, mac, micropython=None, relay=None):
+def board_command(board, air, mac, micropython=None, relay=None, chip="esp32"):
     """The command that boots the board: on CPython (tools.sim.board), or with
     micropython=BIN on MicroPython itself (tools.sim.mpboard), where relay=(port,
-    (host, target)) is the radio in front of the broker."""
+    (host, target)) is the radio in front of the broker. chip: "esp32", "esp32c3"..."""
     if not micropython:
-        return [sys.executable, "-u", "-m", "tools.sim.board", "--dir", str(board), "--air", str(air), "--mac", mac]
+        return [sys.executable, "-u", "-m", "tools.sim.board", "--dir", str(board), "--air", str(air), "--mac", mac,
+                "--chip", chip]
     cmd = [sys.executable, "-u", "-m", "tools.sim.mpboard", "--micropython", str(micropython),
-           "--dir", str(board), "--air", str(air), "--mac", mac]
+           "--dir", str(board), "--air", str(air), "--mac", mac, "--chip", chip]
     if relay:
         port, (host, target) = relay
         cmd += ["--relay", "%d=%s:%d" % (port, host, target)]
@@ -87,7 +89,9 @@ def main(argv=None):
                    help="host port for the board's provisioning server, its port 80 (default 18080)")
     p.add_argument("--micropython", metavar="BIN", default=os.environ.get("MICROPYTHON") or None,
                    help="run the board on this MicroPython unix-port binary instead of CPython "
-                        "(default $MICROPYTHON; e.g. ../shared/micropython/micropython32)")
+                        "(default $MICROPYTHON): a unix-port build, 32-bit for ESP32-like heap figures")
+    p.add_argument("--chip", default="esp32", choices=sorted(CHIPS),
+                   help="the simulated chip (default esp32); the example app picks its pins by it")
     args = p.parse_args(argv)
     if args.micropython and not os.path.isfile(args.micropython):
         p.error("--micropython: no such file: %s" % args.micropython)
@@ -122,7 +126,7 @@ def main(argv=None):
         (board / "wifi.json").unlink(missing_ok=True)  # as a Wi-Fi reset does
     print(f"""
   local cloud  {broker.engine} on {broker.host}:{broker.port} (mutual TLS), CA in {cloud / 'ca'}
-  board        {board}  node id {node_id}
+  board        {board}  node id {node_id}  chip {args.chip}
                {"on MicroPython " + args.micropython + " (radio relay 127.0.0.1:%d)" % relay[0] if relay else "on CPython (tools/sim)"}
   Wi-Fi        {air} (edit "up" to drop the network)
 
@@ -141,9 +145,9 @@ def main(argv=None):
         --ssid SimNet --password {SIM_PASSWORD}
 """, flush=True)
     if args.micropython:
-        cmd = board_command(board, air, mac, args.micropython, relay)
+        cmd = board_command(board, air, mac, args.micropython, relay, chip=args.chip)
     else:
-        cmd = board_command(board, air, mac) + ["--port-map", "80=%d" % args.prov_port]
+        cmd = board_command(board, air, mac, chip=args.chip) + ["--port-map", "80=%d" % args.prov_port]
     proc = subprocess.Popen(cmd, cwd=ROOT)
     try:
         return proc.wait()

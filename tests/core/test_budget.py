@@ -1,5 +1,5 @@
-# The publish budget (spec §2.4): 100 to start, one per publish, one back
-# every 5 s, capped at 1024; on the wrapping tick clock.
+# The publish budget (docs/protocol.md#publish-budget): 100 to start, one per
+# publish, one back every 5 s, capped at 1024; on the wrapping tick clock.
 from rainmaker.budget import Budget
 
 

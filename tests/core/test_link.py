@@ -251,3 +251,15 @@ def test_persisted_value_is_on_flash_before_its_echo():
     pubs = published(take(link))
     assert ("node/N1/params/local", b'{"Plug":{"Name":"Porch"}}') in pubs
     assert store.saves == saves + 1 and store.data["Plug"]["Name"] == "Porch"
+
+
+def test_a_wifi_loss_does_not_grow_the_backoff():
+    link = make()
+    link.open(0)
+    first = link.closed(0)
+    for now in range(1, 6):
+        link.open(now)
+        assert link.closed(now, False) == 0
+    link.open(10)
+    assert link.closed(10) <= 2 * 2000 and link.backoff.n == 2  # the second broker failure, not the seventh
+    assert first <= 2000

@@ -1,10 +1,10 @@
-# Node model and node config JSON (spec §3): field names, types, key order.
+# Node model and node config JSON (docs/protocol.md#node-config): field names, types, key order.
 from rainmaker import Node, Device, Param, READ, WRITE, PERSIST, TIME_SERIES
 from rainmaker import std
 from rainmaker.node import encode
 from util import raises, js
 
-# The Switch device of the spec's §3.2 example, byte for byte.
+# The Switch device as the SDK's helpers build it (docs/protocol.md#standard-types), byte for byte.
 SPEC_SWITCH = (
     '{"name":"Switch","type":"esp.device.switch","primary":"Power","params":['
     '{"name":"Name","type":"esp.param.name","data_type":"string","properties":["read","write"]},'

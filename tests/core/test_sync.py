@@ -1,4 +1,4 @@
-# Param sync (spec §4): remote writes validated against the model, the app's
+# Param sync (docs/protocol.md#params): remote writes validated against the model, the app's
 # callback contract, refusals re-reported, local changes merged, init
 # reports, runtime reconfiguration, persistence.
 import json

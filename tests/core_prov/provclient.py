@@ -1,4 +1,4 @@
-# A protocomm client written from the spec, for tests that must also run on
+# A protocomm client written from docs/provisioning.md, for tests that must also run on
 # the MicroPython VM (the real peer, esp-rainmaker-cli, is exercised in
 # tests/test_prov.py). Deterministic: every random value is passed in.
 from rainmaker.prov import pb, srp

@@ -1,5 +1,5 @@
 # Provisioning crypto: SHA-512, X25519, AES-CTR/GCM over an AES-ECB, SRP6a,
-# against published vectors and the spec's Appendix A. Runs on CPython and on
+# against published vectors and docs/provisioning.md#test-vectors. Runs on CPython and on
 # the MicroPython VM (which has no cryptolib: aes_ref stands in for it).
 from rainmaker.prov import sha512 as sha
 from rainmaker.prov.x25519 import x25519, public

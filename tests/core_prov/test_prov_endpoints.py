@@ -1,5 +1,6 @@
-# prov-config, prov-ctrl, prov-scan and cloud_user_assoc handlers (spec §6.1,
-# §8.9): exact encodings, validation, the Wi-Fi state machine.
+# prov-config, prov-ctrl, prov-scan and cloud_user_assoc handlers
+# (docs/provisioning.md#endpoints): exact encodings, validation, the Wi-Fi
+# state machine.
 from rainmaker.prov import pb
 from rainmaker.prov.netconfig import NetConfig, CONNECTED, CONNECTING, DISCONNECTED, FAILED, NOT_FOUND, AUTH_ERROR
 from rainmaker.prov.scan import Scan

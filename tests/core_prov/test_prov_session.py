@@ -1,6 +1,7 @@
-# Session establishment and the request model (spec §8.3-8.8): handshakes for
-# Security 0/1/2, encrypted endpoint traffic, wrong PoPs, replays, truncation,
-# the lock-out after 5 failed handshakes. CPython and the MicroPython VM.
+# Session establishment and the request model (docs/provisioning.md#request-model
+# to #security-2): handshakes for Security 0/1/2, encrypted endpoint traffic,
+# wrong PoPs, replays, truncation, the lock-out after 5 failed handshakes.
+# CPython and the MicroPython VM.
 from rainmaker.prov import pb, srp
 from rainmaker.prov.protocomm import Protocomm
 from rainmaker.prov.errors import Refused, AuthFailed

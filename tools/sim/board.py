@@ -3,7 +3,7 @@
     python -m tools.sim.board --dir BOARD_DIR [--air AIR_FILE] [--mac AABBCCDDEEFF]
                               [--pins FILE] [--pins-out FILE] [--ticks-wrap SECONDS]
                               [--rtc-synced] [--fs-size BYTES] [--port-map 80=18080]
-                              [--no-strict]
+                              [--chip esp32|esp32s2|esp32s3|esp32c3|esp32c6] [--no-strict]
 
 Prints a banner, runs boot.py then main.py (in one __main__ namespace, as MicroPython
 does) with the current directory at BOARD_DIR, and prints everything line-buffered on
@@ -16,6 +16,7 @@ import os
 import sys
 
 from . import runtime as _r
+from .mpy.simworld import chip
 
 
 def _port_map(items):
@@ -41,19 +42,22 @@ def parse_args(argv):
     p.add_argument("--fs-size", type=int, default=960 * 1024, help="flash filesystem size for statvfs")
     p.add_argument("--port-map", action="append", metavar="BOARD=HOST",
                    help="map a port the firmware binds to a host port (repeatable)")
+    p.add_argument("--chip", default="esp32", choices=sorted(chip.CHIPS),
+                   help="the chip: os.uname().machine, the esp32 module's temperature function, "
+                        "the valid GPIOs (default esp32)")
     p.add_argument("--no-strict", action="store_true",
                    help="let firmware import any CPython module and use CPython-only names")
     return p.parse_args(argv)
 
 
-def banner(board_dir):
+def banner(board_dir, machine=_r.MACHINE):
     return "MicroPython v%s (simulated board, %s) on %s; %s" % (
-        _r.VERSION, board_dir, _r.VERSION_DATE, _r.MACHINE)
+        _r.VERSION, board_dir, _r.VERSION_DATE, machine)
 
 
-def repl_banner():
+def repl_banner(machine=_r.MACHINE):
     return ('MicroPython v%s on %s; %s\nType "help()" for more information.\n>>> '
-            % (_r.VERSION, _r.VERSION_DATE, _r.MACHINE))
+            % (_r.VERSION, _r.VERSION_DATE, machine))
 
 
 def main(argv=None):
@@ -77,9 +81,9 @@ def main(argv=None):
     rt = _r.Runtime(board_dir, air=args.air, mac=args.mac, pins=args.pins, pins_out=args.pins_out,
                     ticks_wrap_s=args.ticks_wrap, rtc=rtc, strict=not args.no_strict,
                     fs_size=args.fs_size, port_map=_port_map(args.port_map), reset_cause=cause,
-                    argv=argv)
+                    argv=argv, chip=args.chip)
     rt.install()
-    print(banner(board_dir))
+    print(banner(board_dir, rt.machine))
 
     os.chdir(board_dir)
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -98,15 +102,15 @@ def main(argv=None):
             break
         except KeyboardInterrupt as e:
             rt.print_exception(e)
-            print(repl_banner())
+            print(repl_banner(rt.machine))
             return 0
         except BaseException as e:
             rt.print_exception(e)
             print("sim: %s raised %s; board is at the REPL (exiting with status 1)"
                   % (name, type(e).__name__))
-            print(repl_banner())
+            print(repl_banner(rt.machine))
             return 1
-    print(repl_banner())
+    print(repl_banner(rt.machine))
     return 0
 
 

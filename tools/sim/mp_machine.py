@@ -7,8 +7,8 @@
   A pin absent from the file reads its pull: PULL_UP -> 1, otherwise 0.
 * Outputs: every output level / PWM setting is written atomically to
   ``pins_out.json``: {"pins": {"2": 1}, "pwm": {"4": {"freq": 5000, "duty_u16": 0}}}.
-* Valid GPIOs are the ESP32's (0-5, 12-19, 21-23, 25-27, 32-39; 6-11 are the flash);
-  34-39 are input only.
+* Valid GPIOs are the chip's (``--chip``, tools/sim/mpy/simworld/chip.py); on the
+  ESP32 0-5, 12-19, 21-23, 25-27, 32-39 (6-11 are the flash), 34-39 input only.
 * reset()/soft_reset()/deepsleep() re-exec the board process (RAM is lost, the board
   folder persists); reset_cause() reports why the board booted.
 
@@ -33,7 +33,7 @@ def make(rt):
     def warn(text):
         _sys.stderr.write(text + "\n")
 
-    io = _pins.PinBank(rt.pins_path, rt.pins_out_path, _threading.RLock(), schedule, warn)
+    io = _pins.PinBank(rt.pins_path, rt.pins_out_path, _threading.RLock(), schedule, warn, chip=rt.chip)
     rt.pin_io = io
     rt.add_hook(io.poll)
     m = types.ModuleType("machine")

@@ -119,8 +119,8 @@ def make_esp32(rt):
     m.WAKEUP_ALL_LOW = chip.WAKEUP_ALL_LOW
     m.WAKEUP_ANY_HIGH = chip.WAKEUP_ANY_HIGH
     m.idf_heap_info = lambda capabilities: chip.idf_heap_info(capabilities, gc_mem_alloc())
-    m.mcu_temperature = chip.mcu_temperature
-    m.raw_temperature = chip.raw_temperature
+    for name, fn in chip.temperature_functions(rt.chip).items():  # one of them, per chip
+        setattr(m, name, fn)
     return m
 
 

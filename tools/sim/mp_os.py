@@ -9,7 +9,7 @@ import collections
 import os as _os
 import types
 
-from .runtime import EPOCH_2000, MACHINE, VERSION, VERSION_DATE, oserror, plain_oserror
+from .runtime import EPOCH_2000, VERSION, VERSION_DATE, oserror, plain_oserror
 
 _uname_result = collections.namedtuple("uname_result", "sysname nodename release version machine")
 
@@ -82,7 +82,7 @@ def make(rt):
             raise plain_oserror(e) from None
 
     def uname():
-        return _uname_result("esp32", "esp32", VERSION, "v%s on %s" % (VERSION, VERSION_DATE), MACHINE)
+        return _uname_result("esp32", "esp32", VERSION, "v%s on %s" % (VERSION, VERSION_DATE), rt.machine)
 
     def sync():
         pass

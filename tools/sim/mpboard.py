@@ -2,12 +2,13 @@
 
     python -m tools.sim.mpboard --micropython BIN --dir BOARD_DIR [--air AIR_FILE]
         [--mac AABBCCDDEEFF] [--pins FILE] [--pins-out FILE] [--heapsize 96K]
-        [--relay PORT=HOST:TARGET]...
+        [--relay PORT=HOST:TARGET]... [--chip esp32|esp32s2|esp32s3|esp32c3|esp32c6]
 
 The same firmware files as tools.sim.board, run by MicroPython's own interpreter:
 its socket, ssl (mbedTLS), asyncio, json, hashlib, os, time. Only the hardware
 modules are supplied, thin, on MICROPYPATH (tools/sim/mpy: network, machine, esp32,
-ntptime); they share the world model (tools/sim/mpy/simworld) with the CPython sim.
+ntptime, and os.py, which extends MicroPython's own os with the esp32 port's uname(),
+absent from the unix port); they share the world model (tools/sim/mpy/simworld) with the CPython sim.
 
 * cwd = BOARD_DIR, MICROPYPATH = tools/sim/mpy:BOARD_DIR:.frozen:BOARD_DIR/lib
   (the ESP32's order: the filesystem root, frozen modules, then /lib).
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 
+from .mpy.simworld import chip as _chip
 from .relay import Relay
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -74,6 +76,9 @@ def parse_args(argv):
     p.add_argument("--heapsize", help="MicroPython GC heap, e.g. 96K (default: the binary's)")
     p.add_argument("--relay", action="append", type=_relay_arg, default=[], metavar="PORT=HOST:TARGET",
                    help="reach HOST:TARGET through the board's radio at 127.0.0.1:PORT (repeatable)")
+    p.add_argument("--chip", default="esp32", choices=sorted(_chip.CHIPS),
+                   help="the chip: os.uname().machine, the esp32 module's temperature function, "
+                        "the valid GPIOs (default esp32)")
     return p.parse_args(argv)
 
 
@@ -118,7 +123,7 @@ class Launcher:
         env["MICROPYPATH"] = ":".join([HW_DIR, self.board, ".frozen", os.path.join(self.board, "lib")])
         env.update(MPBOARD_CTL=self.ctl, MPBOARD_AIR=self.air, MPBOARD_PINS=self.pins,
                    MPBOARD_PINS_OUT=self.pins_out, MPBOARD_MAC=self.mac, MPBOARD_BOOT=str(self.boot),
-                   MPBOARD_RESET_CAUSE=cause)
+                   MPBOARD_RESET_CAUSE=cause, MPBOARD_CHIP=self.args.chip)
         return env
 
     def run(self):

@@ -65,9 +65,9 @@ FROZEN_MODULES = {
 PASSTHROUGH = {"array", "builtins", "cmath", "gc", "heapq", "io", "math",
                "platform", "random", "re", "sys", "_thread"}
 
-# Builtins that do not exist in MicroPython (spec §9): OSError subclasses, the
-# builtin TimeoutError, exception groups. Firmware that names them dies with
-# NameError on the board, so it does here too.
+# Builtins that do not exist in MicroPython (docs/micropython.md#missing-builtins):
+# OSError subclasses, the builtin TimeoutError, exception groups. Firmware that
+# names them dies with NameError on the board, so it does here too.
 _REMOVED_BUILTINS = (
     "FileNotFoundError", "FileExistsError", "PermissionError", "IsADirectoryError",
     "NotADirectoryError", "ConnectionError", "ConnectionResetError",
@@ -484,7 +484,11 @@ class _BoardFinder(importlib.abc.MetaPathFinder):
 class Runtime:
     def __init__(self, board_dir, air=None, mac=None, pins=None, pins_out=None,
                  ticks_wrap_s=60.0, rtc=None, strict=True, fs_size=960 * 1024,
-                 port_map=None, reset_cause=PWRON_RESET, argv=None, assoc_s=0.3):
+                 port_map=None, reset_cause=PWRON_RESET, argv=None, assoc_s=0.3, chip="esp32"):
+        from .mpy.simworld import chip as _chip
+
+        self.chip = _chip.check(chip)  # "esp32", "esp32c3"...: os.uname(), esp32, valid pins
+        self.machine = _chip.machine(chip)
         self.board_dir = os.path.realpath(board_dir)
         parent = os.path.dirname(self.board_dir)
         self.air_path = os.path.abspath(air) if air else os.path.join(parent, "air.json")

@@ -10,7 +10,7 @@
 # rm.wifi_reset() forgets the network and reboots into provisioning.
 # The I/O layer (rainmaker.agent) is imported on first use, so the model and
 # protocol modules load without network or ssl (and in tests, without a board).
-from .node import Node, Device, Param, READ, WRITE, TIME_SERIES, SIMPLE_TS, PERSIST
+from .node import Node, Device, Param, READ, WRITE, TIME_SERIES, SIMPLE_TS, PERSIST, chip
 
 
 def run(node, *coros, **kw):

@@ -119,7 +119,12 @@ class Agent:
     async def _provision(self):
         # Imported only now, and unloaded afterwards: its memory (crypto,
         # HTTP server) goes back to the heap before TLS needs it.
-        from . import prov
+        try:
+            from . import prov
+        except ImportError:  # installed without it (mip: a package of its own)
+            log.error("prov", "lib/rainmaker/prov is not installed: install the provisioning package, "
+                              "or deploy wifi.json with the credentials")
+            return
 
         try:
             await prov.run(self.cfg, self.wlan, self.node.node_id, self.wifi_file, MAPPING)
@@ -216,7 +221,7 @@ class Agent:
             self._close()
             gc.collect()
             if self.wlan and not self.wlan.isconnected():
-                self.link.closed(time.ticks_ms())
+                self.link.closed(time.ticks_ms(), False)
                 continue  # the Wi-Fi loop waits; no MQTT backoff needed
             delay = self.link.closed(time.ticks_ms())
             self._set("backoff")
@@ -289,6 +294,7 @@ class Agent:
             if diff(now, self.link.deadline(now)) >= 0:
                 raise OSError(errno.ETIMEDOUT)
             await asyncio.sleep_ms(20)
+        assert self.ctx is not None  # made by run() before it connects
         s = self.ctx.wrap_socket(s, server_hostname=self.cfg["server_hostname"], do_handshake_on_connect=False)
         self._sock = s
         s.setblocking(False)
@@ -296,6 +302,7 @@ class Agent:
 
     async def _connection(self):
         link = self.link
+        assert self.wlan is not None  # run() joined Wi-Fi first
         self._set("connecting")
         log.info("mqtt", "connecting to %s:%d" % (self.cfg["mqtt_host"], self.cfg["mqtt_port"]))
         self._rx_error = None

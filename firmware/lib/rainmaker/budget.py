@@ -1,7 +1,8 @@
-# The MQTT publish budget of the C SDK (spec §2.4): start with 100 tokens, one
-# per publish, one back every 5 s, never more than 1024. It stops a bug in an
-# app from flooding the cloud (and the bill). Unlike the SDK we never drop a
-# param report for lack of budget: reports are state, so they wait and merge.
+# The MQTT publish budget of the C SDK (docs/protocol.md#publish-budget): start
+# with 100 tokens, one per publish, one back every 5 s, never more than 1024.
+# It stops a bug in an app from flooding the cloud (and the bill). Unlike the
+# SDK we never drop a param report for lack of budget: reports are state, so
+# they wait and merge.
 from micropython import const
 from .session import diff
 

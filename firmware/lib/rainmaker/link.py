@@ -116,6 +116,7 @@ class Link:
                 self._connack(ev[2], now)
             elif kind == EV_PUBACK:
                 if self.state == MAPPING and ev[1] == self._pid:
+                    assert self.mapping is not None  # MAPPING is entered only with one
                     self.mapped = self.mapping["user_id"]
                     self.mapping = None
                     self._subscribe(now)
@@ -144,14 +145,18 @@ class Link:
             return now + _WRITE_WAIT
         return self._until
 
-    def closed(self, now):
-        """The socket is gone. Returns ms to wait before the next attempt."""
+    def closed(self, now, retry=True):
+        """The socket is gone. Returns ms to wait before the next attempt.
+
+        retry=False when the cause was not the broker (Wi-Fi lost): the
+        attempt does not count towards the backoff.
+        """
         if self.state == ONLINE and diff(now, self._online_at) >= _HEALTHY:
             self.backoff.reset()
         self.state = OFFLINE
         self.session.lost()
         self.out = bytearray()  # nothing stale goes out on the next link
-        return self.backoff.next()
+        return self.backoff.next() if retry else 0
 
     # -- connection set-up ----------------------------------------------------
 

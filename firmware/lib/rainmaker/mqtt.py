@@ -128,12 +128,12 @@ class Packet:
         self.type = ptype
         self.flags = flags
         self.pid = 0
-        self.topic = None
+        self.topic = None  # type: str | None
         self.payload = b""
         self.qos = 0
         self.dup = False
         self.retain = False
-        self.codes = None  # CONNACK: (session_present, rc); SUBACK: bytes of granted QoS
+        self.codes = None  # type: tuple | bytes | None  # CONNACK: (session_present, rc); SUBACK: bytes of granted QoS
         self.size = 0  # for an oversized PUBLISH: its full length (payload is empty)
 
     def __repr__(self):

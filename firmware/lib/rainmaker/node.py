@@ -1,4 +1,4 @@
-# The node model: Node > Device > Param, and the node config JSON (spec §3).
+# The node model: Node > Device > Param, and the node config JSON (docs/protocol.md#node-config).
 #
 # JSON is written piece by piece in the key order of the C SDK, because
 # MicroPython's dict has no insertion order and json.dumps has no sort_keys.
@@ -9,7 +9,7 @@ READ = const(1)
 WRITE = const(2)
 TIME_SERIES = const(4)
 SIMPLE_TS = const(8)
-PERSIST = const(16)  # stored on flash; not listed in the config (spec §3)
+PERSIST = const(16)  # stored on flash; not listed in the config (docs/protocol.md#node-config)
 
 CONFIG_VERSION = "2020-03-20"
 _TYPES = ("bool", "int", "float", "string", "object", "array")
@@ -42,7 +42,7 @@ def _check_name(kind, name):
 
 
 def encode(data_type, value):
-    """A param value as JSON text, as the C SDK reports it (spec §4.1)."""
+    """A param value as JSON text, as the C SDK reports it (docs/protocol.md#value-encoding)."""
     if data_type == "float":
         if value != value or value in (float("inf"), float("-inf")):
             return "null"
@@ -252,20 +252,42 @@ class Device:
         ))
 
 
+_TARGETS = ("S2", "S3", "C2", "C3", "C5", "C6", "H2", "P4")
+
+
+def chip():
+    """The chip, named as ESP-IDF's CONFIG_IDF_TARGET ("esp32", "esp32s3", "esp32c3"...).
+
+    Read from os.uname().machine, "<board> with <MCU>" on the esp32 port (e.g.
+    "Generic ESP32S3 module with ESP32-S3"); "esp32" on a port without uname().
+    """
+    try:
+        import os
+
+        mcu = os.uname().machine
+    except (ImportError, AttributeError):
+        return "esp32"
+    mcu = mcu.rsplit(" with ", 1)[-1].upper().replace("-", "")
+    for t in _TARGETS:
+        if mcu.startswith("ESP32" + t):
+            return "esp32" + t.lower()
+    return "esp32"  # ESP32, ESP32-D2WD, ESP32-PICO-D4...
+
+
 class Node:
     def __init__(self, name, type, fw_version="1.0.0", model=None, project_name=None,
-                 platform="esp32", subtype=None, readme=None):
+                 platform=None, subtype=None, readme=None):
         self.node_id = ""  # set from the credential bundle by the agent
         self.name = name
         self.type = type
         self.fw_version = fw_version
         self.model = model or name
         self.project_name = project_name or self.model
-        self.platform = platform
+        self.platform = platform or chip()  # info.platform, as the SDK reports CONFIG_IDF_TARGET
         self.subtype = subtype
         self.readme = readme
         # No "cmd-resp" attribute: the SDK adds it only when command-response
-        # (spec §10.1) is running, and this agent does not implement it yet.
+        # (docs/protocol.md#command-response) is running, and this agent does not implement it yet.
         self.attrs = []
         self.devices = []
         self.listener = None  # the param sync engine, set by the agent

@@ -130,6 +130,7 @@ class Session:
         """
         self._rx = now
         self._ping = None  # any byte proves the link is alive
+        assert self.reader is not None  # made by connect()
         self.reader.feed(data)
         events = []
         out = b""

@@ -1,4 +1,4 @@
-# Standard RainMaker devices and params (spec §3.1, §3.2): the names, types,
+# Standard RainMaker devices and params (docs/protocol.md#standard-types): the names, types,
 # bounds and UI hints that the phone apps know how to draw.
 from .node import Param, Device, READ, WRITE, TIME_SERIES, PERSIST
 

@@ -1,4 +1,4 @@
-# Param sync between the node model and the cloud (spec §4), without I/O.
+# Param sync between the node model and the cloud (docs/protocol.md#params), without I/O.
 #
 # Remote writes come in as bytes; what must be published comes out of
 # take(). Unlike the C SDK, every remote write is validated against the model

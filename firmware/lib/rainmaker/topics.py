@@ -1,4 +1,4 @@
-# MQTT topic names (spec §2.2, §2.3).
+# MQTT topic names (docs/protocol.md#topics).
 #
 # The node subscribes to plain "node/<id>/<suffix>" topics. It publishes
 # either to the same plain form (a plain broker such as Mosquitto) or to AWS

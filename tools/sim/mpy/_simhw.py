@@ -6,6 +6,7 @@
 #
 #   MPBOARD_AIR, MPBOARD_PINS, MPBOARD_PINS_OUT  the world's files
 #   MPBOARD_MAC                                  12 hex digits
+#   MPBOARD_CHIP                                 the chip, e.g. esp32c3 (simworld/chip.py)
 #   MPBOARD_CTL                                  the launcher's folder: `link` (radio
 #                                                state, read by its TCP relay) and
 #                                                `reset` (cause of a reset we ask for)
@@ -19,7 +20,7 @@ import sys
 import time
 import micropython
 import _thread
-from simworld import air, wlan, pins
+from simworld import air, wlan, pins, chip as _chip
 
 PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
 CAUSES = {"PWRON_RESET": 1, "HARD_RESET": 2, "WDT_RESET": 3, "DEEPSLEEP_RESET": 4, "SOFT_RESET": 5}
@@ -35,6 +36,7 @@ _ctl = _env("MPBOARD_CTL")
 _board = os.getcwd()
 _parent = _board.rsplit("/", 1)[0]
 mac = bytes.fromhex(_env("MPBOARD_MAC", "240AC4000001"))
+chip = _chip.check(_env("MPBOARD_CHIP", _chip.DEFAULT))
 boot = int(_env("MPBOARD_BOOT", "1"))
 reset_cause = CAUSES.get(_env("MPBOARD_RESET_CAUSE", ""), PWRON_RESET)
 lock = _thread.allocate_lock()
@@ -88,7 +90,7 @@ def _warn(text):
 
 
 bank = pins.PinBank(_env("MPBOARD_PINS", _parent + "/pins.json"),
-                    _env("MPBOARD_PINS_OUT", _parent + "/pins_out.json"), lock, _schedule, _warn)
+                    _env("MPBOARD_PINS_OUT", _parent + "/pins_out.json"), lock, _schedule, _warn, chip)
 
 
 # -- resets and the watchdog ---------------------------------------------------------

@@ -7,8 +7,8 @@ import sys
 import os
 import io
 
-_BANNER = "MicroPython v%d.%d.%d (simulated board on the unix port, %s) on %s; ESP32 module (simulated) with ESP32"
-_REPL = 'MicroPython v%d.%d.%d on %s; ESP32 module (simulated) with ESP32\nType "help()" for more information.\n>>> '
+_BANNER = "MicroPython v%d.%d.%d (simulated board on the unix port, %s) on %s; %s"
+_REPL = 'MicroPython v%d.%d.%d on %s; %s\nType "help()" for more information.\n>>> '
 
 
 def _version():
@@ -31,7 +31,8 @@ def main():
         sys.path.pop(0)
     board = os.getcwd()
     date = os.getenv("MPBOARD_DATE") or "unix"
-    print(_BANNER % (_version() + (board, date)))
+    machine = os.uname().machine  # the simulated chip's (os.py beside this file)
+    print(_BANNER % (_version() + (board, date, machine)))
     ns = {"__name__": "__main__"}
     for name in ("boot.py", "main.py"):
         try:
@@ -48,14 +49,14 @@ def main():
             break
         except KeyboardInterrupt as e:
             _print_exception(e)
-            print(_REPL % (_version() + (date,)))
+            print(_REPL % (_version() + (date, machine)))
             sys.exit(0)
         except BaseException as e:
             _print_exception(e)
             print("sim: %s raised %s; board is at the REPL (exiting with status 1)" % (name, type(e).__name__))
-            print(_REPL % (_version() + (date,)))
+            print(_REPL % (_version() + (date, machine)))
             sys.exit(1)
-    print(_REPL % (_version() + (date,)))
+    print(_REPL % (_version() + (date, machine)))
 
 
 main()

@@ -1,5 +1,5 @@
 # Wi-Fi provisioning: the protocomm endpoints of the ESP RainMaker phone apps
-# and esp-rainmaker-cli over SoftAP, with Security 0, 1 or 2 (spec §8).
+# and esp-rainmaker-cli over SoftAP, with Security 0, 1 or 2 (docs/provisioning.md).
 #
 # Imported only while the board has no Wi-Fi credentials; unload() drops the
 # modules afterwards so their memory goes back to the heap.

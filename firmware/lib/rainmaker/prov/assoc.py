@@ -1,5 +1,6 @@
-# cloud_user_assoc (spec §6.1): the phone hands over the user id and a secret;
-# the node answers with its node id and later publishes user/mapping on MQTT.
+# cloud_user_assoc (docs/provisioning.md#user-association): the phone hands over
+# the user id and a secret; the node answers with its node id and later
+# publishes user/mapping on MQTT.
 from micropython import const
 from . import pb
 

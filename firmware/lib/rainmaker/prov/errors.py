@@ -1,5 +1,5 @@
 # Why a provisioning request is refused. Either way the transport answers
-# nothing (HTTP: the connection is closed), as protocomm does (spec §8.3).
+# nothing (HTTP: the connection is closed), as protocomm does (docs/provisioning.md#request-model).
 
 
 class Refused(Exception):

@@ -1,4 +1,4 @@
-# HTTP/1.1 for protocomm over SoftAP (spec §8.2), without I/O.
+# HTTP/1.1 for protocomm over SoftAP (docs/provisioning.md#http-transport), without I/O.
 #
 # Parser: bytes in, one Request out when complete. Limits as esp_http_server
 # and protocomm_httpd have them: a bounded header block, a Content-Length of

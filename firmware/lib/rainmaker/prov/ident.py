@@ -1,4 +1,4 @@
-# What the phone needs to find and trust this board (spec §8.1): the service
+# What the phone needs to find and trust this board (docs/provisioning.md#identity): the service
 # name PROV_xxxxxx (the SoftAP SSID), the proof of possession (PoP), the QR
 # payload, and for Security 2 the SRP salt and verifier, generated once.
 #

@@ -1,4 +1,5 @@
-# prov-config and prov-ctrl (spec §8.9): the Wi-Fi credentials state machine.
+# prov-config and prov-ctrl (docs/provisioning.md#prov-config and #prov-ctrl):
+# the Wi-Fi credentials state machine.
 #
 # The handlers only record what the client asked; the I/O layer takes the
 # credentials to try (take()), then reports back: attempt_failed(), failed(),
@@ -48,6 +49,7 @@ class NetConfig:
     def _status(self):
         s = self.state
         if s == CONNECTED:
+            assert self.info is not None  # set with CONNECTED by connected()
             ip, auth, ssid, bssid, ch = self.info
             self.reported = True
             body = pb.f_bytes(1, ip.encode()) + pb.f_int(2, auth) + pb.f_bytes(3, ssid) + pb.f_bytes(4, bssid) + pb.f_int(5, ch)

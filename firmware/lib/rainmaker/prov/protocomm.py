@@ -1,5 +1,6 @@
-# The protocomm request model (spec §8.3): endpoint dispatch over one security
-# scheme, the proto-ver answer, and the lock-out after failed handshakes.
+# The protocomm request model (docs/provisioning.md#request-model): endpoint
+# dispatch over one security scheme, the proto-ver answer, and the lock-out
+# after failed handshakes.
 #
 # request() returns the response bytes or raises Refused (or ValueError for a
 # malformed message); the transport then answers nothing.

@@ -1,4 +1,4 @@
-# prov-scan (spec §8.9): Wi-Fi scan start, status and results.
+# prov-scan (docs/provisioning.md#prov-scan): Wi-Fi scan start, status and results.
 #
 # scanner() is the radio: a list of (ssid, bssid, channel, rssi, authmode,
 # hidden) tuples as network.WLAN.scan() returns them. It blocks, so every

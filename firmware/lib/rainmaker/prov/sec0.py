@@ -1,4 +1,4 @@
-# Security 0: no authentication, no encryption (spec §8.6).
+# Security 0: no authentication, no encryption (docs/provisioning.md#security-0).
 from . import pb
 from .errors import Refused
 

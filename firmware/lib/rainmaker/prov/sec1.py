@@ -1,4 +1,4 @@
-# Security 1 (spec §8.7): X25519 key exchange, the PoP mixed into the key,
+# Security 1 (docs/provisioning.md#security-1): X25519 key exchange, the PoP mixed into the key,
 # one AES-256-CTR keystream for both directions starting with the two verify
 # blobs of the handshake.
 import os
@@ -47,6 +47,7 @@ class Sec1:
         if len(cli) != 32:
             raise AuthFailed("client public key is not 32 bytes")
         self.idle()
+        assert self.pre is not None  # made by idle(): the state is _IDLE after reset()
         priv, pub = self.pre
         self.pre = None
         shared = x25519(priv, cli)
@@ -63,6 +64,7 @@ class Sec1:
 
     def _cmd1(self, sc1):
         proof = pb.get_bytes(sc1, 2)
+        assert self.ctr is not None  # made by _cmd0(); route() checked the state
         if len(proof) != 32 or not equal(self.ctr.crypt(proof), self.dev_pub):
             self.reset()
             raise AuthFailed("client proof does not match (wrong PoP?)")
@@ -73,6 +75,7 @@ class Sec1:
     def encrypt(self, data):
         if self.state != _DONE:
             raise Refused("no session")
+        assert self.ctr is not None  # _DONE comes after _cmd0()
         return self.ctr.crypt(data)
 
     decrypt = encrypt

@@ -1,4 +1,4 @@
-# Security 2 (spec §8.8): SRP6a with the PoP as password, then AES-256-GCM
+# Security 2 (docs/provisioning.md#security-2): SRP6a with the PoP as password, then AES-256-GCM
 # with K[0:32]; with sec_patch_ver 1 the nonce's last 4 bytes count every
 # encrypt and every decrypt on each side.
 import os
@@ -56,6 +56,7 @@ class Sec2:
         if hamk is None:
             self.reset()
             raise AuthFailed("client proof does not match (wrong PoP?)")
+        assert self.srp.key is not None  # set by challenge() with the proof verify() matched
         self.gcm = GCM(self.srp.key[:32], self.ecb)
         self.srp.key = None
         self.nonce = bytearray(self.rand(8) + b"\x00\x00\x00\x01")
@@ -64,6 +65,7 @@ class Sec2:
         return pb.f_int(2, 2) + pb.f_msg(12, pb.f_int(1, 3) + pb.f_msg(23, sr1))
 
     def _next(self):
+        assert self.nonce is not None  # set by _cmd1() with _DONE
         n = bytes(self.nonce)
         c = int.from_bytes(n[8:], "big") + 1
         if c > 0xFFFFFFFF:
@@ -75,11 +77,13 @@ class Sec2:
     def encrypt(self, data):
         if self.state != _DONE:
             raise Refused("no session")
+        assert self.gcm is not None  # set by _cmd1() with _DONE
         return self.gcm.encrypt(self._next(), data)
 
     def decrypt(self, data):
         if self.state != _DONE:
             raise Refused("no session")
+        assert self.gcm is not None  # set by _cmd1() with _DONE
         try:
             return self.gcm.decrypt(self._next(), data)
         except ValueError:

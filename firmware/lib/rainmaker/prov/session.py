@@ -1,4 +1,4 @@
-# The SessionData envelope shared by Security 1 and 2 (spec §8.7, §8.8):
+# The SessionData envelope shared by Security 1 and 2 (docs/provisioning.md#session-messages):
 # check the scheme, then route command 0 and command 1 to the scheme.
 from . import pb
 from .errors import Refused

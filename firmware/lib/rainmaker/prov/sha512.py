@@ -8,7 +8,8 @@
 import struct
 
 try:
-    from hashlib import sha512 as _native
+    # Not in the ESP32 stubs, as not on the ESP32: probed for other builds.
+    from hashlib import sha512 as _native  # pyright: ignore[reportAttributeAccessIssue]
 except ImportError:
     _native = None
 

@@ -1,7 +1,8 @@
-# SRP6a, server side, as protocomm Security 2 uses it (spec §8.8): the RFC 5054
-# 3072-bit group, g = 5, SHA-512; I2B() = minimal big-endian bytes, PAD() =
-# 384 bytes. k and H(N) xor H(PAD(g)) depend only on the group, so they are
-# constants here (tests recompute them).
+# SRP6a, server side, as protocomm Security 2 uses it
+# (docs/provisioning.md#security-2): the RFC 5054 3072-bit group, g = 5,
+# SHA-512; I2B() = minimal big-endian bytes, PAD() = 384 bytes. k and
+# H(N) xor H(PAD(g)) depend only on the group, so they are constants here
+# (tests recompute them).
 import os
 from .sha512 import sha512
 from .aes import equal
@@ -92,6 +93,7 @@ class Server:
         if a % _N == 0:
             raise ValueError("A mod N is 0")
         self.prepare()
+        assert self.pre is not None  # made by prepare()
         b, big_b = self.pre
         self.pre = None  # never reuse b
         bb = i2b(big_b)

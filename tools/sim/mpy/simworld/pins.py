@@ -7,16 +7,16 @@
 #   PULL_UP -> 1, otherwise 0.
 # * Outputs: every output level / PWM setting is written atomically to pins_out.json:
 #   {"pins": {"2": 1}, "pwm": {"4": {"freq": 5000, "duty_u16": 0}}}.
-# * Valid GPIOs are the ESP32's (0-5, 12-19, 21-23, 25-27, 32-39; 6-11 are the
-#   flash); 34-39 are input only.
+# * Valid GPIOs are the chip's (chip.py): on the ESP32 0-5, 12-19, 21-23, 25-27,
+#   32-39 (6-11 are the flash), 34-39 input only; on the C3 0-11, 20, 21...
 #
 # Shared by both backends (CPython and MicroPython subset).
 import json
 import os
+from . import chip as _chip
 
-VALID_PINS = frozenset(list(range(0, 6)) + list(range(12, 20)) + [21, 22, 23, 25, 26, 27]
-                       + list(range(32, 40)))
-INPUT_ONLY = frozenset(range(34, 40))
+VALID_PINS = _chip.valid_pins("esp32")  # the ESP32's; a PinBank has its chip's
+INPUT_ONLY = _chip.input_only("esp32")
 FREQS = (20000000, 40000000, 80000000, 160000000, 240000000)
 
 
@@ -49,7 +49,9 @@ def write_atomic(path, text):
 class PinBank:
     """The board's pins: input levels from the world, output levels to it."""
 
-    def __init__(self, pins_path, out_path, lock, schedule, warn=None):
+    def __init__(self, pins_path, out_path, lock, schedule, warn=None, chip="esp32"):
+        self.valid = _chip.valid_pins(chip)
+        self.input_only = _chip.input_only(chip)
         self.pins_path = pins_path
         self.out_path = out_path
         self.lock = lock
@@ -123,9 +125,9 @@ class PinBase:
     def __new__(cls, id, *args, **kw):
         if isinstance(id, PinBase):
             id = id._id
-        if not isinstance(id, int) or id not in VALID_PINS:
-            raise ValueError("invalid pin")
         io = cls._io
+        if not isinstance(id, int) or id not in io.valid:
+            raise ValueError("invalid pin")
         with io.lock:
             o = io.pins.get(id)
             if o is None:
@@ -152,7 +154,7 @@ class PinBase:
         if mode is not None and mode != -1:
             if mode not in (PinBase.IN, PinBase.OUT, PinBase.OPEN_DRAIN):
                 raise ValueError("invalid pin mode")
-            if mode != PinBase.IN and self._id in INPUT_ONLY:
+            if mode != PinBase.IN and self._id in self._io.input_only:
                 raise ValueError("pin can only be input")
             self._mode = mode
         if pull != -1:
@@ -232,7 +234,7 @@ class SignalBase:
 class PWMBase:
     def __init__(self, dest, *, freq=None, duty=None, duty_u16=None, duty_ns=None, invert=False):
         self._pin = dest if isinstance(dest, PinBase) else self._pin_class(dest)
-        if self._pin._id in INPUT_ONLY:
+        if self._pin._id in self._pin._io.input_only:
             raise ValueError("pin can only be input")
         self._freq = 5000
         self._duty = 0

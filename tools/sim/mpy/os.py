@@ -1,0 +1,26 @@
+# `os` for the MicroPython backend of the simulated board: MicroPython's own os,
+# extended the documented way for extensible built-in modules (a file of the same
+# name that imports the built-in with sys.path cleared), with the one function the
+# unix port lacks and the esp32 port has: uname(), whose machine field names the
+# board and its chip ("<board> with <MCU>"), here the simulated chip's.
+import sys as _sys
+
+_path = _sys.path
+_sys.path = ()
+try:
+    from os import *  # noqa: F401,F403 - the built-in os
+finally:
+    _sys.path = _path
+    del _path
+
+
+def uname():
+    from collections import namedtuple
+    from simworld import chip
+
+    v = _sys.implementation.version
+    release = "%d.%d.%d" % (v[0], v[1], v[2])
+    name = getenv("MPBOARD_CHIP") or chip.DEFAULT  # noqa: F405 - from the built-in os
+    t = namedtuple("uname_result", ("sysname", "nodename", "release", "version", "machine"))
+    return t("esp32", "esp32", release, "v%s on %s" % (release, getenv("MPBOARD_DATE") or "unix"),
+             chip.machine(chip.check(name)))
