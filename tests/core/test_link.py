@@ -263,3 +263,14 @@ def test_a_wifi_loss_does_not_grow_the_backoff():
     link.open(10)
     assert link.closed(10) <= 2 * 2000 and link.backoff.n == 2  # the second broker failure, not the seventh
     assert first <= 2000
+
+
+def test_a_reconfiguration_later_waits_for_the_budget():
+    link = make(budget_start=0)
+    online(link, 0)
+    link.sync.reconfigured()  # what node.add()/remove() at runtime does
+    link.tick(100)
+    assert published(take(link)) == []  # no token: config and init wait
+    link.budget.tokens = 2
+    link.tick(200)
+    assert [t for t, _ in published(take(link))] == ["node/N1/config", "node/N1/params/local/init"]

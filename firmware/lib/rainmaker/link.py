@@ -23,7 +23,7 @@ from micropython import const
 from . import log, topics
 from .mqtt import CONNACK_TEXT, MQTTError
 from .session import diff, EV_CONNACK, EV_MESSAGE, EV_PUBACK, EV_SUBACK, EV_OVERSIZE
-from .sync import LOCAL
+from .sync import LOCAL, INIT
 
 # states
 OFFLINE = const(0)
@@ -88,6 +88,7 @@ class Link:
         self._online_at = 0
         self._connected_due = False
         self._pid = 0  # pid of the mapping publish or the subscribe we wait for
+        self._fresh = False
 
     def state_text(self):
         return _STATE_TEXT[self.state]
@@ -202,6 +203,7 @@ class Link:
         self.state = ONLINE
         self._online_at = now
         self._connected_due = self.connectivity
+        self._fresh = True  # the init that follows a connect is not budgeted
         log.info("mqtt", "online as %s" % self.node_id)
         self.pump(now)
 
@@ -210,16 +212,18 @@ class Link:
     def pump(self, now):
         """Publish whatever the sync engine has due, within the budget and window.
 
-        The config and the full params after a connect are not held back by
-        the budget (they still spend a token when there is one): a reconnect
-        must always leave the cloud with the device's state.
+        The full params after a connect are not held back by the budget
+        (they still spend a token when there is one): a reconnect must always
+        leave the cloud with the device's state. A reconfiguration by the app
+        later on is an ordinary report: an app that reconfigures in a loop
+        cannot flood the cloud.
         """
         if self.state != ONLINE:
             return
         sync = self.sync
         while self.session.can_publish():
-            setup = sync.config_due or sync.init_due
-            if not setup and self.budget.available(now) <= 0:
+            fresh = self._fresh and sync.init_due
+            if not fresh and self.budget.available(now) <= 0:
                 if not self.starved and sync.pending():
                     log.warn("mqtt", "publish budget used up; reports wait and merge")
                     self.starved = True
@@ -228,6 +232,8 @@ class Link:
             if item is None:
                 return
             self.starved = False
+            if item[0] == INIT:
+                self._fresh = False
             self._send(item[0], item[1], now)
 
     def _send(self, suffix, payload, now):
