@@ -20,7 +20,7 @@ def run(node, *coros, **kw):
 
 
 def status():
-    from .agent import status
+    from .diag import status
 
     status()
 

@@ -20,7 +20,6 @@ from .link import Link, ONLINE
 from .sync import Sync
 from .budget import Budget
 from .store import Store
-from .config import ConfigError, load_config, tls_context
 
 _TICK = const(50)  # ms between housekeeping passes of a live connection
 _KEEP = const(250)  # ms between passes of the keeper (flash, stalls, watchdog)
@@ -32,20 +31,15 @@ _TIME_VALID = const(599616000)
 
 MAPPING = "mapping.json"  # user-node mapping from provisioning, kept until its PUBACK
 
-_WIFI_REASON = {
-    201: "network not found",
-    202: "wrong password",
-    203: "association failed",
-    204: "handshake timeout (often a wrong password)",
-    200: "beacon timeout (access point gone)",
-}
-
 
 class Agent:
     def __init__(self, node, config="rainmaker.json", wifi="wifi.json", params="params.json",
                  connectivity=True):
         self.node = node
-        self.cfg = load_config(config)
+        # config.py is needed only at start: it is dropped once the TLS context exists.
+        from . import config as c
+
+        self.cfg = c.load_config(config)
         node.node_id = self.cfg["node_id"]
         self.wifi_file = wifi
         if connectivity and not node.device("Connectivity"):
@@ -113,7 +107,9 @@ class Agent:
             waited += 100
             if waited % (_WIFI_TIMEOUT * 1000) == 0:
                 st = wlan.status()
-                log.warn("wifi", "no IP after %d s: %s" % (waited // 1000, _WIFI_REASON.get(st, "status %d" % st)))
+                from . import diag
+
+                log.warn("wifi", "no IP after %d s: %s" % (waited // 1000, diag.wifi_reason(st)))
         log.info("wifi", "connected, ip %s" % wlan.ifconfig()[0])
 
     async def _provision(self):
@@ -199,7 +195,10 @@ class Agent:
                 await self._wifi()
                 await self._clock()
                 if self.ctx is None:
-                    self.ctx = tls_context()
+                    from . import config
+
+                    self.ctx = config.tls_context()
+                    _unload("config")
                 self._task = asyncio.create_task(self._connection())
                 await self._task
             except asyncio.CancelledError:
@@ -231,7 +230,7 @@ class Agent:
     def _report(self, e):
         from . import diag
 
-        if isinstance(e, ConfigError):
+        if type(e).__name__ == "ConfigError":  # config.py's; that module may be unloaded
             log.error("config", str(e))
             return
         if self.wlan and not self.wlan.isconnected():
@@ -373,31 +372,13 @@ class Agent:
 _agent = None
 
 
-def status():
-    """Print the agent's state at the REPL: import rainmaker; rainmaker.status()"""
-    a = _agent
-    if a is None:
-        print("rainmaker: no agent created yet")
-        return
-    s = a.session
-    now = time.ticks_ms()
-    print("node     %s (%s, fw %s)" % (a.node.node_id, a.node.name, a.node.fw_version))
-    w = a.wlan
-    if w is None:
-        print("wifi     not started")
-    elif w.isconnected():
-        print("wifi     connected, ip %s" % w.ifconfig()[0])
-    else:
-        st = w.status()
-        print("wifi     down: %s" % _WIFI_REASON.get(st, "status %d" % st))
-    print("mqtt     %s for %d s, %s:%d, %d connects" % (
-        a.state, time.ticks_diff(now, a.since) // 1000, a.cfg["mqtt_host"], a.cfg["mqtt_port"], a.link.connects))
-    if log.last_error:
-        print("last err %s: %s" % log.last_error)
-    print("reports  %d pending, %d in flight, budget %d" % (a.sync.pending(), len(s.inflight), a.budget.available(now)))
-    print("writes   %d accepted, %d refused, %d oversized dropped" % (a.sync.writes, a.sync.refused, s.dropped))
-    gc.collect()
-    print("heap     %d free, %d used" % (gc.mem_free(), gc.mem_alloc()))
+def _unload(name):
+    # Drops a module needed only once, so that its code goes back to the heap.
+    sys.modules.pop("rainmaker." + name, None)
+    try:
+        delattr(sys.modules["rainmaker"], name)
+    except (AttributeError, KeyError):
+        pass
 
 
 def run(node, *coros, **kw):

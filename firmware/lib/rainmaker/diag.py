@@ -3,7 +3,11 @@
 # Imported only when something failed: a board that stays online never
 # loads these tables.
 import errno
+import gc
+import sys
+import time
 from micropython import const
+from . import log
 from .mqtt import MQTTError
 
 # MicroPython's errno module has no EPIPE; the value is 32 in lwIP and Linux.
@@ -85,3 +89,43 @@ def explain(e, state, cfg):
     if c < 0:
         return "tls", "TLS error -0x%04x while %s" % (-c, state)
     return "mqtt", "%s: %s" % (state, why(e))
+
+
+_WIFI_REASON = {
+    201: "network not found",
+    202: "wrong password",
+    203: "association failed",
+    204: "handshake timeout (often a wrong password)",
+    200: "beacon timeout (access point gone)",
+}
+
+
+def wifi_reason(st):
+    return _WIFI_REASON.get(st, "status %d" % st)
+
+
+def status():
+    """Print the agent's state at the REPL: import rainmaker; rainmaker.status()"""
+    a = sys.modules.get("rainmaker.agent")
+    a = a and a._agent
+    if not a:
+        print("rainmaker: no agent created yet")
+        return
+    s = a.session
+    now = time.ticks_ms()
+    print("node     %s (%s, fw %s)" % (a.node.node_id, a.node.name, a.node.fw_version))
+    w = a.wlan
+    if w is None:
+        print("wifi     not started")
+    elif w.isconnected():
+        print("wifi     connected, ip %s" % w.ifconfig()[0])
+    else:
+        print("wifi     down: %s" % wifi_reason(w.status()))
+    print("mqtt     %s for %d s, %s:%d, %d connects" % (
+        a.state, time.ticks_diff(now, a.since) // 1000, a.cfg["mqtt_host"], a.cfg["mqtt_port"], a.link.connects))
+    if log.last_error:
+        print("last err %s: %s" % log.last_error)
+    print("reports  %d pending, %d in flight, budget %d" % (a.sync.pending(), len(s.inflight), a.budget.available(now)))
+    print("writes   %d accepted, %d refused, %d oversized dropped" % (a.sync.writes, a.sync.refused, s.dropped))
+    gc.collect()
+    print("heap     %d free, %d used" % (gc.mem_free(), gc.mem_alloc()))

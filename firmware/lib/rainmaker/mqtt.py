@@ -11,11 +11,9 @@ PUBLISH = const(0x30)
 PUBACK = const(0x40)
 SUBSCRIBE = const(0x82)
 SUBACK = const(0x90)
-UNSUBSCRIBE = const(0xA2)
-UNSUBACK = const(0xB0)
+_UNSUBACK = const(0xB0)
 PINGREQ = const(0xC0)
 PINGRESP = const(0xD0)
-DISCONNECT = const(0xE0)
 
 _MAX_REMAINING = const(268435455)  # 4-byte varint ceiling in the MQTT spec
 _PEEK = const(256)  # bytes of an oversized PUBLISH kept to read its topic/pid
@@ -61,7 +59,7 @@ def _packet(first, body):
     return bytes([first]) + _varint(len(body)) + body
 
 
-def connect(client_id, keepalive=120, clean=True, will=None, user=None, password=None):
+def connect(client_id, keepalive=120, clean=True, will=None):
     """CONNECT. will = (topic, payload, qos, retain) or None."""
     if not 0 <= keepalive <= 0xFFFF:
         raise MQTTError("keepalive out of range")
@@ -71,26 +69,30 @@ def connect(client_id, keepalive=120, clean=True, will=None, user=None, password
         topic, msg, qos, retain = will
         flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
         payload += _str(topic) + _str(msg)
-    if user is not None:
-        flags |= 0x80
-        payload += _str(user)
-        if password is not None:
-            flags |= 0x40
-            payload += _str(password)
     head = b"\x00\x04MQTT\x04" + bytes([flags]) + keepalive.to_bytes(2, "big")
     return _packet(CONNECT, head + payload)
 
 
+def size(topic, payload, qos):
+    """Length of the PUBLISH that publish() would build, without building it."""
+    n = 2 + len(topic.encode() if isinstance(topic, str) else topic) + len(payload) + (2 if qos else 0)
+    return n + 2 + (n > 127) + (n > 16383) + (n > 2097151)
+
+
 def publish(topic, payload, qos=0, pid=0, dup=False, retain=False):
+    """PUBLISH, built in one bytearray (the payload is copied once)."""
     if qos not in (0, 1):
         raise MQTTError("only QoS 0 and 1 are supported")
     if isinstance(payload, str):
         payload = payload.encode()
-    first = PUBLISH | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
-    body = _str(topic)
+    t = _str(topic)
+    out = bytearray((PUBLISH | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0),))
+    out += _varint(len(t) + len(payload) + (2 if qos else 0))
+    out += t
     if qos:
-        body += pid.to_bytes(2, "big")
-    return _packet(first, body + payload)
+        out += pid.to_bytes(2, "big")
+    out += payload
+    return out
 
 
 def puback(pid):
@@ -105,19 +107,8 @@ def subscribe(pid, topics):
     return _packet(SUBSCRIBE, body)
 
 
-def unsubscribe(pid, topics):
-    body = pid.to_bytes(2, "big")
-    for t in topics:
-        body += _str(t)
-    return _packet(UNSUBSCRIBE, body)
-
-
 def pingreq():
     return b"\xc0\x00"
-
-
-def disconnect():
-    return b"\xe0\x00"
 
 
 class Packet:
@@ -159,54 +150,63 @@ class Reader:
     def feed(self, data):
         self._buf.extend(data)
 
-    def _header(self):
-        # Returns (first, remaining, header_len) or None if incomplete.
+    def _header(self, i):
+        # From offset i: (first, remaining, header_len) or None if incomplete.
         buf = self._buf
         n = 0
         shift = 0
-        i = 1
+        j = i + 1
         while True:
-            if i >= len(buf):
+            if j >= len(buf):
                 return None
-            b = buf[i]
+            b = buf[j]
             n |= (b & 0x7F) << shift
-            i += 1
+            j += 1
             if not b & 0x80:
-                return buf[0], n, i
+                return buf[i], n, j - i
             shift += 7
             if shift > 21:
                 raise MQTTError("malformed remaining length")
 
     def packets(self):
+        # Decodes in place from offset i; what was consumed is cut off the
+        # buffer once, at the end (no new buffer per packet).
         out = []
+        buf = self._buf
+        mv = memoryview(buf)
+        i = 0
         while True:
             if self._skip:
-                drop = min(self._skip, len(self._buf))
-                self._buf = self._buf[drop:]
+                drop = min(self._skip, len(buf) - i)
+                i += drop
                 self._skip -= drop
                 if self._skip:
-                    return out
+                    break
                 out.append(self._big)
                 self._big = None
-            h = self._header()
+            h = self._header(i)
             if h is None:
-                return out
+                break
             first, rem, hl = h
+            end = i + hl + rem
             if hl + rem > self.max_packet:
                 if first & 0xF0 != PUBLISH:
                     raise MQTTError("packet 0x%02x of %d bytes exceeds limit" % (first, hl + rem))
-                if len(self._buf) < min(hl + rem, hl + _PEEK):
-                    return out  # wait for enough bytes to read the topic
-                p = self._publish(first, memoryview(self._buf)[hl : hl + min(rem, _PEEK)], peek=True)
+                if len(buf) - i < min(hl + rem, hl + _PEEK):
+                    break  # wait for enough bytes to read the topic
+                p = self._publish(first, mv[i + hl : i + hl + min(rem, _PEEK)], True)
                 p.size = hl + rem
                 self._big = p
                 self._skip = hl + rem
                 continue
-            if len(self._buf) < hl + rem:
-                return out
-            body = bytes(self._buf[hl : hl + rem])
-            self._buf = self._buf[hl + rem :]
-            out.append(self._decode(first, body))
+            if len(buf) < end:
+                break
+            out.append(self._decode(first, mv[i + hl : end]))
+            i = end
+        mv = None  # no view may outlive the buffer's resize (CPython checks)
+        if i:
+            buf[:i] = b""
+        return out
 
     def _publish(self, first, body, peek=False):
         p = Packet(PUBLISH, first & 0x0F)
@@ -242,7 +242,7 @@ class Reader:
             if n != 2:
                 raise MQTTError("CONNACK length %d" % n)
             p.codes = (body[0] & 1, body[1])
-        elif t in (PUBACK, UNSUBACK):
+        elif t in (PUBACK, _UNSUBACK):
             if n != 2:
                 raise MQTTError("ack length %d" % n)
             p.pid = (body[0] << 8) | body[1]
@@ -250,7 +250,7 @@ class Reader:
             if n < 3:
                 raise MQTTError("SUBACK too short")
             p.pid = (body[0] << 8) | body[1]
-            p.codes = body[2:]
+            p.codes = bytes(body[2:])
         elif t == PINGRESP:
             if n:
                 raise MQTTError("PINGRESP with body")

@@ -96,12 +96,13 @@ class Session:
         """Returns (pid, bytes). pid is 0 for QoS 0. Raises if the window is full."""
         if qos and not self.can_publish():
             raise mqtt.MQTTError("too many unacknowledged publishes")
-        pkt = mqtt.publish(topic, payload, qos, 0)
-        if len(pkt) > self.max_out:
-            raise ValueError("publish of %d bytes exceeds the broker limit of %d" % (len(pkt), self.max_out))
+        if isinstance(payload, str):
+            payload = payload.encode()
+        n = mqtt.size(topic, payload, qos)
+        if n > self.max_out:
+            raise ValueError("publish of %d bytes exceeds the broker limit of %d" % (n, self.max_out))
         pid = self._next_pid() if qos else 0
-        if pid:
-            pkt = mqtt.publish(topic, payload, qos, pid)
+        pkt = mqtt.publish(topic, payload, qos, pid)
         if qos:
             self.inflight[pid] = [pkt, now, 1, mqtt.PUBLISH]
         self._tx = now
@@ -113,10 +114,6 @@ class Session:
         self.inflight[pid] = [pkt, now, 1, mqtt.SUBSCRIBE]
         self._tx = now
         return pid, pkt
-
-    def disconnect(self):
-        self.connected = False
-        return mqtt.disconnect()
 
     # -- inbound --------------------------------------------------------------
 
@@ -176,8 +173,7 @@ class Session:
                 pkt = entry[0]
                 if entry[3] == mqtt.PUBLISH:
                     # Same pid, DUP flag set (MQTT 3.1.1 §4.4).
-                    pkt = bytes([pkt[0] | 0x08]) + pkt[1:]
-                    entry[0] = pkt
+                    pkt[0] |= 0x08  # pkt is the bytearray publish() built
                 entry[1] = now
                 entry[2] += 1
                 out += pkt
