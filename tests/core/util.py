@@ -38,17 +38,40 @@ class MemStore:
         return True
 
 
+_real_log = []  # rainmaker.log.log before any Logs wrapped it
+
+
 class Logs:
-    """Captures rainmaker.log lines by swapping its print-level to silent."""
+    """Counts the warnings logged from now on (the newest Logs replaces the last one's
+    wrapper of log.log; close() puts the real one back)."""
 
     def __init__(self):
         from rainmaker import log
 
+        if not _real_log:
+            _real_log.append(log.log)
         self.log = log
-        self.before = log.counts[1]
+        self.n = 0
+        self._orig = orig = _real_log[0]
+
+        def counting(lvl, tag, msg):
+            if lvl == log.WARN:
+                self.n += 1
+            orig(lvl, tag, msg)
+
+        log.log = counting
+
+    def close(self):
+        self.log.log = self._orig
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def warnings(self):
-        return self.log.counts[1] - self.before
+        return self.n
 
     def last(self):
         return self.log.last_error

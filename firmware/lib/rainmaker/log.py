@@ -11,14 +11,12 @@ DEBUG = const(3)
 
 level = INFO
 last_error = None  # (tag, text) of the most recent ERROR or WARN
-counts = [0, 0]  # errors, warnings since boot
 _MAX = const(200)  # a line longer than this is cut: bounded output per event
 
 
 def log(lvl, tag, msg):
     global last_error
     if lvl <= WARN:
-        counts[lvl] += 1
         last_error = (tag, msg)
     if lvl <= level:
         if len(msg) > _MAX:

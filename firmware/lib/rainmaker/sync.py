@@ -211,11 +211,11 @@ class Sync:
 
     # -- persistence ------------------------------------------------------------
 
-    def save(self, now, force=False):
+    def save(self, now):
         """Write persisted params when due. Returns True if it wrote."""
         if not self.store or not self._persist:
             return False
-        if not force and self._stored_at is not None and diff(now, self._stored_at) < _STORE_EVERY:
+        if self._stored_at is not None and diff(now, self._stored_at) < _STORE_EVERY:
             return False
         data = {}
         for d in self.node.devices:
