@@ -14,7 +14,7 @@ import gc
 import network
 from micropython import const
 from . import log, topics
-from .node import Device, Param, READ
+from .node import Device, Param, READ, unload
 from .session import Session, diff
 from .link import Link, ONLINE
 from .sync import Sync
@@ -198,7 +198,7 @@ class Agent:
                     from . import config
 
                     self.ctx = config.tls_context()
-                    _unload("config")
+                    unload("config")
                 self._task = asyncio.create_task(self._connection())
                 await self._task
             except asyncio.CancelledError:
@@ -370,15 +370,6 @@ class Agent:
 
 
 _agent = None
-
-
-def _unload(name):
-    # Drops a module needed only once, so that its code goes back to the heap.
-    sys.modules.pop("rainmaker." + name, None)
-    try:
-        delattr(sys.modules["rainmaker"], name)
-    except (AttributeError, KeyError):
-        pass
 
 
 def run(node, *coros, **kw):

@@ -1,7 +1,5 @@
-# The node model: Node > Device > Param, and the node config JSON (docs/protocol.md#node-config).
-#
-# JSON is written piece by piece in the key order of the C SDK, because
-# MicroPython's dict has no insertion order and json.dumps has no sort_keys.
+# The node model: Node > Device > Param, and the params JSON. The node config JSON
+# (docs/protocol.md#node-config) is built by conf.py, loaded only for that.
 import json
 from micropython import const
 
@@ -11,7 +9,6 @@ TIME_SERIES = const(4)
 SIMPLE_TS = const(8)
 PERSIST = const(16)  # stored on flash; not listed in the config (docs/protocol.md#node-config)
 
-CONFIG_VERSION = "2020-03-20"
 _TYPES = ("bool", "int", "float", "string", "object", "array")
 _INT_MIN = const(-2147483648)
 _INT_MAX = const(2147483647)
@@ -22,15 +19,26 @@ def _j(v):
     return json.dumps(v, separators=(",", ":"))
 
 
-def _obj(pairs):
-    # pairs: list of (key, already-encoded JSON text); None values are left out.
-    return "{" + ",".join('"%s":%s' % (k, v) for k, v in pairs if v is not None) + "}"
+def _conf(obj):
+    # The config JSON is built once per boot (and after a reconfiguration): its
+    # code is loaded for that and dropped again.
+    from . import conf
+
+    try:
+        return conf.config(obj)
+    finally:
+        unload("conf")
 
 
-def _attrs(attrs):
-    if not attrs:
-        return None
-    return "[" + ",".join(_obj((("name", _j(k)), ("value", _j(v)))) for k, v in attrs) + "]"
+def unload(name):
+    """Drop rainmaker.<name> from sys.modules and the package, so its code is freed."""
+    import sys
+
+    sys.modules.pop("rainmaker." + name, None)
+    try:
+        delattr(sys.modules["rainmaker"], name)
+    except (AttributeError, KeyError):
+        pass
 
 
 def _check_name(kind, name):
@@ -123,25 +131,8 @@ class Param:
         return None, v
 
     def config(self):
-        p = self.props
-        props = [s for f, s in ((READ, "read"), (WRITE, "write"), (TIME_SERIES, "time_series"),
-                                (SIMPLE_TS, "simple_ts")) if p & f]
-        bounds = None
-        b = self.bounds
-        if b is not None:
-            if self.data_type == "array":
-                bounds = _obj((("max", _j(b[1])),))
-            else:
-                bounds = _obj((("min", _j(b[0])), ("max", _j(b[1])), ("step", _j(b[2]) if b[2] else None)))
-        return _obj((
-            ("name", _j(self.name)),
-            ("type", _j(self.type) if self.type else None),
-            ("data_type", _j(self.data_type)),
-            ("properties", _j(props)),
-            ("bounds", bounds),
-            ("valid_strs", _j(self.valid_strs) if self.valid_strs is not None else None),
-            ("ui_type", _j(self.ui_type) if self.ui_type else None),
-        ))
+        """This object's part of the node config JSON (built by conf.py, loaded for it)."""
+        return _conf(self)
 
 
 def infer(value):
@@ -238,18 +229,8 @@ class Device:
     __setitem__ = update
 
     def config(self):
-        params = None
-        if self.params:
-            params = "[" + ",".join(p.config() for p in self.params) + "]"
-        return _obj((
-            ("name", _j(self.name)),
-            ("type", _j(self.type)),
-            ("subtype", _j(self.subtype) if self.subtype else None),
-            ("model", _j(self.model) if self.model else None),
-            ("attributes", _attrs(self.attrs)),
-            ("primary", _j(self.primary) if self.primary else None),
-            ("params", params),
-        ))
+        """This object's part of the node config JSON (built by conf.py, loaded for it)."""
+        return _conf(self)
 
 
 _TARGETS = ("S2", "S3", "C2", "C3", "C5", "C6", "H2", "P4")
@@ -330,28 +311,8 @@ class Node:
             self.listener.changed(param, remote)
 
     def config(self):
-        info = _obj((
-            ("name", _j(self.name)),
-            ("fw_version", _j(self.fw_version)),
-            ("type", _j(self.type)),
-            ("subtype", _j(self.subtype) if self.subtype else None),
-            ("readme", _j(self.readme) if self.readme else None),
-            ("model", _j(self.model)),
-            ("project_name", _j(self.project_name)),
-            ("platform", _j(self.platform)),
-        ))
-        devs = svcs = None
-        if self.devices:
-            devs = "[" + ",".join(d.config() for d in self.devices if not d.service) + "]"
-            svcs = "[" + ",".join(d.config() for d in self.devices if d.service) + "]"
-        return _obj((
-            ("node_id", _j(self.node_id)),
-            ("config_version", _j(CONFIG_VERSION)),
-            ("info", info),
-            ("attributes", _attrs(self.attrs)),
-            ("devices", devs),
-            ("services", svcs),
-        ))
+        """This object's part of the node config JSON (built by conf.py, loaded for it)."""
+        return _conf(self)
 
     def params(self, only=None):
         """Params JSON: all params, or only those in the set `only`."""
