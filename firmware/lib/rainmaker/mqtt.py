@@ -113,7 +113,7 @@ def pingreq():
 
 class Packet:
     # One decoded packet. Fields not used by a type stay at their defaults.
-    __slots__ = ("type", "flags", "pid", "topic", "payload", "qos", "dup", "retain", "codes", "size")
+    # (No __slots__: MicroPython ignores it, and the tuple would only take heap.)
 
     def __init__(self, ptype, flags=0):
         self.type = ptype
@@ -126,9 +126,6 @@ class Packet:
         self.retain = False
         self.codes = None  # type: tuple | bytes | None  # CONNACK: (session_present, rc); SUBACK: bytes of granted QoS
         self.size = 0  # for an oversized PUBLISH: its full length (payload is empty)
-
-    def __repr__(self):
-        return "<Packet 0x%02x pid=%d topic=%r %d bytes>" % (self.type, self.pid, self.topic, len(self.payload))
 
 
 class Reader:
