@@ -8,7 +8,6 @@ import errno
 import os
 import select
 import socket
-import sys
 import time
 import gc
 import network
@@ -210,7 +209,9 @@ class Agent:
                 # (with a traceback when it is not a known failure), memory is
                 # reclaimed, and the connection is tried again after a pause.
                 try:
-                    self._report(e)
+                    from . import diag  # loaded only after a failure
+
+                    diag.report(self, e)
                 except Exception:  # e.g. no memory left to import diag
                     gc.collect()
                     log.error("agent", "connection failed: %s" % type(e).__name__)
@@ -226,28 +227,6 @@ class Agent:
             self._set("backoff")
             log.info("mqtt", "retrying in %d ms" % delay)
             await asyncio.sleep_ms(delay)
-
-    def _report(self, e):
-        from . import diag
-
-        if type(e).__name__ == "ConfigError":  # config.py's; that module may be unloaded
-            log.error("config", str(e))
-            return
-        if self.wlan and not self.wlan.isconnected():
-            # The socket error is only a symptom; name the cause.
-            log.warn("wifi", "Wi-Fi lost (%s); MQTT resumes when it is back" % diag.why(e))
-            return
-        # The reader may have met the TLS failure first, with its text; a
-        # later operation on the same socket only gets a bare code.
-        if isinstance(self._rx_error, ValueError):
-            e = self._rx_error
-
-        tag, text = diag.explain(e, self.link.state_text(), self.cfg)
-        if text is None:
-            log.error("agent", "unexpected %s in state %s" % (type(e).__name__, self.link.state_text()))
-            sys.print_exception(e)
-        else:
-            log.error(tag, text)
 
     def _close(self):
         # MicroPython's Stream.close() does nothing (the socket is closed by

@@ -48,6 +48,43 @@ def why(e):
     return str(e) or type(e).__name__
 
 
+def report(a, e):
+    """Log why the agent a's connection failed (e), naming the fix when known."""
+    if type(e).__name__ == "ConfigError":  # config.py's; that module may be unloaded
+        log.error("config", str(e))
+        return
+    if a.wlan and not a.wlan.isconnected():
+        # The socket error is only a symptom; name the cause.
+        log.warn("wifi", "Wi-Fi lost (%s); MQTT resumes when it is back" % why(e))
+        return
+    # The reader may have met the TLS failure first, with its text; a
+    # later operation on the same socket only gets a bare code.
+    if isinstance(a._rx_error, ValueError):
+        e = a._rx_error
+    state = a.link.state_text()
+    tag, text = explain(e, state, a.cfg)
+    if text is None:
+        log.error("agent", "unexpected %s in state %s" % (type(e).__name__, state))
+        sys.print_exception(e)
+    else:
+        log.error(tag, text)
+
+
+# CONNACK return codes (MQTT 3.1.1 §3.2.2.3), for log lines a human can act on.
+CONNACK_TEXT = (
+    "accepted",
+    "unacceptable protocol version",
+    "client id rejected",
+    "server unavailable",
+    "bad user name or password",
+    "not authorised",
+)
+
+
+def connack(rc):
+    return CONNACK_TEXT[rc] if rc < len(CONNACK_TEXT) else "code %d" % rc
+
+
 def explain(e, state, cfg):
     """(tag, text) for a connection failure, or (None, None) if unexpected."""
     where = "%s:%d" % (cfg["mqtt_host"], cfg["mqtt_port"])

@@ -21,7 +21,7 @@
 import json
 from micropython import const
 from . import log, topics
-from .mqtt import CONNACK_TEXT, MQTTError
+from .mqtt import MQTTError
 from .session import diff, EV_CONNACK, EV_MESSAGE, EV_PUBACK, EV_SUBACK, EV_OVERSIZE
 from .sync import LOCAL, INIT
 
@@ -172,8 +172,9 @@ class Link:
         if self.state != CONNECTING:
             raise MQTTError("unexpected CONNACK")
         if rc:
-            text = CONNACK_TEXT[rc] if rc < len(CONNACK_TEXT) else "code %d" % rc
-            raise MQTTError("broker refused the connection: %s" % text)
+            from . import diag  # the texts are loaded only when they are needed
+
+            raise MQTTError("broker refused the connection: %s" % diag.connack(rc))
         self.connects += 1
         for pkt in self.session.resend(now):
             self.out += pkt

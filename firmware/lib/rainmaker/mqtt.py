@@ -18,17 +18,6 @@ PINGRESP = const(0xD0)
 _MAX_REMAINING = const(268435455)  # 4-byte varint ceiling in the MQTT spec
 _PEEK = const(256)  # bytes of an oversized PUBLISH kept to read its topic/pid
 
-# CONNACK return codes (MQTT 3.1.1 §3.2.2.3), for log lines a human can act on.
-CONNACK_TEXT = (
-    "accepted",
-    "unacceptable protocol version",
-    "client id rejected",
-    "server unavailable",
-    "bad user name or password",
-    "not authorised",
-)
-
-
 class MQTTError(Exception):
     pass
 
