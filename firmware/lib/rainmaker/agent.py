@@ -47,6 +47,7 @@ class Agent:
             svc.add(Param("Connected", True, "bool", "esp.param.connected", READ))
             node.add(svc)
         self.sync = Sync(node, Store(params))
+        unload("conf")  # the node is built; the config JSON loads it again when due
         will = None
         if connectivity:
             # Always the plain topic, as the SDK does.

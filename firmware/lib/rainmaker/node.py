@@ -9,25 +9,21 @@ TIME_SERIES = const(4)
 SIMPLE_TS = const(8)
 PERSIST = const(16)  # stored on flash; not listed in the config (docs/protocol.md#node-config)
 
-_TYPES = ("bool", "int", "float", "string", "object", "array")
 _INT_MIN = const(-2147483648)
 _INT_MAX = const(2147483647)
-_MAX_NAME = const(64)
 
 
 def _j(v):
     return json.dumps(v, separators=(",", ":"))
 
 
-def _conf(obj):
-    # The config JSON is built once per boot (and after a reconfiguration): its
-    # code is loaded for that and dropped again.
+def _conf():
+    # conf.py: the code that runs while the node is built (checks of new params
+    # and names, chip()) and the config JSON. Loaded when needed; dropped by
+    # Node.config() and by the agent once it starts.
     from . import conf
 
-    try:
-        return conf.config(obj)
-    finally:
-        unload("conf")
+    return conf
 
 
 def unload(name):
@@ -39,14 +35,6 @@ def unload(name):
         delattr(sys.modules["rainmaker"], name)
     except (AttributeError, KeyError):
         pass
-
-
-def _check_name(kind, name):
-    if not isinstance(name, str) or not name or len(name) > _MAX_NAME:
-        raise ValueError("%s name must be a non-empty string of at most %d chars" % (kind, _MAX_NAME))
-    if '"' in name or "\\" in name or "." in name:
-        # '.' would make "Device.Param" addressing ambiguous in tools and logs.
-        raise ValueError("%s name %r must not contain '\"', '\\' or '.'" % (kind, name))
 
 
 def encode(data_type, value):
@@ -61,24 +49,7 @@ def encode(data_type, value):
 class Param:
     def __init__(self, name, value, data_type=None, type=None, props=READ | WRITE,
                  bounds=None, valid_strs=None, ui_type=None):
-        _check_name("param", name)
-        if data_type is None:
-            data_type = infer(value)
-        if data_type not in _TYPES:
-            raise ValueError("param %r: data_type must be one of %s" % (name, ", ".join(_TYPES)))
-        if props & TIME_SERIES and props & SIMPLE_TS:
-            raise ValueError("param %r cannot be both time_series and simple_ts" % name)
-        if props & TIME_SERIES and data_type in ("object", "array"):
-            raise ValueError("param %r: time_series needs a scalar data_type" % name)
-        if bounds is not None:
-            if data_type not in ("int", "float", "array"):
-                raise ValueError("param %r: bounds need an int, float or array data_type" % name)
-            if len(bounds) < 3:
-                bounds = tuple(bounds) + (0,) * (3 - len(bounds))
-            if data_type != "array" and bounds[0] > bounds[1]:
-                raise ValueError("param %r: bounds min > max" % name)
-        if valid_strs is not None and data_type != "string":
-            raise ValueError("param %r: valid_strs need a string data_type" % name)
+        data_type, bounds = _conf().param(name, value, data_type, props, bounds, valid_strs)
         self.name = name
         self.data_type = data_type
         self.type = type
@@ -132,24 +103,7 @@ class Param:
 
     def config(self):
         """This object's part of the node config JSON (built by conf.py, loaded for it)."""
-        return _conf(self)
-
-
-def infer(value):
-    t = type(value)
-    if t is bool:
-        return "bool"
-    if t is int:
-        return "int"
-    if t is float:
-        return "float"
-    if t is str:
-        return "string"
-    if t is dict:
-        return "object"
-    if t is list:
-        return "array"
-    raise ValueError("cannot infer a data_type from %s" % _kind(value))
+        return _conf().config(self)
 
 
 def _kind(v):
@@ -170,7 +124,7 @@ class Device:
     """
 
     def __init__(self, name, type, cb=None, primary=None, service=False, subtype=None, model=None):
-        _check_name("device", name)
+        _conf().check_name("device", name)
         self.name = name
         self.type = type
         self.cb = cb
@@ -230,29 +184,12 @@ class Device:
 
     def config(self):
         """This object's part of the node config JSON (built by conf.py, loaded for it)."""
-        return _conf(self)
-
-
-_TARGETS = ("S2", "S3", "C2", "C3", "C5", "C6", "H2", "P4")
+        return _conf().config(self)
 
 
 def chip():
-    """The chip, named as ESP-IDF's CONFIG_IDF_TARGET ("esp32", "esp32s3", "esp32c3"...).
-
-    Read from os.uname().machine, "<board> with <MCU>" on the esp32 port (e.g.
-    "Generic ESP32S3 module with ESP32-S3"); "esp32" on a port without uname().
-    """
-    try:
-        import os
-
-        mcu = os.uname().machine
-    except (ImportError, AttributeError):
-        return "esp32"
-    mcu = mcu.rsplit(" with ", 1)[-1].upper().replace("-", "")
-    for t in _TARGETS:
-        if mcu.startswith("ESP32" + t):
-            return "esp32" + t.lower()
-    return "esp32"  # ESP32, ESP32-D2WD, ESP32-PICO-D4...
+    """The chip, named as ESP-IDF's CONFIG_IDF_TARGET ("esp32", "esp32s3", "esp32c3"...)."""
+    return _conf().chip()
 
 
 class Node:
@@ -312,7 +249,10 @@ class Node:
 
     def config(self):
         """This object's part of the node config JSON (built by conf.py, loaded for it)."""
-        return _conf(self)
+        try:
+            return _conf().config(self)
+        finally:
+            unload("conf")  # built once per boot and after a reconfiguration
 
     def params(self, only=None):
         """Params JSON: all params, or only those in the set `only`."""
