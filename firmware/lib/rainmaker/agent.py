@@ -24,6 +24,7 @@ _TICK = const(50)  # ms between housekeeping passes of a live connection
 _KEEP = const(250)  # ms between passes of the keeper (flash, stalls, watchdog)
 _WIFI_TIMEOUT = const(30)  # s to wait for an IP before reporting why not
 _READ = const(1024)
+
 # 2019-01-01 in seconds since 2000-01-01 (the ESP32 epoch): before this the
 # RTC has not been set, and certificate validity cannot be checked.
 _TIME_VALID = const(599616000)
@@ -88,7 +89,9 @@ class Agent:
             creds = Store(self.wifi_file).load()
             if not creds.get("ssid"):
                 self._set("provisioning")
-                await self._provision()
+                from . import config  # start-up code; dropped again once TLS is set up
+
+                await config.provision(self, MAPPING)
                 creds = Store(self.wifi_file).load()
             if not creds.get("ssid"):
                 self._set("no wifi")
@@ -111,52 +114,6 @@ class Agent:
 
                 log.warn("wifi", "no IP after %d s: %s" % (waited // 1000, diag.wifi_reason(st)))
         log.info("wifi", "connected, ip %s" % wlan.ifconfig()[0])
-
-    async def _provision(self):
-        # Imported only now, and unloaded afterwards: its memory (crypto,
-        # HTTP server) goes back to the heap before TLS needs it.
-        try:
-            from . import prov
-        except ImportError:  # installed without it (mip: a package of its own)
-            log.error("prov", "lib/rainmaker/prov is not installed: install the provisioning package, "
-                              "or deploy wifi.json with the credentials")
-            return
-
-        try:
-            await prov.run(self.cfg, self.wlan, self.node.node_id, self.wifi_file, MAPPING)
-        except Exception as e:  # e.g. port 80 taken: no retry loop, say why
-            log.error("prov", "provisioning failed: %s; reboot to try again" % (str(e) or type(e).__name__))
-        finally:
-            prov.unload()
-            del prov
-            gc.collect()
-
-    # -- clock ------------------------------------------------------------------
-
-    async def _clock(self):
-        """Set the RTC from NTP once: TLS needs it to check certificate dates.
-
-        A fresh ESP32 believes it is 2000-01-01, so every certificate looks
-        "not yet valid". Tried a few times, then we go on and let the TLS
-        error say what is wrong rather than hang here.
-        """
-        if time.time() >= _TIME_VALID:
-            return
-        import ntptime
-
-        host = self.cfg.get("ntp_host")
-        if host:
-            ntptime.host = host
-        for attempt in range(3):
-            try:
-                ntptime.settime()  # blocks for at most its socket timeout (1 s)
-                log.info("time", "clock set from %s" % ntptime.host)
-                return
-            except OSError as e:
-                from . import diag
-
-                log.warn("time", "NTP attempt %d failed: %s" % (attempt + 1, diag.why(e)))
-                await asyncio.sleep(1)
 
     # -- supervision --------------------------------------------------------------
 
@@ -193,12 +150,14 @@ class Agent:
         while True:
             try:
                 await self._wifi()
-                await self._clock()
-                if self.ctx is None:
-                    from . import config
+                if self.ctx is None or time.time() < _TIME_VALID:
+                    from . import config  # start-up code: dropped once TLS is set up
 
-                    self.ctx = config.tls_context()
+                    await config.clock(self.cfg)
+                    if self.ctx is None:
+                        self.ctx = config.tls_context()
                     unload("config")
+                    del config  # this frame lives as long as the agent: no reference may stay
                 self._task = asyncio.create_task(self._connection())
                 await self._task
             except asyncio.CancelledError:

@@ -1,8 +1,19 @@
-# The bundle's settings (rainmaker.json) and the TLS context built from its
-# certificates, checked so that every mistake is named with its fix.
+# Start-up code, loaded by the agent while it starts and dropped once the TLS
+# context exists: the bundle's settings (rainmaker.json) and the TLS context built
+# from its certificates, checked so that every mistake is named with its fix; the
+# clock, set by NTP; and the hand-over to provisioning when there is no Wi-Fi.
+import asyncio
+import gc
 import json
 import os
 import ssl
+import time
+from micropython import const
+from . import log
+
+# 2019-01-01 in seconds since 2000-01-01 (the ESP32 epoch): before this the
+# RTC has not been set, and certificate validity cannot be checked.
+_TIME_VALID = const(599616000)
 
 CERT = "certs/node.crt.der"
 KEY = "certs/node.key.der"
@@ -76,3 +87,49 @@ def tls_context(cert=CERT, key=KEY, ca=CA):
         bad = key if "key" in str(e) else cert
         raise ConfigError("%s is not valid (%s): redeploy the credential bundle" % (bad, str(e).strip()))
     return ctx
+
+
+async def clock(cfg):
+    """Set the RTC from NTP once: TLS needs it to check certificate dates.
+
+    A fresh ESP32 believes it is 2000-01-01, so every certificate looks
+    "not yet valid". Tried a few times, then we go on and let the TLS
+    error say what is wrong rather than hang here.
+    """
+    if time.time() >= _TIME_VALID:
+        return
+    import ntptime
+
+    host = cfg.get("ntp_host")
+    if host:
+        ntptime.host = host
+    for attempt in range(3):
+        try:
+            ntptime.settime()  # blocks for at most its socket timeout (1 s)
+            log.info("time", "clock set from %s" % ntptime.host)
+            return
+        except OSError as e:
+            from . import diag
+
+            log.warn("time", "NTP attempt %d failed: %s" % (attempt + 1, diag.why(e)))
+            await asyncio.sleep(1)
+
+
+async def provision(agent, mapping):
+    # Imported only now, and unloaded afterwards: its memory (crypto,
+    # HTTP server) goes back to the heap before TLS needs it.
+    try:
+        from . import prov
+    except ImportError:  # installed without it (mip: a package of its own)
+        log.error("prov", "lib/rainmaker/prov is not installed: install the provisioning package, "
+                          "or deploy wifi.json with the credentials")
+        return
+
+    try:
+        await prov.run(agent.cfg, agent.wlan, agent.node.node_id, agent.wifi_file, mapping)
+    except Exception as e:  # e.g. port 80 taken: no retry loop, say why
+        log.error("prov", "provisioning failed: %s; reboot to try again" % (str(e) or type(e).__name__))
+    finally:
+        prov.unload()
+        del prov
+        gc.collect()
