@@ -100,31 +100,17 @@ def pingreq():
     return b"\xc0\x00"
 
 
-class Packet:
-    # One decoded packet. Fields not used by a type stay at their defaults.
-    # (No __slots__: MicroPython ignores it, and the tuple would only take heap.)
-
-    def __init__(self, ptype, flags=0):
-        self.type = ptype
-        self.flags = flags
-        self.pid = 0
-        self.topic = None  # type: str | None
-        self.payload = b""
-        self.qos = 0
-        self.dup = False
-        self.retain = False
-        self.codes = None  # type: tuple | bytes | None  # CONNACK: (session_present, rc); SUBACK: bytes of granted QoS
-        self.size = 0  # for an oversized PUBLISH: its full length (payload is empty)
-
-
 class Reader:
     """Incremental decoder.
 
-    feed() the bytes you received, then iterate packets(). A packet larger
-    than max_packet is never buffered: its first bytes are kept to recover the
-    topic and packet id, the rest is discarded as it arrives, and one Packet
-    with .size set and an empty payload is produced, so the caller can log it
-    and still PUBACK it.
+    feed() the bytes you received, then iterate packets(). Each packet is a
+    tuple (type, pid, topic, payload, qos, retain, codes, size); fields a type
+    does not use are 0, None or b"". codes: (session_present, rc) for CONNACK,
+    the granted QoS bytes for SUBACK. A packet larger than max_packet is never
+    buffered: its first bytes are kept to recover the topic and packet id, the
+    rest is discarded as it arrives, and one PUBLISH with size set (its full
+    length) and an empty payload is produced, so the caller can log it and
+    still PUBACK it.
     """
 
     def __init__(self, max_packet=8192):
@@ -180,9 +166,7 @@ class Reader:
                     raise MQTTError("packet 0x%02x of %d bytes exceeds limit" % (first, hl + rem))
                 if len(buf) - i < min(hl + rem, hl + _PEEK):
                     break  # wait for enough bytes to read the topic
-                p = self._publish(first, mv[i + hl : i + hl + min(rem, _PEEK)], True)
-                p.size = hl + rem
-                self._big = p
+                self._big = self._publish(first, mv[i + hl : i + hl + min(rem, _PEEK)], hl + rem)
                 self._skip = hl + rem
                 continue
             if len(buf) < end:
@@ -194,49 +178,46 @@ class Reader:
             buf[:i] = b""
         return out
 
-    def _publish(self, first, body, peek=False):
-        p = Packet(PUBLISH, first & 0x0F)
-        p.qos = (first >> 1) & 3
-        p.dup = bool(first & 0x08)
-        p.retain = bool(first & 0x01)
-        if p.qos == 3:
+    def _publish(self, first, body, size=0):
+        # size: the full length of an oversized PUBLISH, whose payload is not kept.
+        qos = (first >> 1) & 3
+        if qos == 3:
             raise MQTTError("PUBLISH with QoS 3")
         if len(body) < 2:
             raise MQTTError("PUBLISH too short")
-        tl = (body[0] << 8) | body[1]
-        end = 2 + tl
-        if end + (2 if p.qos else 0) > len(body):
+        end = 2 + ((body[0] << 8) | body[1])
+        if end + (2 if qos else 0) > len(body):
             raise MQTTError("PUBLISH topic overruns packet")
         try:
-            p.topic = bytes(body[2:end]).decode()
+            topic = bytes(body[2:end]).decode()
         except UnicodeError:
             raise MQTTError("PUBLISH topic is not UTF-8")
-        if p.qos:
-            p.pid = (body[end] << 8) | body[end + 1]
+        pid = 0
+        if qos:
+            pid = (body[end] << 8) | body[end + 1]
             end += 2
-        if not peek:
-            p.payload = bytes(body[end:])
-        return p
+        return (PUBLISH, pid, topic, b"" if size else bytes(body[end:]), qos, bool(first & 0x01), None, size)
 
     def _decode(self, first, body):
         t = first & 0xF0
         if t == PUBLISH:
             return self._publish(first, body)
-        p = Packet(t, first & 0x0F)
         n = len(body)
+        pid = 0
+        codes = None
         if t == CONNACK:
             if n != 2:
                 raise MQTTError("CONNACK length %d" % n)
-            p.codes = (body[0] & 1, body[1])
+            codes = (body[0] & 1, body[1])
         elif t in (PUBACK, _UNSUBACK):
             if n != 2:
                 raise MQTTError("ack length %d" % n)
-            p.pid = (body[0] << 8) | body[1]
+            pid = (body[0] << 8) | body[1]
         elif t == SUBACK:
             if n < 3:
                 raise MQTTError("SUBACK too short")
-            p.pid = (body[0] << 8) | body[1]
-            p.codes = bytes(body[2:])
+            pid = (body[0] << 8) | body[1]
+            codes = bytes(body[2:])
         elif t == PINGRESP:
             if n:
                 raise MQTTError("PINGRESP with body")
@@ -244,4 +225,4 @@ class Reader:
             # PUBREC/PUBREL/PUBCOMP (QoS 2) or a client-only type: we never
             # asked for these, so the stream cannot be trusted any more.
             raise MQTTError("unexpected packet type 0x%02x" % first)
-        return p
+        return (t, pid, None, b"", 0, False, codes, 0)

@@ -131,25 +131,25 @@ class Session:
         self.reader.feed(data)
         events = []
         out = b""
-        for p in self.reader.packets():
-            t = p.type
+        for t, pid, topic, payload, qos, retain, codes, size in self.reader.packets():
             if t == mqtt.PUBLISH:
-                if p.qos:
-                    out += mqtt.puback(p.pid)
-                if p.size:
+                if qos:
+                    out += mqtt.puback(pid)
+                if size:
                     self.dropped += 1
-                    events.append((EV_OVERSIZE, p.topic, p.size))
+                    events.append((EV_OVERSIZE, topic, size))
                 else:
-                    events.append((EV_MESSAGE, p.topic, p.payload, p.qos, p.retain))
+                    events.append((EV_MESSAGE, topic, payload, qos, retain))
             elif t == mqtt.CONNACK:
-                self.connected = p.codes[1] == 0
-                events.append((EV_CONNACK, p.codes[0], p.codes[1]))
+                assert codes is not None  # CONNACK always has them
+                self.connected = codes[1] == 0
+                events.append((EV_CONNACK, codes[0], codes[1]))
             elif t == mqtt.PUBACK or t == mqtt.SUBACK:
-                entry = self.inflight.get(p.pid)
+                entry = self.inflight.get(pid)
                 kind = mqtt.PUBLISH if t == mqtt.PUBACK else mqtt.SUBSCRIBE
                 if entry and entry[3] == kind:
-                    del self.inflight[p.pid]
-                    events.append((EV_PUBACK, p.pid) if t == mqtt.PUBACK else (EV_SUBACK, p.pid, p.codes))
+                    del self.inflight[pid]
+                    events.append((EV_PUBACK, pid) if t == mqtt.PUBACK else (EV_SUBACK, pid, codes))
             # PINGRESP and UNSUBACK only refresh _rx.
         if out:
             self._tx = now
