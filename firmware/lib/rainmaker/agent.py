@@ -85,24 +85,10 @@ class Agent:
         wlan = self.wlan
         if wlan.isconnected():
             return
-        if wlan.status() == network.STAT_IDLE:
-            creds = Store(self.wifi_file).load()
-            if not creds.get("ssid"):
-                self._set("provisioning")
-                from . import config  # start-up code; dropped again once TLS is set up
+        if wlan.status() == network.STAT_IDLE:  # never told to join: start-up code
+            from . import config
 
-                await config.provision(self, MAPPING)
-                creds = Store(self.wifi_file).load()
-            if not creds.get("ssid"):
-                self._set("no wifi")
-                log.error("wifi", "no credentials in %s: provision the board or deploy with Wi-Fi settings" % self.wifi_file)
-                while not creds.get("ssid"):
-                    await asyncio.sleep(5)
-                    creds = Store(self.wifi_file).load()
-            if not wlan.isconnected():  # provisioning leaves the station connected
-                log.info("wifi", "joining %r" % creds["ssid"])
-                # The driver keeps retrying by itself after this, across drops.
-                wlan.connect(creds["ssid"], creds.get("password", ""))
+            await config.join(self, wlan, MAPPING)
         self._set("wifi")
         waited = 0
         while not wlan.isconnected():

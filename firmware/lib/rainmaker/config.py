@@ -10,6 +10,7 @@ import ssl
 import time
 from micropython import const
 from . import log
+from .store import Store
 
 # 2019-01-01 in seconds since 2000-01-01 (the ESP32 epoch): before this the
 # RTC has not been set, and certificate validity cannot be checked.
@@ -113,6 +114,25 @@ async def clock(cfg):
 
             log.warn("time", "NTP attempt %d failed: %s" % (attempt + 1, diag.why(e)))
             await asyncio.sleep(1)
+
+
+async def join(agent, wlan, mapping):
+    """The station's first join: its credentials, from provisioning if there are none."""
+    creds = Store(agent.wifi_file).load()
+    if not creds.get("ssid"):
+        agent._set("provisioning")
+        await provision(agent, mapping)
+        creds = Store(agent.wifi_file).load()
+    if not creds.get("ssid"):
+        agent._set("no wifi")
+        log.error("wifi", "no credentials in %s: provision the board or deploy with Wi-Fi settings" % agent.wifi_file)
+        while not creds.get("ssid"):
+            await asyncio.sleep(5)
+            creds = Store(agent.wifi_file).load()
+    if not wlan.isconnected():  # provisioning leaves the station connected
+        log.info("wifi", "joining %r" % creds["ssid"])
+        # The driver keeps retrying by itself after this, across drops.
+        wlan.connect(creds["ssid"], creds.get("password", ""))
 
 
 async def provision(agent, mapping):
