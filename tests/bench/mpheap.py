@@ -227,7 +227,8 @@ def smallest(dep, cloud, req, root, mpy, start_idx):
 
 _IMPORTS = ("asyncio", "ssl", "rainmaker", "rainmaker.log", "rainmaker.topics", "rainmaker.mqtt",
             "rainmaker.session", "rainmaker.sync", "rainmaker.budget", "rainmaker.store",
-            "rainmaker.config", "rainmaker.link", "rainmaker.diag", "rainmaker.agent", "rainmaker.std")
+            "rainmaker.config", "rainmaker.link", "rainmaker.diag", "rainmaker.agent", "rainmaker.std",
+            "rainmaker.conf")
 
 _IMPORT_CODE = r"""
 import gc, sys
@@ -338,14 +339,18 @@ def report_lines(res):
     for name in _IMPORTS:
         a, b = m["imports"][name], p["imports"][name]
         label = {"rainmaker": "rainmaker (+node)", "asyncio": "asyncio (frozen)", "ssl": "ssl (frozen)",
-                 "rainmaker.diag": "rainmaker.diag *"}.get(name, name)
+                 "rainmaker.diag": "rainmaker.diag *", "rainmaker.config": "rainmaker.config +",
+                 "rainmaker.conf": "rainmaker.conf +"}.get(name, name)
         lines.append(f"  {label:<20} {a:7,d} {b:7,d}")
         if name.startswith("rainmaker"):
             total_m, total_p = total_m + a, total_p + b
     lines.append(f"  {'rainmaker, all':<20} {total_m:7,d} {total_p:7,d}")
-    loaded = m["after"].get("mods", "")
-    if "diag" not in loaded.split(","):
+    loaded = m["after"].get("mods", "").split(",")
+    if "diag" not in loaded:
         lines.append("  * imported only after a failure: not in the board's figures above")
+    if "config" not in loaded and "conf" not in loaded:
+        lines.append("  + dropped once started (config: the bundle, clock, TLS context, first Wi-Fi join;")
+        lines.append("    conf: the node's build-time checks and config JSON, loaded again only to build it)")
     return lines
 
 
