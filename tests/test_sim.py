@@ -761,6 +761,28 @@ def test_board_runner_reset_and_persistence(tmp_path):
     assert p.returncode == 1
 
 
+def test_board_runner_watchdog_resets_a_starved_board(tmp_path):
+    bd = tmp_path / "board"
+    bd.mkdir()
+    (bd / "main.py").write_text(
+        "import machine, os, time\n"
+        "print('main.py cause', machine.reset_cause())\n"
+        "if 'fed' not in os.listdir():\n"
+        "    w = machine.WDT(timeout=300)\n"
+        "    for _ in range(5):\n        time.sleep_ms(100)\n        w.feed()\n"
+        "    open('fed', 'w').close()\n"
+        "    print('fed for 500 ms')\n"
+        "    while True:\n        pass  # starves the watchdog\n"
+        "print('after the watchdog')\n")
+    p = subprocess.run([sys.executable, "-m", "tools.sim.board", "--dir", str(bd)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=20)
+    out = p.stdout
+    assert "main.py cause 1" in out and "fed for 500 ms" in out, out + p.stderr
+    assert "task_wdt: Task watchdog got triggered" in out
+    assert "main.py cause 3" in out and "after the watchdog" in out
+    assert p.returncode == 0
+
+
 def test_board_runner_wifi_tcp_and_button(tmp_path):
     """A firmware-like main.py on a real board process: Wi-Fi, asyncio TCP, a button IRQ."""
     srv = EchoServer()

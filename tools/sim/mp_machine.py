@@ -24,6 +24,7 @@ import types
 
 from . import runtime as _r
 from .mpy.simworld import pins as _pins
+from .mpy.simworld import resets as _resets
 
 
 def make(rt):
@@ -40,70 +41,15 @@ def make(rt):
     m.__doc__ = "machine (simulated esp32)"
     hw = _pins.machine_dict(io)
     m.Pin = hw["Pin"]
-    for name, val in (("PWRON_RESET", _r.PWRON_RESET), ("HARD_RESET", _r.HARD_RESET),
-                      ("WDT_RESET", _r.WDT_RESET), ("DEEPSLEEP_RESET", _r.DEEPSLEEP_RESET),
-                      ("SOFT_RESET", _r.SOFT_RESET)):
+    wdt = [None, None]  # deadline (monotonic s), timeout (s)
+    for name, val in _resets.machine_dict(rt.reexec, lambda: rt.reset_cause, rt.mac,
+                                          lambda ms: _t.sleep(ms / 1000), _t.monotonic, wdt).items():
         setattr(m, name, val)
-    m.PIN_WAKE, m.EXT0_WAKE, m.EXT1_WAKE, m.TIMER_WAKE, m.TOUCHPAD_WAKE, m.ULP_WAKE = 2, 2, 3, 4, 5, 6
-
-    def reset():
-        rt.reexec("HARD_RESET")
-
-    def soft_reset():
-        print("MPY: soft reboot")
-        rt.reexec("SOFT_RESET")
-
-    def reset_cause():
-        return rt.reset_cause
-
-    def unique_id():
-        return bytes(rt.mac)
-
-    def idle():
-        _t.sleep(0.001)
-
-    def lightsleep(ms=None):
-        _t.sleep((ms or 0) / 1000)
-
-    def deepsleep(ms=None):
-        if ms is None:
-            while True:
-                _t.sleep(3600)
-        _t.sleep(ms / 1000)
-        rt.reexec("DEEPSLEEP_RESET")
-
-    def wake_reason():
-        return 0
-
-    def disable_irq():
-        return 1
-
-    def enable_irq(state=1):
-        return None
-
-    wdt = {"deadline": None, "timeout": None}
-
-    class WDT:
-        def __init__(self, id=0, timeout=5000):
-            if id != 0:
-                raise ValueError("WDT(%d) doesn't exist" % id)
-            if timeout < 1:
-                raise ValueError("WDT timeout too short")
-            wdt["timeout"] = timeout / 1000
-            wdt["deadline"] = _t.monotonic() + wdt["timeout"]
-
-        def feed(self):
-            if wdt["timeout"] is not None:
-                wdt["deadline"] = _t.monotonic() + wdt["timeout"]
 
     def wdt_hook(now):
-        d = wdt["deadline"]
-        if d is not None and now > d:
-            wdt["deadline"] = None
-            up = (_t.monotonic_ns() - rt.clock.t0) // 1000000  # IDF logs ms since boot
-            print("E (%d) task_wdt: Task watchdog got triggered. The following tasks/users did "
-                  "not reset the watchdog in time:" % up)
-            print("E (%d) task_wdt:  - mp_task (CPU 0)" % up)
+        if _resets.expired(wdt, now):
+            for line in _resets.wdt_lines((_t.monotonic_ns() - rt.clock.t0) // 1000000):  # IDF logs ms since boot
+                print(line)
             rt.reexec("WDT_RESET")
 
     rt.add_hook(wdt_hook)
@@ -132,19 +78,8 @@ def make(rt):
             us = dt[7] if len(dt) > 7 else 0
             rt.clock.set(calendar.timegm((y, mo, d, h, mi, s)) - _r.EPOCH_2000 + us / 1000000)
 
-    m.reset = reset
-    m.soft_reset = soft_reset
-    m.reset_cause = reset_cause
-    m.unique_id = unique_id
     m.freq = hw["freq"]
-    m.idle = idle
-    m.lightsleep = lightsleep
-    m.deepsleep = deepsleep
-    m.wake_reason = wake_reason
-    m.disable_irq = disable_irq
-    m.enable_irq = enable_irq
     m.Signal = hw["Signal"]
     m.PWM = hw["PWM"]
-    m.WDT = WDT
     m.RTC = RTC
     return m

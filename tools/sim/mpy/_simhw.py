@@ -20,7 +20,7 @@ import sys
 import time
 import micropython
 import _thread
-from simworld import air, wlan, pins, chip as _chip
+from simworld import air, wlan, pins, chip as _chip, resets as _resets
 
 PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
 CAUSES = {"PWRON_RESET": 1, "HARD_RESET": 2, "WDT_RESET": 3, "DEEPSLEEP_RESET": 4, "SOFT_RESET": 5}
@@ -109,13 +109,9 @@ def hard_reset(cause):
 
 
 def _check_wdt():
-    d = wdt[0]
-    if d is not None and clock() > d:
-        wdt[0] = None
-        up = time.ticks_diff(time.ticks_ms(), _t0)
-        print("E (%d) task_wdt: Task watchdog got triggered. The following tasks/users did "
-              "not reset the watchdog in time:" % up)
-        print("E (%d) task_wdt:  - mp_task (CPU 0)" % up)
+    if _resets.expired(wdt, clock()):
+        for line in _resets.wdt_lines(time.ticks_diff(time.ticks_ms(), _t0)):
+            print(line)
         hard_reset("WDT_RESET")
 
 
