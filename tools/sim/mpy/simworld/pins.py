@@ -108,7 +108,20 @@ class PinBank:
                     self.warn("sim: cannot write %s: %s" % (self.out_path, e))
 
 
-class PinBase:
+class _Level:
+    """pin() / pin(v), on() and off(), as Pin and Signal both have them, over value()."""
+
+    def __call__(self, *args):
+        return self.value(*args)
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+
+class PinBase(_Level):
     IN = 1
     OUT = 3
     OPEN_DRAIN = 7
@@ -184,15 +197,6 @@ class PinBase:
         self._publish()
         return None
 
-    def __call__(self, *args):
-        return self.value(*args)
-
-    def on(self):
-        self.value(1)
-
-    def off(self):
-        self.value(0)
-
     def irq(self, handler=None, trigger=3, *, wake=None, hard=False):
         self._handler = handler
         self._trigger = trigger if handler is not None else 0
@@ -210,7 +214,7 @@ class _IRQ:
         return 0
 
 
-class SignalBase:
+class SignalBase(_Level):
     def __init__(self, pin, *args, invert=False, **kw):
         self._pin = pin if isinstance(pin, PinBase) else self._pin_class(pin, *args, **kw)
         self._inv = bool(invert)
@@ -220,15 +224,6 @@ class SignalBase:
             return self._pin.value() ^ self._inv
         self._pin.value((1 if args[0] else 0) ^ self._inv)
         return None
-
-    def __call__(self, *args):
-        return self.value(*args)
-
-    def on(self):
-        self.value(1)
-
-    def off(self):
-        self.value(0)
 
 
 class PWMBase:
