@@ -13,7 +13,7 @@ import gc
 import network
 from micropython import const
 from . import log, topics
-from .node import Device, Param, READ, unload
+from .node import Device, Param, READ, TIME_SERIES, SIMPLE_TS, unload
 from .session import Session, diff
 from .link import Link, ONLINE
 from .sync import Sync
@@ -29,7 +29,17 @@ _READ = const(1024)
 # RTC has not been set, and certificate validity cannot be checked.
 _TIME_VALID = const(599616000)
 
+_SYSTEM_DELAY = const(2000)  # ms from a System write to its action (SDK: 2 s), so its echo goes out
+_EPOCH = const(946684800)  # 1970 -> 2000: the ESP32's time() counts from 2000
+
 MAPPING = "mapping.json"  # user-node mapping from provisioning, kept until its PUBACK
+# What a factory reset forgets besides Wi-Fi and the params: the user's, never the node's.
+USER_STATE = (MAPPING, "lctl.json")
+
+
+def utc():
+    """Unix seconds, whichever epoch the port's time() counts from."""
+    return time.time() + (_EPOCH if time.gmtime(0)[0] == 2000 else 0)
 
 
 class Agent:
@@ -42,12 +52,24 @@ class Agent:
         self.cfg = c.load_config(config)
         node.node_id = self.cfg["node_id"]
         self.wifi_file = wifi
+        self.params_file = params
         if connectivity and not node.device("Connectivity"):
             # The SDK's Connectivity service: the LWT flips it to false.
             svc = Device("Connectivity", "esp.service.connectivity", service=True)
             svc.add(Param("Connected", True, "bool", "esp.param.connected", READ))
             node.add(svc)
-        self.sync = Sync(node, Store(params))
+        series = None
+        for d in node.devices:
+            for p in d.params:
+                if p.props & (TIME_SERIES | SIMPLE_TS) and series is None:
+                    from .series import Series
+
+                    series = Series(utc)
+        self.sync = Sync(node, Store(params), series=series)
+        self.system = node.device("System")  # the System service, if the app added it
+        self._system_at = None
+        self._reset_acked = False
+        self._halted = False  # a System action is under way: no more connections
         unload("conf")  # the node is built; the config JSON loads it again when due
         will = None
         if connectivity:
@@ -122,9 +144,72 @@ class Agent:
                 self._guard = None
                 self._stalled = True
                 self._task.cancel()
+            try:
+                req = self._services(now)
+                if req:
+                    await self._system(req)
+            except Exception as e:
+                log.error("agent", "service: %s" % (str(e) or type(e).__name__))
             if self._wdt:
                 self._wdt.feed()
             await asyncio.sleep_ms(_KEEP)
+
+    def _services(self, now):
+        # Time-series batches go out when due, leaving room in the link's
+        # queue for other services.
+        link = self.link
+        series = self.sync.series
+        if series is not None and link.state == ONLINE and len(link.queue) < 4:
+            item = series.take(utc())
+            if item:
+                link.post(item[0], item[1])
+        sysd = self.system
+        req = getattr(sysd, "request", None)
+        if not req:
+            return None
+        if self._system_at is None:
+            self._system_at = now + _SYSTEM_DELAY
+            log.warn("system", "%s requested from the app: in %d s" % (req, _SYSTEM_DELAY // 1000))
+            if req == "Factory-Reset":
+                # As the SDK: the cloud is told the user mapping is void
+                # before anything is erased.
+                link.post("user/mapping", '{"node_id":"%s","user_id":"esp-rmaker","secret_key":"failed","reset":true}'
+                          % self.node.node_id, self._unmapped)
+                self._system_at += _SYSTEM_DELAY  # at most 2 s more, unless the PUBACK comes first
+        elif diff(now, self._system_at) >= 0 or self._reset_acked and diff(now, self._system_at) >= -_SYSTEM_DELAY:
+            return req
+        return None
+
+    def _unmapped(self, now):
+        log.info("system", "user mapping reset acknowledged")
+        self._reset_acked = True
+
+    async def _system(self, req):
+        import machine
+
+        if req != "Reboot":
+            # Wi-Fi reset and factory reset: the connection ends first, without
+            # DISCONNECT, so the broker publishes the last will (offline).
+            self._halted = True
+            if self._task:
+                self._task.cancel()
+            self._close()
+            files = [self.wifi_file]
+            if req == "Factory-Reset":
+                files += [self.params_file] + list(USER_STATE)
+                self.sync.store = None  # the keeper must not write the params back
+            for f in files:
+                try:
+                    os.remove(f)
+                except OSError:
+                    pass
+            log.warn("system", "%s: %s erased" % (req, ", ".join(files)))
+            # lwIP sends the FIN after close() returns: a reset right away
+            # could lose it, and the cloud would see the node online until
+            # the broker's keep-alive runs out.
+            await asyncio.sleep_ms(500)
+        log.warn("system", "rebooting")
+        machine.reset()
 
     async def run(self):
         """Supervise forever: Wi-Fi, then MQTT; on any failure, log, back off and retry."""
@@ -147,6 +232,9 @@ class Agent:
                 self._task = asyncio.create_task(self._connection())
                 await self._task
             except asyncio.CancelledError:
+                if self._halted:
+                    await asyncio.sleep_ms(60000)  # the System service reboots the board
+                    continue
                 if not self._stalled:
                     raise  # the agent itself is being stopped
                 log.error("mqtt", "%s: no progress within the time allowed; reconnecting" % self.link.state_text())

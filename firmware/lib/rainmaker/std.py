@@ -76,3 +76,37 @@ def fan(dname="Fan", cb=None, on=False, fan_speed=None):
 
 def temperature_sensor(dname="Temperature Sensor", value=0.0):
     return _device(dname, "esp.device.temperature-sensor", None, temperature(value), ())
+
+
+# -- services -------------------------------------------------------------------
+
+_SYSTEM = ("Reboot", "esp.param.reboot"), ("Factory-Reset", "esp.param.factory-reset"), \
+    ("Wi-Fi-Reset", "esp.param.wifi-reset")
+
+
+def _system(device, values, source):
+    # A write of true asks for the action; the agent carries it out 2 s
+    # later, as the SDK does, so the echo of the write reaches the app first.
+    for pname, _ in _SYSTEM:
+        if values.get(pname) is True:
+            device.request = pname
+    return None
+
+
+class _System(Device):
+    request = None  # the param whose write of true asked for an action
+
+
+def system_service(reboot=True, factory_reset=True, wifi_reset=True):
+    """The System service: reboot, factory reset and Wi-Fi reset from the app.
+
+    A factory reset forgets Wi-Fi, params (schedules and scenes among them),
+    the user mapping and the local-control PoP, and keeps the node's identity
+    (rainmaker.json and its certificates), so the board can be provisioned
+    and added again by a new user.
+    """
+    d = _System("System", "esp.service.system", _system, service=True)
+    for (pname, ptype), on in zip(_SYSTEM, (reboot, factory_reset, wifi_reset)):
+        if on:
+            d.add(Param(pname, False, "bool", ptype, READ | WRITE))
+    return d
