@@ -29,6 +29,7 @@ _READ = const(1024)
 # RTC has not been set, and certificate validity cannot be checked.
 _TIME_VALID = const(599616000)
 
+_NTP_EVERY = const(3600000)  # ms between clock re-syncs (the RTC drifts seconds a day)
 _SYSTEM_DELAY = const(2000)  # ms from a System write to its action (SDK: 2 s), so its echo goes out
 _EPOCH = const(946684800)  # 1970 -> 2000: the ESP32's time() counts from 2000
 
@@ -68,6 +69,7 @@ class Agent:
         self.sync = Sync(node, Store(params), series=series)
         self.system = node.device("System")  # the System service, if the app added it
         self._system_at = None
+        self._ntp_at = time.ticks_add(time.ticks_ms(), _NTP_EVERY)
         self._reset_acked = False
         self._halted = False  # a System action is under way: no more connections
         unload("conf")  # the node is built; the config JSON loads it again when due
@@ -155,6 +157,14 @@ class Agent:
             await asyncio.sleep_ms(_KEEP)
 
     def _services(self, now):
+        if diff(now, self._ntp_at) >= 0 and self.wlan and self.wlan.isconnected():
+            self._ntp_at = now + _NTP_EVERY
+            try:
+                import ntptime
+
+                ntptime.settime()  # blocks for at most its socket timeout (1 s), once an hour
+            except Exception as e:
+                log.warn("time", "NTP re-sync failed: %s" % (str(e) or type(e).__name__))
         # Time-series batches go out when due, leaving room in the link's
         # queue for other services.
         link = self.link
