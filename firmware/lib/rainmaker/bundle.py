@@ -134,9 +134,10 @@ class Reader:
         self._st = _S_HDR
         self._err = None
         self.manifest = None
+        self._files = []  # the manifest's entries
         self._i = 0  # index of the current file
         self._left = 0
-        self._hash = None
+        self._hash = hashlib.sha256()  # replaced per file
         self.received = 0  # bundle bytes consumed
 
     def done(self):
@@ -190,7 +191,7 @@ class Reader:
                 if not self._left:
                     yield DONE, self._finish()
             elif st == _S_FILE:
-                files = self.manifest["files"]
+                files = self._files
                 if self._i == len(files):
                     self._st = _S_END
                     yield END, self.manifest
@@ -219,24 +220,25 @@ class Reader:
                 i = self._fill(mv, i)
                 if self._n == len(self._buf):
                     try:
-                        m = json.loads(self._buf)  # no str copy of the buffer
+                        # MicroPython parses the bytearray in place (no str copy)
+                        m = json.loads(self._buf)  # pyright: ignore[reportArgumentType]
                     except (ValueError, UnicodeError, RuntimeError):
                         # RuntimeError: nesting too deep for the parser
                         raise BundleError("manifest is not valid UTF-8 JSON")
                     self._buf = bytearray(0)  # the manifest's bytes are no longer needed
                     self._n = 0
                     self.manifest = check_manifest(m, self.max_total)
+                    self._files = m["files"]
                     self._st = _S_FILE
                     yield MANIFEST, self.manifest
             else:
                 raise BundleError("%d bytes after the end of the bundle" % (n - i))
 
     def _finish(self):
-        f = self.manifest["files"][self._i]
+        f = self._files[self._i]
         got = _hex(self._hash.digest())
         if got != f["sha256"]:
             raise BundleError("file %r is corrupt: sha256 %s, manifest says %s" % (f["path"], got, f["sha256"]))
-        self._hash = None
         self._i += 1
         self._st = _S_FILE
         return f
