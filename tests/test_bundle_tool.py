@@ -2,7 +2,6 @@
 survives hostile bundles (fuzz: mutated bundles fed at every split)."""
 import hashlib
 import json
-import os
 import random
 import struct
 import subprocess
@@ -13,9 +12,10 @@ import pytest
 
 from rainmaker import bundle as rb
 from tools import bundle as tb
+from tools.sim.mpboard import default_micropython
 
 ROOT = Path(__file__).resolve().parent.parent
-MICROPYTHON = os.environ.get("MICROPYTHON") or str(ROOT.parent / "shared" / "micropython" / "micropython32")
+MICROPYTHON = default_micropython() or "micropython32"
 
 
 @pytest.fixture(scope="module")

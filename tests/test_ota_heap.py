@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(not Path(ota_heap.MICROPYTHON).exists(), reason=
 def test_heap_is_flat(mode, limit):
     small = ota_heap.guest(mode, ota_heap.SIZES[0])
     big = ota_heap.guest(mode, ota_heap.SIZES[1])
-    for n, (got, held, after, done, _ms) in zip(ota_heap.SIZES, (small, big)):
+    for n, (got, held, after, done, _us) in zip(ota_heap.SIZES, (small, big)):
         assert got == n and done
         assert held <= limit, (mode, n, held)
     assert abs(big[1] - small[1]) <= 64, (small, big)
@@ -22,5 +22,5 @@ def test_heap_is_flat(mode, limit):
 
 @pytest.mark.parametrize("mode", ["len", "chunked", "bundle"])
 def test_streams_in_a_small_heap(mode):
-    got, _held, _after, done, _ms = ota_heap.guest(mode, ota_heap.SIZES[1], heap=ota_heap.SMALL)
+    got, _held, _after, done, _us = ota_heap.guest(mode, ota_heap.SIZES[1], heap=ota_heap.SMALL)
     assert got == ota_heap.SIZES[1] and done

@@ -14,15 +14,16 @@ Speed: CPython, the same parsers over 16 MB in 4 KB reads.
     python -m tests.bench.ota_heap
 """
 import hashlib
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from tools.sim.mpboard import default_micropython
+
 ROOT = Path(__file__).resolve().parents[2]
 LIB = ROOT / "firmware" / "lib"
-MICROPYTHON = os.environ.get("MICROPYTHON") or str(ROOT.parent / "shared" / "micropython" / "micropython32")
+MICROPYTHON = default_micropython() or "micropython32"  # $MICROPYTHON, else ../shared/micropython/micropython32
 READ = 1460
 SIZES = (100 * 1024, 1536 * 1000)
 SMALL = "40K"  # the rainmaker package, http and bundle imported as .mpy: ~21 KB of it
@@ -61,7 +62,7 @@ reads = 0
 for ev, v in p.feed(head):
     pass
 left = N
-t0 = time.ticks_ms()
+t0 = time.ticks_us()
 while left > 0:
     chunk = mv if left >= READ else tail
     left -= READ if left >= READ else k
@@ -76,9 +77,9 @@ while left > 0:
             peak = a
 for ev, v in p.feed(b""):
     pass
-ms = time.ticks_diff(time.ticks_ms(), t0)
+us = time.ticks_diff(time.ticks_us(), t0)
 gc.collect()
-print("RESULT", got, peak, gc.mem_alloc() - base, p.done(), ms)
+print("RESULT", got, peak, gc.mem_alloc() - base, p.done(), us)
 """
 
 
@@ -109,8 +110,8 @@ def guest(mode, n, heap="64K"):
     line = [x for x in r.stdout.splitlines() if x.startswith("RESULT")]
     if r.returncode or not line:
         raise RuntimeError("guest failed: %s %s" % (r.stdout[-500:], r.stderr[-1500:]))
-    _, got, peak, after, done, ms = line[0].split()
-    return int(got), int(peak), int(after), done == "True", int(ms)
+    _, got, peak, after, done, us = line[0].split()
+    return int(got), int(peak), int(after), done == "True", int(us)
 
 
 def _pattern_body(n):
@@ -155,10 +156,10 @@ def main():
     for mode in ("len", "chunked", "bundle"):
         row = []
         for n in SIZES:
-            got, peak, after, done, ms = guest(mode, n)
+            got, peak, after, done, us = guest(mode, n)
             assert got == n and done, (mode, n, got)
             row.append("%7d B body: held %5d B, after %5d B" % (n, peak, after))
-        print("  %-8s %s | %s (%.1f MB/s incl. collections)" % (mode, row[0], row[1], n / max(ms, 1) / 1000))
+        print("  %-8s %s | %s (%.1f MB/s incl. collections)" % (mode, row[0], row[1], n / max(us, 1)))
     for mode in ("len", "chunked", "bundle"):
         guest(mode, SIZES[1], heap=SMALL)
     print("  1.5 MB through each parser also runs in -X heapsize=%s (the imports, as .mpy, included)" % SMALL)
