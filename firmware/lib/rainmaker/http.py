@@ -123,7 +123,9 @@ class Response:
     r.location for redirects, r.range = (first, last, total or None) for
     206); (BODY, memoryview) any number of times; (END, None) once. A
     response cut short raises HTTPError("truncated ..."); any bad syntax or
-    bound raises HTTPError; after an error every feed raises it again."""
+    bound raises HTTPError; after an error every feed raises it again.
+    Run each feed's iterator to its end: the bytes after an abandoned event
+    are not parsed."""
 
     def __init__(self):
         self._buf = bytearray(_MAX_HEAD)
@@ -206,8 +208,6 @@ class Response:
                     yield END, None
             elif st == _SIZE:
                 i = self._size(mv, i)
-                if self._st == _DONE:
-                    yield END, None
             elif st == _CRLF:
                 b = mv[i]
                 i += 1

@@ -14,8 +14,8 @@
 #
 # The refusal texts are the ones the RainMaker SDK reports, so the cloud shows
 # the same reasons whatever runs on the node. The full image (its checksum and
-# appended SHA-256) is verified by the bootloader's check when the new slot is
-# selected; this module only decides whether downloading is worth it.
+# appended SHA-256) is verified by ESP-IDF when Partition.set_boot() selects the
+# new slot; this module only decides whether downloading is worth it.
 from micropython import const
 import struct
 
