@@ -84,6 +84,10 @@ def revert(st=None, why="the new app failed"):
     st = st or _load()
     if not st:
         return
+    if st.get("step") != "revert":
+        st["step"] = "revert"  # a power cut from here on: the next boot goes on reverting
+        st["why"] = why
+        _save(st)
     absent = st.get("absent", ())
     for p, op in reversed(st["files"]):
         old = "ota/old/" + p
@@ -92,9 +96,8 @@ def revert(st=None, why="the new app failed"):
         elif op == "put" and p in absent and _exists(p):
             os.remove(p)
     st["step"] = "reverted"
-    st["why"] = why
     _save(st)
-    print("boot: app update rolled back: %s" % why)
+    print("boot: app update rolled back: %s" % st["why"])
 
 
 def _trial(st):
@@ -121,17 +124,23 @@ def _trial(st):
         machine.reset()
 
 
+def finish():
+    """Complete a switch or a revert that a reset interrupted. Returns the state."""
+    st = _load()
+    if st is not None:
+        step = st.get("step")
+        if step == "switch":
+            switch(st)
+        elif step == "revert":
+            revert(st)
+    return st
+
+
 def _boot():
     if not _exists(_STATE):
         return  # the common case: one stat
-    st = _load()
-    if st is None:
-        return
-    step = st.get("step")
-    if step == "switch":
-        switch(st)
-        step = "trial"
-    if step == "trial":
+    st = finish()
+    if st is not None and st.get("step") == "trial":
         _trial(st)
 
 

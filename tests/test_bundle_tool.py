@@ -27,12 +27,13 @@ def test_bundle_holds_what_deploy_installs(built):
     m, files = tb.read(built)
     assert m["version"] == "1.2.0" and m["chip"] == "esp32" and m["arch"] == "xtensawin"
     paths = [f["path"] for f in m["files"]]
-    assert paths[-2:] == ["boot.py", "main.py"]  # committed last
+    assert paths[-1] == "main.py"  # committed last
+    assert "boot.py" not in paths  # the recovery path is never replaced over the air
     assert "lib/rainmaker/http.mpy" in paths and "lib/rainmaker/prov/sec1.mpy" in paths
-    assert not any(p.endswith(".py") for p in paths[:-2])
+    assert not any(p.endswith(".py") for p in paths[:-1])
     assert files["main.py"] == (ROOT / "firmware" / "main.py").read_bytes()
     n = len(list((ROOT / "firmware" / "lib" / "rainmaker").rglob("*.py")))
-    assert len(paths) == n + 2
+    assert len(paths) == n + 1
     assert files["lib/rainmaker/http.mpy"][:2] == b"M\x06"  # .mpy v6
     assert rb.kind(built[:4]) == "bundle"
 

@@ -5,9 +5,10 @@
 
 The bundle holds the same files `make deploy` installs from firmware/:
 lib/ compiled with mpy-cross (for the chip's architecture when --chip is
-given, plain bytecode otherwise), boot.py and main.py kept as source. Files
-are listed library first and main.py last, the order a board should commit
-them in. The format (a magic, a JSON manifest with each file's size and
+given, plain bytecode otherwise) and main.py kept as source. boot.py is left
+out: it is the board's recovery path when an update fails, so an update never
+replaces it (the board refuses a bundle that carries it). Files are listed
+library first and main.py last, the order a board should commit them in. The format (a magic, a JSON manifest with each file's size and
 SHA-256, then the files' bytes) is described in docs/ota.md; the board reads
 it with firmware/lib/rainmaker/bundle.py, and --check reads a bundle with
 that very reader, so what passes here passes on the board.
@@ -53,6 +54,7 @@ def collect(firmware=FIRMWARE, chip=None, mpy=True):
         files = firmware_files(firmware, mpy=mpy, arch=arch)
     except (DeployError, FlashError) as e:
         raise BundleToolError(str(e)) from None
+    files.pop("boot.py", None)  # never replaced over the air: see the module's text
     order = sorted(files, key=lambda p: (p in LAST, LAST.index(p) if p in LAST else 0, p))
     return [(p, files[p][0]) for p in order], arch
 

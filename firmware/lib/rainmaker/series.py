@@ -12,7 +12,7 @@ from micropython import const
 from .node import TIME_SERIES, SIMPLE_TS, encode
 
 _BATCH = const(20)  # samples per tsdata message
-_AGE = const(300)  # s a sample may wait for its batch
+_AGE = const(600)  # s a sample may wait for its batch (the live value goes in params/local)
 _MAX = const(60)  # samples kept while offline; beyond, the oldest go
 _MAX_BYTES = const(3000)  # a batch is cut here (the agent's MQTT limit is 4 KB)
 _TIME_VALID = const(1546300800)  # 2019-01-01: before, the clock is not set
