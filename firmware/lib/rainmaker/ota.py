@@ -1,0 +1,505 @@
+# Firmware updates pushed by the RainMaker cloud on MQTT topics
+# (docs/protocol.md#ota-jobs), without I/O.
+#
+# The cloud hands out an OTA job on node/<id>/otaurl, either by itself or in
+# answer to an otafetch request; the node reports its progress on otastatus
+# with the cloud's five statuses. Everything here is decided from events and
+# the time passed in: `now` in ms ticks (wrapping, see session.diff) and
+# `utc` in Unix seconds (None or < 2019 while the clock is not set). The
+# driver moves the bytes and does what the actions say:
+#
+#   events in    online, message, checked, progress, finished, activated,
+#                puback, tick
+#   publishes    take() -> ("otafetch" | "otastatus", payload); sent(pid)
+#   actions      tick() -> [("download", url, size, md5, offset), ("activate",),
+#                           ("reboot",), ("mark_valid",), ("rollback",)]
+#
+# MicroPython cannot ask the bootloader whether the running image still
+# waits to be confirmed, so that is read from a small JSON file (store) kept
+# across the reboot: {"job", "state", "old", "tries"}. "old" is the version
+# that did the download: running any other version means the new image
+# booted; running "old" again means it was rolled back.
+import json
+from micropython import const
+from .session import diff
+from .sync import _shallow
+from . import log
+
+_FETCH_DELAY = const(5000)  # ms after the first connect of a boot (SDK: 5 s)
+_FETCH_ACK = const(60000)  # ms an otafetch may wait for its PUBACK
+_FETCH_BASE = const(30000)  # ms; then 30 s * 2^(n-1), n = 1..5, then 480 s forever
+_FETCH_STEPS = const(5)
+_RETRY_DELAY = const(300000)  # ms before fetching again after 3 failed attempts
+_TRIES = const(3)  # download attempts per job
+_REBOOT_DELAY = const(10000)  # ms between "Rebooting into new firmware" and the reboot
+_VERIFY_WAIT = const(90000)  # ms the new image has to reach the broker
+_NO_TIME_RETRY = const(30)  # s before fetching again when the clock is not set
+_SLACK = const(5)  # s added to a wait for a time window, so it has begun
+_MAX_WAIT = const(604800)  # s: a re-fetch further away is made after this (ticks wrap)
+_SEG = const(86400000)  # ms: longest single wait on the tick clock (it wraps at 2^30)
+_TIME_VALID = const(1546300800)  # 2019-01-01: before it the clock is not set
+_MAX_PAYLOAD = const(2048)
+_MAX_URL = const(512)
+_MAX_ID = const(63)  # the SDK keeps the job id in a 64-byte buffer
+_MAX_TEXT = const(120)  # chars of a reason passed in by the driver
+_BLOCK = const(4096)  # flash sector: a resumed download restarts at a sector
+_QUEUE = const(16)  # statuses waiting for the link
+_KEEP = const(3)  # publish tokens a progress report never spends
+
+# job states
+IDLE = const(0)
+WAITING = const(1)  # a job arrived: its time window is checked at the next tick
+RUNNING = const(2)  # an attempt is downloading
+ACTIVATING = const(3)  # image complete and stored: the driver switches the boot slot
+REBOOTING = const(4)  # the reboot is due
+VERIFYING = const(5)  # first boot of the new image: waiting for the broker
+
+# queue entry kinds
+_PLAIN = const(0)
+_PROGRESS = const(1)  # merged with the next report; skipped when the budget is low
+_FINAL = const(2)  # after a reboot: the store is cleared on its PUBACK
+
+NO_SLOT = "No OTA partition on this board: flash an -OTA build"
+_JSON_ERROR = "Aborted. JSON Payload error"
+_NO_ID = "Aborted. OTA Updated ID not found in JSON"  # sic: the SDK's text
+_NO_URL = "Aborted. URL not found in JSON"
+_EMPTY = ()
+
+
+class Ota:
+    def __init__(self, node_id, fw_version, store, now, slots=True, period=0, every=10):
+        """slots: False on a firmware without a second app partition.
+        period: hours between periodic otafetch requests (0: once per boot).
+        every: percent step of the progress reports (0: none).
+        """
+        self.node_id = node_id
+        self.fw_version = fw_version
+        self.store = store
+        self.slots = slots
+        self.every = every
+        self.tz = 0  # s east of UTC: the job's download window is in local time
+        self.topic = "node/%s/otaurl" % node_id
+        self.state = IDLE
+        self.job = None
+        self.attempt = 0
+        self._job = None  # (url, size, md5, metadata) of a WAITING or RUNNING job
+        self._written = 0
+        self._pct = 0
+        self._checked = False
+        self._last = None  # last job id received: a report without one uses it, once
+        self._q = []  # [job, status, info, kind]
+        self._acts = []
+        self._taken = None  # kind of what take() gave last, for sent()
+        self._final_pid = 0
+        self._fetch = None  # [tick, ms left]: next otafetch
+        self._fetch_ready = False
+        self._fetch_pid = 0  # otafetch waiting for its PUBACK
+        self._fetch_until = 0
+        self._fetch_n = 0  # otafetch publishes without a PUBACK in a row
+        self._period = period * 3600000
+        self._auto = None
+        self._first = True
+        self._at = None  # reboot or rollback tick
+        self._utc = None
+        self._utc_at = 0
+        self._old = None  # after a reboot: the version that downloaded the running one
+        self._boot(now)
+
+    # -- after a reboot ---------------------------------------------------------
+
+    def _boot(self, now):
+        d = self.store.load()
+        if not d:
+            return
+        job = d.get("job")
+        st = d.get("state")
+        old = d.get("old")
+        if not _id_ok(job) or st not in ("activating", "rebooting-into-new", "verified") or not isinstance(old, str):
+            log.warn("ota", "stored OTA state not understood; forgotten")
+            self.store.save({})
+            return
+        self.job = job
+        self._old = old
+        n = d.get("tries")
+        self.attempt = n if type(n) is int and 0 < n <= _TRIES else 1
+        if old != self.fw_version:  # the new image is running
+            if st == "verified":
+                self._put(job, "success", "OTA Upgrade finished and verified successfully", _FINAL)
+            else:
+                self.state = VERIFYING
+                self._at = now + _VERIFY_WAIT
+                log.info("ota", "new firmware %s: waiting up to %d s for the broker" % (self.fw_version, _VERIFY_WAIT // 1000))
+        elif st == "activating":
+            # Power was lost before the boot slot was switched: nothing ran.
+            # The cloud still has the job in progress and hands it out again.
+            self.store.save({})
+            self.job = None
+        else:
+            log.warn("ota", "firmware %s was rolled back to %s" % (job, old))
+            self._put(job, "rejected", "Firmware rolled back", _FINAL)
+
+    # -- events ---------------------------------------------------------------
+
+    def online(self, now):
+        """The link is up and subscribed (every connect)."""
+        if self.state == VERIFYING:
+            # Saved before the driver marks the image valid: a reset in
+            # between rolls the unconfirmed image back, and "verified" with
+            # the old version running then reads as a rollback, which it is.
+            self.store.save({"job": self.job, "state": "verified", "old": self._old, "tries": self.attempt})
+            self._acts.append(("mark_valid",))
+            self._put(self.job, "success", "OTA Upgrade finished and verified successfully", _FINAL)
+            self.state = IDLE
+            self._at = None
+            self._fetch_in(now, _FETCH_DELAY)
+        if self._first:
+            self._first = False
+            self._fetch_in(now, _FETCH_DELAY)
+            if self._period:
+                self._auto = _due(now, self._period)
+
+    def message(self, payload, now):
+        """An otaurl payload (bytes). Never raises."""
+        if isinstance(payload, str):
+            payload = payload.encode()
+        if self.state != IDLE:
+            log.warn("ota", "OTA job ignored: job %s is still in progress" % self.job)
+            return
+        if len(payload) > _MAX_PAYLOAD or not _shallow(payload, 4):
+            log.warn("ota", "otaurl of %d bytes ignored: at most %d, nested at most 4 deep" % (len(payload), _MAX_PAYLOAD))
+            return self._abort(_JSON_ERROR)
+        try:
+            d = json.loads(payload)
+        except ValueError:  # UnicodeError is one too
+            return self._abort(_JSON_ERROR)
+        job = d.get("ota_job_id") if isinstance(d, dict) else None
+        if not _id_ok(job):
+            return self._abort(_NO_ID)
+        assert isinstance(d, dict)
+        self._last = job
+        url = d.get("url")
+        if not isinstance(url, str):
+            return self._put(job, "failed", _NO_URL)
+        if len(url) > _MAX_URL:
+            return self._put(job, "failed", "Aborted. URL longer than %d characters" % _MAX_URL)
+        if not url.startswith("https://"):
+            return self._put(job, "failed", "Aborted. URL must start with https://")
+        size = d.get("file_size")
+        if type(size) is not int or size < 0:
+            size = 0  # unknown: no progress reports
+        md5 = d.get("file_md5")
+        if not isinstance(md5, str) or len(md5) != 32 or not _hex(md5):
+            md5 = None
+        meta = d.get("metadata")
+        if not isinstance(meta, dict):
+            meta = None
+        ver = d.get("fw_version")
+        log.info("ota", "job %s: %s (%s, %d bytes)" % (job, url, ver if isinstance(ver, str) else "?", size))
+        self.job = job
+        self._job = (url, size, md5, meta)
+        self.attempt = 0
+        self._written = 0
+        self.state = WAITING
+
+    def checked(self, now, reason=None):
+        """The image header was checked: None if it may be installed, else why not."""
+        if self.state != RUNNING:
+            return
+        if reason:
+            self._put(self.job, "rejected", _text(reason))
+            self._end()
+        elif not self._checked:
+            self._checked = True
+            self._put(self.job, "in-progress", "Downloading Firmware Image")
+
+    def progress(self, written, now):
+        """written: bytes of the image on flash so far (from its start)."""
+        if self.state != RUNNING:
+            return
+        self._written = written
+        if not self._checked:
+            self.checked(now)
+        size = self._job[1] if self._job else 0
+        if size and self.every:
+            pct = written * 100 // size
+            step = pct - pct % self.every
+            if 0 < step < 100 and step > self._pct:
+                self._pct = step
+                self._put(self.job, "in-progress", "Downloaded %d%% Firmware Image" % step, _PROGRESS)
+
+    def finished(self, ok, reason, now):
+        """The attempt ended: ok when the whole image is on flash and checks out."""
+        if self.state != RUNNING:
+            return
+        if not ok:
+            return self._fail(reason, now)
+        if not self._checked:
+            self.checked(now)
+        self._put(self.job, "in-progress", "Firmware Image download complete")
+        # Written before the boot slot changes: the image that boots next
+        # must find its job, or it would never be confirmed.
+        if not self.store.save({"job": self.job, "state": "activating", "old": self.fw_version, "tries": self.attempt}):
+            return self._fail("OTA state could not be saved to flash", now)
+        self.state = ACTIVATING
+        self._acts.append(("activate",))
+
+    def activated(self, now, error=None):
+        """The driver switched the boot slot (error: why it could not)."""
+        if self.state != ACTIVATING:
+            return
+        if error:
+            self.store.save({})
+            self.state = RUNNING
+            self._written = 0  # the image is whole but unusable: start again
+            return self._fail(error, now)
+        self.store.save({"job": self.job, "state": "rebooting-into-new", "old": self.fw_version, "tries": self.attempt})
+        n = self.attempt
+        self._put(self.job, "in-progress", "Rebooting into new firmware (after %d HTTPS attempt%s)" % (n, "" if n == 1 else "s"))
+        self.state = REBOOTING
+        self._at = now + _REBOOT_DELAY
+
+    def puback(self, pid, now):
+        if not pid:
+            return
+        if pid == self._fetch_pid:
+            self._fetch_pid = 0
+            self._fetch_n = 0
+        elif pid == self._final_pid:
+            self._final_pid = 0
+            self.store.save({})
+            if self.state == IDLE:
+                self.job = None
+
+    def tick(self, now, utc):
+        """Timers. Returns the actions to take now (a list, often empty)."""
+        if utc is not None:
+            self._utc = utc
+            self._utc_at = now
+        if self.state == WAITING:
+            self._start(now, utc)
+        if self._fetch_pid and diff(now, self._fetch_until) >= 0:
+            log.warn("ota", "otafetch not acknowledged within %d s" % (_FETCH_ACK // 1000))
+            self._fetch_pid = 0
+            self._retry(now)
+        if self._fetch and _ripe(self._fetch, now):
+            self._fetch = None
+            self._fetch_ready = True
+        if self._auto and _ripe(self._auto, now):
+            self._auto = _due(now, self._period)
+            self._fetch_ready = True
+        if self._at is not None and diff(now, self._at) >= 0:
+            self._at = None
+            if self.state == REBOOTING:
+                self._acts.append(("reboot",))
+            elif self.state == VERIFYING:
+                log.error("ota", "new firmware did not reach the broker within %d s: rolling back" % (_VERIFY_WAIT // 1000))
+                self._acts.append(("rollback",))
+        if not self._acts:
+            return _EMPTY
+        a = self._acts
+        self._acts = []
+        return a
+
+    def next_deadline(self, now):
+        """Tick by which tick() has something to do, or None."""
+        if self._acts or self.state == WAITING or self._fetch_ready:
+            return now
+        t = None
+        for c in (self._fetch[0] if self._fetch else None, self._auto[0] if self._auto else None,
+                  self._fetch_until if self._fetch_pid else None, self._at):
+            if c is not None and (t is None or diff(c, t) < 0):
+                t = c
+        return t
+
+    def resume_offset(self):
+        """Where the next attempt starts: the last whole sector written."""
+        return self._written - self._written % _BLOCK
+
+    # -- publishing -------------------------------------------------------------
+
+    def take(self, now, spare):
+        """Next (suffix, payload) to publish, or None. spare: publish tokens left.
+
+        Statuses other than progress go out whatever the budget: they are few
+        per job and the cloud's view of the job depends on them.
+        """
+        q = self._q
+        if q and (q[0][3] != _PROGRESS or spare > _KEEP):
+            e = q.pop(0)
+            self._taken = e[3]
+            ts = 0
+            if self._utc is not None:
+                ts = self._utc + diff(now, self._utc_at) // 1000
+            return "otastatus", '{"ota_job_id":%s,"status":"%s","additional_info":%s,"ts":%d}' % (
+                json.dumps(e[0]), e[1], json.dumps(e[2]), ts)
+        if self._fetch_ready and spare > 0:
+            self._fetch_ready = False
+            if self._fetch_pid or self.state != IDLE:
+                return None  # one is already on its way, or a job is running
+            self._taken = "fetch"
+            return "otafetch", '{"node_id":%s,"fw_version":%s}' % (json.dumps(self.node_id), json.dumps(self.fw_version))
+        return None
+
+    def sent(self, pid, now):
+        """pid of the publish take() returned last (0: it could not be sent)."""
+        kind = self._taken
+        self._taken = None
+        if kind == "fetch":
+            if pid:
+                self._fetch_pid = pid
+                self._fetch_until = now + _FETCH_ACK
+            else:
+                self._retry(now)
+        elif kind == _FINAL:
+            self._final_pid = pid
+
+    def pending(self):
+        return len(self._q)
+
+    # -- inside ---------------------------------------------------------------
+
+    def _put(self, job, status, info, kind=_PLAIN):
+        q = self._q
+        # A progress report not yet sent is stale once anything follows it.
+        if q and q[-1][3] == _PROGRESS:
+            q.pop()
+        if len(q) >= _QUEUE:
+            log.warn("ota", "status %s dropped: %d waiting for the broker" % (q[0][2], len(q)))
+            q.pop(0)
+        q.append((job, status, info, kind))
+        log.info("ota", "%s %s: %s" % (job, status, info))
+
+    def _abort(self, info):
+        # As the SDK: a payload without a usable job id is answered on the last
+        # job id received, once; with none, only logged.
+        job = self._last
+        self._last = None
+        if job:
+            self._put(job, "failed", info)
+        else:
+            log.warn("ota", "otaurl ignored: %s" % info)
+
+    def _start(self, now, utc):
+        j = self._job
+        assert j is not None
+        if j[3] is not None:
+            r = _window(j[3], utc, self.tz)
+            if r:
+                self._put(self.job, r[0], r[1])
+                self._end()
+                if r[2] is not None:
+                    self._fetch_in(now, min(r[2], _MAX_WAIT) * 1000)
+                return
+        if not self.slots:
+            self._put(self.job, "rejected", NO_SLOT)
+            return self._end()
+        self.state = RUNNING
+        self._attempt()
+
+    def _attempt(self):
+        self.attempt += 1
+        self._pct = 0
+        self._checked = False
+        self._put(self.job, "in-progress", "Starting OTA Upgrade (HTTPS attempt %d/%d)" % (self.attempt, _TRIES))
+        j = self._job
+        assert j is not None
+        self._acts.append(("download", j[0], j[1], j[2], self.resume_offset()))
+
+    def _fail(self, reason, now):
+        j = self._job
+        if j and j[1] and self._written >= j[1]:
+            self._written = 0  # all of it arrived and it is wrong: resuming would keep it
+        self._put(self.job, "failed", "OTA Attempt %d/%d failed: %s" % (self.attempt, _TRIES, _text(reason)))
+        if self.attempt < _TRIES:
+            return self._attempt()
+        self._end()
+        self._fetch_in(now, _RETRY_DELAY)
+
+    def _end(self):
+        self.state = IDLE
+        self._job = None
+
+    def _fetch_in(self, now, ms):
+        f = self._fetch
+        if f is None or ms < max(0, diff(f[0], now)) + f[1]:
+            self._fetch = _due(now, ms)
+
+    def _retry(self, now):
+        self._fetch_n += 1
+        self._fetch_in(now, _FETCH_BASE << (min(self._fetch_n, _FETCH_STEPS) - 1))
+
+
+def _window(meta, utc, tz):
+    """The job's time constraints: None to go ahead, else (status, info, re-fetch s or None)."""
+    win = meta.get("download_window")
+    val = meta.get("validity")
+    if not isinstance(win, dict):
+        win = None
+    if not isinstance(val, dict):
+        val = None
+    if win is None and val is None:
+        return None
+    if utc is None or utc < _TIME_VALID:
+        return "delayed", "No time information available yet.", _NO_TIME_RETRY
+    start = _int(val, "start")
+    end = _int(val, "end")
+    if start != -1 and utc < start:
+        return "delayed", "Not within valid window.", start - utc + _SLACK
+    if end != -1 and utc > end:
+        return "failed", "OTA download window lapsed.", None
+    lo = _int(win, "start")
+    if lo == -1:
+        return None
+    hi = _int(win, "end")
+    if hi == -1 or not 0 <= lo < 1440 or not 0 <= hi < 1440:
+        return "failed", "Invalid download window specified.", None
+    cur = (utc + tz) // 60 % 1440
+    # Minutes since the window opened, on a 24 h circle, so a window that
+    # wraps past midnight (lo > hi) needs no case of its own.
+    if (cur - lo) % 1440 <= (hi - lo) % 1440:
+        return None
+    return "delayed", "Not within download window.", (lo - cur) % 1440 * 60 + _SLACK
+
+
+def _int(d, key):
+    v = d.get(key) if d else None
+    return v if type(v) is int else -1
+
+
+def _id_ok(job):
+    if not isinstance(job, str) or not 0 < len(job) <= _MAX_ID:
+        return False
+    for c in job:
+        if c < " " or c > "~" or c == '"' or c == "\\":
+            return False
+    return True
+
+
+def _hex(s):
+    for c in s:
+        if c not in "0123456789abcdefABCDEF":
+            return False
+    return True
+
+
+def _text(reason):
+    s = str(reason) if reason else "unknown error"
+    return s if len(s) <= _MAX_TEXT else s[:_MAX_TEXT]
+
+
+def _due(now, ms):
+    # A wait longer than _SEG runs in segments: ticks wrap every 12.4 days.
+    seg = min(ms, _SEG)
+    return [now + seg, ms - seg]
+
+
+def _ripe(t, now):
+    if diff(now, t[0]) < 0:
+        return False
+    if t[1] > 0:
+        seg = min(t[1], _SEG)
+        t[0] = now + seg
+        t[1] -= seg
+        return False
+    return True
+
