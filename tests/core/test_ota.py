@@ -739,3 +739,44 @@ def test_next_deadline():
     assert r.ota.next_deadline(r.now) == r.now + 60000
     r.ota.message(JOB, r.now)
     assert r.ota.next_deadline(r.now) == r.now
+
+
+def test_with_a_real_session_as_the_link_will_wire_it():
+    # What link.py will do: otaurl messages and PUBACKs from the Session go
+    # to the Ota; take() is published on the ingest topic, its pid to sent().
+    import sys
+    from rainmaker import mqtt, topics
+    from rainmaker.session import Session, EV_MESSAGE, EV_PUBACK
+
+    ses = Session("N1", 120)
+    ses.connect(0)
+    ses.receive(bytes([0x20, 2, 0, 0]), 0)
+    ota = Ota("N1", "1.0", MemStore(), 0)
+    ota.online(0)
+    ota.tick(5000, T0)
+    suffix, payload = ota.take(5000, 100)
+    pid, pkt = ses.publish(topics.pub("N1", suffix, True), payload, 1, 5000)
+    assert b"$aws/rules/esp_node_otafetch/node/N1/otafetch" in pkt
+    ota.sent(pid, 5000)
+    events, _ = ses.receive(mqtt.puback(pid), 6000)
+    assert events == [(EV_PUBACK, pid)]
+    ota.puback(pid, 6000)
+    ota.tick(70000, T0 + 70)  # no retry: it was acknowledged
+    assert ota.take(70000, 100) is None
+    events, out = ses.receive(bytes(mqtt.publish(ota.topic, JOB, 1, 9)), 71000)
+    assert out == mqtt.puback(9) and events[0][0] == EV_MESSAGE and events[0][1] == ota.topic
+    ota.message(events[0][2], 71000)
+    assert ota.tick(71000, T0 + 71) == [("download", "https://ota.example/fw.bin", 100000, None, 0)]
+    assert "rainmaker.otajob" not in sys.modules  # the checks do not stay in RAM
+    suffix, payload = ota.take(71000, 100)
+    assert topics.pub("N1", suffix, True) == "$aws/rules/esp_node_otastatus/node/N1/otastatus"
+
+
+def test_a_due_fetch_waits_for_the_link_not_for_tick():
+    r = Rig()
+    online(r)
+    r.ota.tick(r.now + 5000, r.utc())  # due, but nobody takes it (offline)
+    assert r.ota.next_deadline(r.now + 5000) is None  # the driver may sleep
+    r.now += 600000
+    r.flush()  # back online: it goes out now
+    assert r.fetch_times() == [r.now]

@@ -22,7 +22,7 @@
 import json
 from micropython import const
 from .session import diff
-from .sync import _shallow
+from .node import unload
 from . import log
 
 _FETCH_DELAY = const(5000)  # ms after the first connect of a boot (SDK: 5 s)
@@ -33,14 +33,8 @@ _RETRY_DELAY = const(300000)  # ms before fetching again after 3 failed attempts
 _TRIES = const(3)  # download attempts per job
 _REBOOT_DELAY = const(10000)  # ms between "Rebooting into new firmware" and the reboot
 _VERIFY_WAIT = const(90000)  # ms the new image has to reach the broker
-_NO_TIME_RETRY = const(30)  # s before fetching again when the clock is not set
-_SLACK = const(5)  # s added to a wait for a time window, so it has begun
 _MAX_WAIT = const(604800)  # s: a re-fetch further away is made after this (ticks wrap)
 _SEG = const(86400000)  # ms: longest single wait on the tick clock (it wraps at 2^30)
-_TIME_VALID = const(1546300800)  # 2019-01-01: before it the clock is not set
-_MAX_PAYLOAD = const(2048)
-_MAX_URL = const(512)
-_MAX_ID = const(63)  # the SDK keeps the job id in a 64-byte buffer
 _MAX_TEXT = const(120)  # chars of a reason passed in by the driver
 _BLOCK = const(4096)  # flash sector: a resumed download restarts at a sector
 _QUEUE = const(16)  # statuses waiting for the link
@@ -60,9 +54,6 @@ _PROGRESS = const(1)  # merged with the next report; skipped when the budget is 
 _FINAL = const(2)  # after a reboot: the store is cleared on its PUBACK
 
 NO_SLOT = "No OTA partition on this board: flash an -OTA build"
-_JSON_ERROR = "Aborted. JSON Payload error"
-_NO_ID = "Aborted. OTA Updated ID not found in JSON"  # sic: the SDK's text
-_NO_URL = "Aborted. URL not found in JSON"
 _EMPTY = ()
 
 
@@ -114,7 +105,8 @@ class Ota:
         job = d.get("job")
         st = d.get("state")
         old = d.get("old")
-        if not _id_ok(job) or st not in ("activating", "rebooting-into-new", "verified") or not isinstance(old, str):
+        if (not isinstance(job, str) or not 0 < len(job) <= 63 or not isinstance(old, str)
+                or st not in ("activating", "rebooting-into-new", "verified")):
             log.warn("ota", "stored OTA state not understood; forgotten")
             self.store.save({})
             return
@@ -165,38 +157,18 @@ class Ota:
         if self.state != IDLE:
             log.warn("ota", "OTA job ignored: job %s is still in progress" % self.job)
             return
-        if len(payload) > _MAX_PAYLOAD or not _shallow(payload, 4):
-            log.warn("ota", "otaurl of %d bytes ignored: at most %d, nested at most 4 deep" % (len(payload), _MAX_PAYLOAD))
-            return self._abort(_JSON_ERROR)
-        try:
-            d = json.loads(payload)
-        except ValueError:  # UnicodeError is one too
-            return self._abort(_JSON_ERROR)
-        job = d.get("ota_job_id") if isinstance(d, dict) else None
-        if not _id_ok(job):
-            return self._abort(_NO_ID)
-        assert isinstance(d, dict)
+        from . import otajob  # the checks are needed only when a job arrives
+
+        job, err, j = otajob.parse(payload)
+        unload("otajob")
+        if job is None:
+            return self._abort(err)
         self._last = job
-        url = d.get("url")
-        if not isinstance(url, str):
-            return self._put(job, "failed", _NO_URL)
-        if len(url) > _MAX_URL:
-            return self._put(job, "failed", "Aborted. URL longer than %d characters" % _MAX_URL)
-        if not url.startswith("https://"):
-            return self._put(job, "failed", "Aborted. URL must start with https://")
-        size = d.get("file_size")
-        if type(size) is not int or size < 0:
-            size = 0  # unknown: no progress reports
-        md5 = d.get("file_md5")
-        if not isinstance(md5, str) or len(md5) != 32 or not _hex(md5):
-            md5 = None
-        meta = d.get("metadata")
-        if not isinstance(meta, dict):
-            meta = None
-        ver = d.get("fw_version")
-        log.info("ota", "job %s: %s (%s, %d bytes)" % (job, url, ver if isinstance(ver, str) else "?", size))
+        if j is None:
+            return self._put(job, "failed", err)
+        log.info("ota", "job %s: %s (%d bytes)" % (job, j[0], j[1]))
         self.job = job
-        self._job = (url, size, md5, meta)
+        self._job = j
         self.attempt = 0
         self._written = 0
         self.state = WAITING
@@ -301,8 +273,9 @@ class Ota:
         return a
 
     def next_deadline(self, now):
-        """Tick by which tick() has something to do, or None."""
-        if self._acts or self.state == WAITING or self._fetch_ready:
+        """Tick by which tick() has something to do, or None. (A fetch that is
+        due waits for take(), which the link calls when it can publish.)"""
+        if self._acts or self.state == WAITING:
             return now
         t = None
         for c in (self._fetch[0] if self._fetch else None, self._auto[0] if self._auto else None,
@@ -383,7 +356,10 @@ class Ota:
         j = self._job
         assert j is not None
         if j[3] is not None:
-            r = _window(j[3], utc, self.tz)
+            from . import otajob
+
+            r = otajob.window(j[3], utc, self.tz)
+            unload("otajob")
             if r:
                 self._put(self.job, r[0], r[1])
                 self._end()
@@ -427,59 +403,6 @@ class Ota:
     def _retry(self, now):
         self._fetch_n += 1
         self._fetch_in(now, _FETCH_BASE << (min(self._fetch_n, _FETCH_STEPS) - 1))
-
-
-def _window(meta, utc, tz):
-    """The job's time constraints: None to go ahead, else (status, info, re-fetch s or None)."""
-    win = meta.get("download_window")
-    val = meta.get("validity")
-    if not isinstance(win, dict):
-        win = None
-    if not isinstance(val, dict):
-        val = None
-    if win is None and val is None:
-        return None
-    if utc is None or utc < _TIME_VALID:
-        return "delayed", "No time information available yet.", _NO_TIME_RETRY
-    start = _int(val, "start")
-    end = _int(val, "end")
-    if start != -1 and utc < start:
-        return "delayed", "Not within valid window.", start - utc + _SLACK
-    if end != -1 and utc > end:
-        return "failed", "OTA download window lapsed.", None
-    lo = _int(win, "start")
-    if lo == -1:
-        return None
-    hi = _int(win, "end")
-    if hi == -1 or not 0 <= lo < 1440 or not 0 <= hi < 1440:
-        return "failed", "Invalid download window specified.", None
-    cur = (utc + tz) // 60 % 1440
-    # Minutes since the window opened, on a 24 h circle, so a window that
-    # wraps past midnight (lo > hi) needs no case of its own.
-    if (cur - lo) % 1440 <= (hi - lo) % 1440:
-        return None
-    return "delayed", "Not within download window.", (lo - cur) % 1440 * 60 + _SLACK
-
-
-def _int(d, key):
-    v = d.get(key) if d else None
-    return v if type(v) is int else -1
-
-
-def _id_ok(job):
-    if not isinstance(job, str) or not 0 < len(job) <= _MAX_ID:
-        return False
-    for c in job:
-        if c < " " or c > "~" or c == '"' or c == "\\":
-            return False
-    return True
-
-
-def _hex(s):
-    for c in s:
-        if c not in "0123456789abcdefABCDEF":
-            return False
-    return True
 
 
 def _text(reason):
