@@ -780,3 +780,20 @@ def test_a_due_fetch_waits_for_the_link_not_for_tick():
     r.now += 600000
     r.flush()  # back online: it goes out now
     assert r.fetch_times() == [r.now]
+
+
+def test_the_running_slot_tells_the_images_apart_when_the_version_does_not():
+    # An app whose fw_version string lives on the filesystem keeps it across
+    # a firmware update: the driver then names the image by its app slot.
+    r = Rig(running="ota_0")
+    to_reboot(r)
+    assert r.store.data["old"] == "ota_0"
+    b = Rig(store=r.store, running="ota_1")  # same fw_version "1.0"
+    assert b.ota.state == VERIFYING
+    online(b)
+    assert b.statuses() == [VERIFIED]
+    r = Rig(running="ota_1")
+    to_reboot(r)
+    back = Rig(store=r.store, running="ota_1")  # rolled back into the slot it left
+    online(back)
+    assert back.statuses() == [ROLLED_BACK]

@@ -16,14 +16,15 @@
 #
 # MicroPython cannot ask the bootloader whether the running image still
 # waits to be confirmed, so that is read from a small JSON file (store) kept
-# across the reboot: {"job", "state", "old", "tries"}. "old" is the version
-# that did the download: running any other version means the new image
+# across the reboot: {"job", "state", "old", "tries"}. "old" names the image
+# that did the download (`running`: best the label of the running app slot,
+# else the firmware version): running any other image means the new one
 # booted; running "old" again means it was rolled back.
 import json
 from micropython import const
 from .session import diff
 from .node import unload
-from . import log
+from . import log, topics
 
 _FETCH_DELAY = const(5000)  # ms after the first connect of a boot (SDK: 5 s)
 _FETCH_ACK = const(60000)  # ms an otafetch may wait for its PUBACK
@@ -58,18 +59,22 @@ _EMPTY = ()
 
 
 class Ota:
-    def __init__(self, node_id, fw_version, store, now, slots=True, period=0, every=10):
-        """slots: False on a firmware without a second app partition.
+    def __init__(self, node_id, fw_version, store, now, slots=True, period=0, every=10, running=None):
+        """fw_version: sent in otafetch.
+        running: names the running image, e.g. its app slot ("ota_0"); by
+        default fw_version, which must then change with every image.
+        slots: False on a firmware without a second app partition.
         period: hours between periodic otafetch requests (0: once per boot).
         every: percent step of the progress reports (0: none).
         """
         self.node_id = node_id
         self.fw_version = fw_version
+        self.running = running or fw_version
         self.store = store
         self.slots = slots
         self.every = every
         self.tz = 0  # s east of UTC: the job's download window is in local time
-        self.topic = "node/%s/otaurl" % node_id
+        self.topic = topics.sub(node_id, "otaurl")
         self.state = IDLE
         self.job = None
         self.attempt = 0
@@ -93,7 +98,7 @@ class Ota:
         self._at = None  # reboot or rollback tick
         self._utc = None
         self._utc_at = 0
-        self._old = None  # after a reboot: the version that downloaded the running one
+        self._old = None  # after a reboot: the image that downloaded the running one
         self._boot(now)
 
     # -- after a reboot ---------------------------------------------------------
@@ -114,13 +119,13 @@ class Ota:
         self._old = old
         n = d.get("tries")
         self.attempt = n if type(n) is int and 0 < n <= _TRIES else 1
-        if old != self.fw_version:  # the new image is running
+        if old != self.running:  # the new image is running
             if st == "verified":
                 self._put(job, "success", "OTA Upgrade finished and verified successfully", _FINAL)
             else:
                 self.state = VERIFYING
                 self._at = now + _VERIFY_WAIT
-                log.info("ota", "new firmware %s: waiting up to %d s for the broker" % (self.fw_version, _VERIFY_WAIT // 1000))
+                log.info("ota", "new firmware %s: waiting up to %d s for the broker" % (self.running, _VERIFY_WAIT // 1000))
         elif st == "activating":
             # Power was lost before the boot slot was switched: nothing ran.
             # The cloud still has the job in progress and hands it out again.
@@ -137,7 +142,7 @@ class Ota:
         if self.state == VERIFYING:
             # Saved before the driver marks the image valid: a reset in
             # between rolls the unconfirmed image back, and "verified" with
-            # the old version running then reads as a rollback, which it is.
+            # the old image running then reads as a rollback, which it is.
             self.store.save({"job": self.job, "state": "verified", "old": self._old, "tries": self.attempt})
             self._acts.append(("mark_valid",))
             self._put(self.job, "success", "OTA Upgrade finished and verified successfully", _FINAL)
@@ -210,7 +215,7 @@ class Ota:
         self._put(self.job, "in-progress", "Firmware Image download complete")
         # Written before the boot slot changes: the image that boots next
         # must find its job, or it would never be confirmed.
-        if not self.store.save({"job": self.job, "state": "activating", "old": self.fw_version, "tries": self.attempt}):
+        if not self.store.save({"job": self.job, "state": "activating", "old": self.running, "tries": self.attempt}):
             return self._fail("OTA state could not be saved to flash", now)
         self.state = ACTIVATING
         self._acts.append(("activate",))
@@ -224,7 +229,7 @@ class Ota:
             self.state = RUNNING
             self._written = 0  # the image is whole but unusable: start again
             return self._fail(error, now)
-        self.store.save({"job": self.job, "state": "rebooting-into-new", "old": self.fw_version, "tries": self.attempt})
+        self.store.save({"job": self.job, "state": "rebooting-into-new", "old": self.running, "tries": self.attempt})
         n = self.attempt
         self._put(self.job, "in-progress", "Rebooting into new firmware (after %d HTTPS attempt%s)" % (n, "" if n == 1 else "s"))
         self.state = REBOOTING
