@@ -95,6 +95,10 @@ class Link:
         self.queue = []  # [(suffix, payload, done)] posted by services, sent after params
         self._acks = {}  # pid -> done(now): services waiting for a PUBACK
         self.hooks = []  # fn(now) called once the link is online (after the SUBACK)
+        # Services with their own queue (ota): take(now, spare) -> (suffix,
+        # payload) or None, sent(pid, now), puback(pid, now). They decide for
+        # themselves what may go out with few or no budget tokens left.
+        self.sources = []
 
     def on(self, suffix, fn):
         """Subscribe node/<id>/<suffix> on every connect; fn(payload, now) gets its messages."""
@@ -147,6 +151,8 @@ class Link:
                 done = self._acks.pop(ev[1], None)
                 if done:
                     done(now)
+                for src in self.sources:
+                    src.puback(ev[1], now)
                 if self.state == MAPPING and ev[1] == self._pid:
                     assert self.mapping is not None  # MAPPING is entered only with one
                     self.mapped = self.mapping["user_id"]
@@ -262,7 +268,10 @@ class Link:
         sync = self.sync
         while self.session.can_publish():
             fresh = self._fresh and sync.init_due
-            if not fresh and self.budget.available(now) <= 0:
+            spare = self.budget.available(now)
+            if not fresh and spare <= 0:
+                if self._source(now, 0):
+                    continue
                 if not self.starved and (sync.pending() or self.queue):
                     log.warn("mqtt", "publish budget used up; reports wait and merge")
                     self.starved = True
@@ -270,6 +279,8 @@ class Link:
             item = sync.take(now)
             if item is None:
                 if not self.queue:
+                    if self._source(now, spare):
+                        continue
                     return
                 suffix, payload, done = self.queue.pop(0)
                 pid = self._send(suffix, payload, now)
@@ -280,6 +291,14 @@ class Link:
             if item[0] == INIT:
                 self._fresh = False
             self._send(item[0], item[1], now)
+
+    def _source(self, now, spare):
+        for src in self.sources:
+            item = src.take(now, spare)
+            if item:
+                src.sent(self._send(item[0], item[1], now), now)
+                return True
+        return False
 
     def _send(self, suffix, payload, now):
         self.budget.take(now)
