@@ -100,6 +100,31 @@ def revert(st=None, why="the new app failed"):
     print("boot: app update rolled back: %s" % st["why"])
 
 
+def confirm():
+    """The new app reached the broker: it stays, and the old files go."""
+    st = _load()
+    if not st or st.get("step") != "trial":
+        return
+    st["step"] = "confirmed"
+    _save(st)
+    _wipe("ota/old")
+    _wipe("ota/new")
+
+
+def _wipe(path):
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for n in names:
+        p = path + "/" + n
+        try:
+            os.remove(p)
+        except OSError:
+            _wipe(p)
+    os.rmdir(path)
+
+
 def _trial(st):
     # Runs main.py here, so an exception at import is seen: the port would
     # otherwise stop at the REPL with the broken app and never reboot.

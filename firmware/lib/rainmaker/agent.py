@@ -45,7 +45,7 @@ def utc():
 
 class Agent:
     def __init__(self, node, config="rainmaker.json", wifi="wifi.json", params="params.json",
-                 connectivity=True):
+                 connectivity=True, ota=True):
         self.node = node
         # config.py is needed only at start: it is dropped once the TLS context exists.
         from . import config as c
@@ -82,6 +82,11 @@ class Agent:
         self.budget = Budget(time.ticks_ms(), b[0], b[1], b[2])
         self.link = Link(self.session, self.sync, self.budget, node.node_id,
                          self.cfg["topics"] == "ingest", connectivity)
+        self.update = None
+        if ota:  # OTA jobs on node/<id>/otaurl: firmware images and app bundles
+            from .update import Updater
+
+            self.update = Updater(self)
         self.ctx = None
         self.wlan = None
         self.state = "starting"
@@ -150,6 +155,8 @@ class Agent:
                 req = self._services(now)
                 if req:
                     await self._system(req)
+                if self.update:
+                    await self.update.tick(now)
             except Exception as e:
                 log.error("agent", "service: %s" % (str(e) or type(e).__name__))
             if self._wdt:
@@ -194,16 +201,24 @@ class Agent:
         log.info("system", "user mapping reset acknowledged")
         self._reset_acked = True
 
-    async def _system(self, req):
+    async def reboot(self, why):
+        """End the connection (without DISCONNECT: the broker publishes the
+        last will, the node shows offline) and reset the board."""
         import machine
 
+        self._halted = True
+        if self._task:
+            self._task.cancel()
+        self._close()
+        # lwIP sends the FIN after close() returns: a reset right away could
+        # lose it, and the cloud would see the node online until the broker's
+        # keep-alive runs out.
+        await asyncio.sleep_ms(500)
+        log.warn("system", "%s: rebooting" % why)
+        machine.reset()
+
+    async def _system(self, req):
         if req != "Reboot":
-            # Wi-Fi reset and factory reset: the connection ends first, without
-            # DISCONNECT, so the broker publishes the last will (offline).
-            self._halted = True
-            if self._task:
-                self._task.cancel()
-            self._close()
             files = [self.wifi_file]
             if req == "Factory-Reset":
                 files += [self.params_file] + list(USER_STATE)
@@ -214,12 +229,7 @@ class Agent:
                 except OSError:
                     pass
             log.warn("system", "%s: %s erased" % (req, ", ".join(files)))
-            # lwIP sends the FIN after close() returns: a reset right away
-            # could lose it, and the cloud would see the node online until
-            # the broker's keep-alive runs out.
-            await asyncio.sleep_ms(500)
-        log.warn("system", "rebooting")
-        machine.reset()
+        await self.reboot(req)
 
     async def run(self):
         """Supervise forever: Wi-Fi, then MQTT; on any failure, log, back off and retry."""

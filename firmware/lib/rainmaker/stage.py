@@ -19,6 +19,24 @@ class StageError(ValueError):
     pass
 
 
+def app_version():
+    """The version of the app files in place: the last bundle switched in and
+    not reverted ("-" if none). With the app slot's label it names what runs."""
+    import json
+
+    try:
+        with open(STATE) as f:
+            st = json.load(f)
+    except (OSError, ValueError):
+        return "-"
+    step = st.get("step") if isinstance(st, dict) else None
+    if step in ("switch", "trial", "confirmed"):
+        return str(st.get("version"))
+    if step in ("revert", "reverted"):
+        return str(st.get("prev") or "-")
+    return "-"
+
+
 def allowed(path):
     """Only code: the agent's library and the app's modules, never boot.py,
     credentials, settings or state (a bundle must not be able to replace the
@@ -73,6 +91,7 @@ def _mkdirs(path):
 class Stage:
     def __init__(self):
         self.manifest = None
+        self.prev = "-"
         self._f = None
 
     def begin(self, manifest):
@@ -87,6 +106,7 @@ class Stage:
             free = None
         if free is not None and free < manifest["total"] + _SPARE:
             raise StageError("not enough flash: the bundle needs %d bytes, %d are free" % (manifest["total"] + _SPARE, free))
+        self.prev = app_version()  # before the old state goes with ota/
         _wipe(_ROOT)  # a staging from an earlier, unfinished update
         os.mkdir(_ROOT)
         os.mkdir(_NEW[:-1])
@@ -128,7 +148,8 @@ class Stage:
             if not _exists(p):
                 absent.append(p)
             files.append((p, "put"))
-        st = {"step": "switch", "files": files, "absent": absent, "version": m["version"], "job": job}
+        st = {"step": "switch", "files": files, "absent": absent, "version": m["version"], "job": job,
+              "prev": self.prev}
         with open(STATE + ".tmp", "w") as f:
             json.dump(st, f)
         os.rename(STATE + ".tmp", STATE)
