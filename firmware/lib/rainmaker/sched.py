@@ -145,13 +145,28 @@ def _action(e, need):
     return None, v
 
 
-def _flags(e, old):
-    v = e.get("flags", old)
-    if v is None:
-        return None, 0
-    if not _int(v, -_INT32 - 1, _INT32):
-        return "flags must be a 32-bit integer", None
-    return None, v
+def _common(e, s, add, info_max):
+    """Set name, info, flags and action of s (a Sched or Scene) from e; an error text or None."""
+    err, name = _text(e, "name", _NAME, add)
+    if err:
+        return err
+    err, info = _text(e, "info", info_max, False)
+    if err:
+        return err
+    f = e.get("flags", s.flags)
+    if not _int(f, -_INT32 - 1, _INT32):
+        return "flags must be a 32-bit integer"
+    err, action = _action(e, add)
+    if err:
+        return err
+    if name:
+        s.name = name
+    if info is not None:
+        s.info = info  # "" removes it
+    s.flags = f
+    if action is not None:
+        s.action = action
+    return None
 
 
 _FIELDS = ("name", "enabled", "info", "flags", "start", "end", "action", "kind", "m", "d", "dd", "mm",
@@ -164,12 +179,12 @@ class Sched:
         self.id = id
         self.name = ""
         self.enabled = True
-        self.info = None
+        self.info = ""
         self.flags = 0
         self.start = 0
         self.end = 0
-        self.action = None
-        self.kind = None
+        self.action = {}
+        self.kind = ""
         self.m = 0
         self.d = 0
         self.dd = 0
@@ -408,40 +423,30 @@ class Schedules:
                 return "id already exists; use edit"
             if len(self.list) >= MAX:
                 return "already %d schedules, the most this node keeps; remove one first" % MAX
-        elif old is None:
+            return self._set(e, Sched(id), None, now, init)
+        if old is None:
             return "no schedule with this id"
         if op == "remove":
             self.list.remove(old)
             self.changed = True
             return None
-        if op == "enable" or op == "disable":
-            old.enabled = op == "enable"
-            old.due = 0
-            old.restored = False
-            if old.enabled:
-                self._arm(old, now)
-            self.changed = True
-            return None
-        add = op == "add"
-        s = Sched(id) if add else old.copy()
-        err, name = _text(e, "name", _NAME, add)
+        if op == "edit":
+            return self._set(e, old.copy(), old, now, init)
+        old.enabled = op == "enable"
+        old.due = 0
+        old.restored = False
+        if old.enabled:
+            self._arm(old, now)
+        self.changed = True
+        return None
+
+    def _set(self, e, s, old, now, init):
+        # Fill s (new, or a copy of old) from an add/edit element, then put it
+        # in the list; a refused element changes nothing.
+        add = old is None
+        err = _common(e, s, add, _INFO)
         if err:
             return err
-        if name:
-            s.name = name
-        err, info = _text(e, "info", _INFO, False)
-        if err:
-            return err
-        if info is not None:
-            s.info = info or None  # "" removes it
-        err, s.flags = _flags(e, s.flags)
-        if err:
-            return err
-        err, action = _action(e, add)
-        if err:
-            return err
-        if action is not None:
-            s.action = action
         if "validity" in e:
             v = e["validity"]
             if not isinstance(v, dict):
@@ -470,7 +475,7 @@ class Schedules:
             s.enabled = True
         if s.enabled and not s.due:
             self._arm(s, now)
-        if add:
+        if old is None:
             self.list.append(s)
         else:
             self.list[self.list.index(old)] = s
@@ -598,9 +603,9 @@ class Scene:
     def __init__(self, id):
         self.id = id
         self.name = ""
-        self.info = None
+        self.info = ""
         self.flags = 0
-        self.action = None
+        self.action = {}
 
     def report(self):
         o = {"name": self.name, "id": self.id}
@@ -679,46 +684,33 @@ class Scenes:
                 return "id already exists; use edit"
             if len(self.list) >= MAX:
                 return "already %d scenes, the most this node keeps; remove one first" % MAX
-        elif old is None:
+            s = Scene(id)
+            err = _common(e, s, True, _SCENE_INFO)
+            if err:
+                return err
+            self.list.append(s)
+            self.changed = True
+            return None
+        if old is None:
             return "no scene with this id"
         if op == "remove":
             self.list.remove(old)
             self.changed = True
             return None
-        if op == "activate" or op == "deactivate":
-            if op == "deactivate" and not self.deactivation:
-                return "this node does not support deactivating scenes"
-            if len(self.queue) >= _QUEUE:
-                return "too many scene activations waiting"
-            self.queue.append((old.action, "Scene Activate" if op == "activate" else "Scene Deactivate"))
-            return None
-        add = op == "add"
-        s = Scene(id)
-        if not add:
+        if op == "edit":
+            s = Scene(id)
             s.name, s.info, s.flags, s.action = old.name, old.info, old.flags, old.action
-        err, name = _text(e, "name", _NAME, add)
-        if err:
-            return err
-        if name:
-            s.name = name
-        err, info = _text(e, "info", _SCENE_INFO, False)
-        if err:
-            return err
-        if info is not None:
-            s.info = info or None
-        err, s.flags = _flags(e, s.flags)
-        if err:
-            return err
-        err, action = _action(e, add)
-        if err:
-            return err
-        if action is not None:
-            s.action = action
-        if add:
-            self.list.append(s)
-        else:
+            err = _common(e, s, False, _SCENE_INFO)
+            if err:
+                return err
             self.list[self.list.index(old)] = s
-        self.changed = True
+            self.changed = True
+            return None
+        if op == "deactivate" and not self.deactivation:
+            return "this node does not support deactivating scenes"
+        if len(self.queue) >= _QUEUE:
+            return "too many scene activations waiting"
+        self.queue.append((old.action, "Scene Activate" if op == "activate" else "Scene Deactivate"))
         return None
 
     def report(self):
