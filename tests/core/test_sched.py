@@ -148,6 +148,9 @@ def reported(s):
     """The next params/local report, as JSON (a later tick each time: flash writes are spaced)."""
     _tick[0] += 10000
     r = s.take(_tick[0])
+    if r is None:  # a local change (a schedule fired or was armed) waits out the merge window
+        _tick[0] += 10000
+        r = s.take(_tick[0])
     assert r is not None and r[0] == LOCAL, r
     return js(r[1])
 
@@ -817,3 +820,42 @@ def test_fuzz_through_the_param_sync():
         drive(eng, s, clock.t)
         s.take(10 ** 6)
         assert len(sched_list(n)) <= 10
+
+
+def test_without_a_clock_a_write_is_armed_at_the_next_poll():
+    n, s, eng, clock, app = setup()
+    eng.clock = None
+    write(s, EVE)
+    assert reported(s)["Schedule"]["Schedules"][0]["triggers"][0]["ts"] == 0
+    assert eng.next_due() == 0
+    assert drive(eng, s, T0) == []
+    assert reported(s)["Schedule"]["Schedules"][0]["triggers"][0]["ts"] == at(2026, 3, 25, 18, 30)
+    assert eng.next_due() == at(2026, 3, 25, 18, 30)
+
+
+class _TzModule:
+    current = None
+
+
+def test_zone_from_the_tz_module():
+    mods = sys.modules
+    saved = mods.get("rainmaker.tz")
+    tzmod = _TzModule()
+    tzmod.current = EU
+    mods["rainmaker.tz"] = tzmod
+    try:
+        eng = sched.Engine()
+        assert eng.zone_now() is EU
+        eng.schedules.write([{"operation": "add", "id": "d", "name": "D", "triggers": [{"m": 480, "d": 127}],
+                              "action": {"L": {"P": True}}}], T0)
+        eng.poll(T0)
+        assert eng.schedules.get("d").due == at(2026, 3, 26, 8, 0)
+        tzmod.current = EuZone(std=0, dst=False)  # a new TZ written: a new zone object
+        eng.poll(T0 + 1)
+        assert eng.schedules.get("d").due == 1774512000  # 08:00 UTC
+    finally:
+        if saved is None:
+            del mods["rainmaker.tz"]
+        else:
+            mods["rainmaker.tz"] = saved
+    assert sched.Engine().zone_now() is sched.UTC
