@@ -451,8 +451,9 @@ class Schedules:
             v = e["validity"]
             if not isinstance(v, dict):
                 return "validity must be an object {start, end}"
-            st = v.get("start", 0)
-            en = v.get("end", 0)
+            # As the SDK: a bound left out of an edit keeps its value.
+            st = v.get("start", s.start)
+            en = v.get("end", s.end)
             if not _int(st, 0, _TS_MAX) or not _int(en, 0, _TS_MAX):
                 return "validity start/end must be Unix times (seconds)"
             if st and en and en < st:
