@@ -652,6 +652,17 @@ def test_time_zone_change_re_arms():
     assert eng.poll(T0 + 1) == []
     assert sc.get("d").due == 1774512000  # 2026-03-26 08:00 UTC
     assert sched.UTC.local(1774512000)[:6] == (2026, 3, 26, 8, 0, 0)
+    # a zone object changed in place: the driver says so
+    z = EuZone()
+    eng.zone = z
+    eng.poll(T0 + 2)
+    assert sc.get("d").due == at(2026, 3, 26, 8, 0)
+    z.std = 0
+    z.dst = False
+    eng.rezone()
+    assert eng.next_due() == 0
+    assert eng.poll(T0 + 3) == []
+    assert sc.get("d").due == 1774512000
 
 
 def test_driver_next_due():

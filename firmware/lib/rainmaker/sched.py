@@ -358,6 +358,7 @@ class Schedules:
         self.seen = None  # the param value this list was built from or gave
         self.last = None  # the last polled now
         self._zone = None  # the zone the schedules were armed in
+        self.rezone = False  # set when the zone changed in place: re-arm at the next poll
         self.changed = False  # the report differs from what the param holds
 
     def get(self, id):
@@ -511,7 +512,8 @@ class Schedules:
         if now < CLOCK_SET:
             return out
         z = self.engine.zone_now()
-        rezone = self._zone is not None and z is not self._zone
+        rezone = self.rezone or (self._zone is not None and z is not self._zone)
+        self.rezone = False
         self._zone = z
         back = self.last is not None and now < self.last
         self.last = now
@@ -754,6 +756,10 @@ class Engine:
             z = getattr(m, "current", None) if m is not None else None
         return z or UTC
 
+    def rezone(self):
+        """The time zone changed (the same zone object, new rules): re-arm every schedule."""
+        self.schedules.rezone = True
+
     def now(self):
         if self.clock is not None:
             return self.clock()
@@ -771,7 +777,7 @@ class Engine:
 
     def next_due(self):
         """Unix time at which poll() is next needed; 0 = now; None = nothing armed."""
-        if self.scenes.queue or self.schedules.changed:
+        if self.scenes.queue or self.schedules.changed or self.schedules.rezone:
             return 0
         return self.schedules.next_due()
 
