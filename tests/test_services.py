@@ -110,3 +110,88 @@ def _read(p):
         return p.read_bytes()
     except OSError:
         return b""
+
+
+# -- schedules and scenes --------------------------------------------------------
+
+
+def _schedules(payload):
+    return json.loads(payload).get("Schedule", {}).get("Schedules")
+
+
+def test_a_schedule_fires_with_the_cloud_away_and_is_reported_when_it_is_back(cloud, board):
+    since = cloud.mark()
+    cloud.write(NODE, {"Schedule": {"Schedules": [
+        {"operation": "add", "id": "t1", "name": "Soon", "triggers": [{"rsec": 8}],
+         "action": {"Plug": {"Power": True}}}]}})
+    _, echo = cloud.wait("params/local", NODE, since, where=lambda p: b'"Schedules"' in p)
+    (s,) = _schedules(echo)
+    assert s["id"] == "t1" and s["name"] == "Soon" and s["enabled"] is True
+    assert s["action"] == {"Plug": {"Power": True}}
+    fire_at = s["triggers"][0]["ts"]
+    assert abs(fire_at - (time.time() + 8)) < 5
+    lsince = board.mark()
+    cloud.broker_down()
+    try:
+        board.wait_line("connection closed by broker", lsince, timeout=20)
+        board.wait_line('Schedule: {"Plug": {"Power": true}}', lsince, timeout=30)
+        assert time.time() >= fire_at - 1
+    finally:
+        since = cloud.mark()
+        cloud.broker_up()
+    _, init = cloud.wait("params/local/init", NODE, since, timeout=60)
+    state = json.loads(init)
+    assert state["Plug"]["Power"] is True
+    (s,) = state["Schedule"]["Schedules"]
+    assert s["id"] == "t1" and s["enabled"] is False  # one-shot: disabled after firing
+
+
+def test_schedules_are_kept_across_a_power_cycle(cloud, board):
+    since = cloud.mark()
+    cloud.write(NODE, {"Schedule": {"Schedules": [
+        {"operation": "add", "id": "ab12", "name": "Eve", "triggers": [{"d": 31, "m": 1110}],
+         "action": {"Plug": {"Power": True}}}]}})
+    cloud.wait("params/local", NODE, since, where=lambda p: b'"ab12"' in p)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and b"ab12" not in _read(board.dir / "params.json"):
+        time.sleep(0.1)
+    since = cloud.mark()
+    board.power_cycle()
+    _, init = cloud.wait("params/local/init", NODE, since, timeout=40)
+    (s,) = json.loads(init)["Schedule"]["Schedules"]
+    assert (s["id"], s["name"], s["enabled"]) == ("ab12", "Eve", True)
+    assert s["triggers"][0]["d"] == 31 and s["triggers"][0]["m"] == 1110 and s["triggers"][0]["ts"] > time.time()
+
+
+@pytest.mark.parametrize("op,why", [
+    ({"operation": "add", "id": "x", "name": "N", "triggers": [{"m": 2000, "d": 1}], "action": {"Plug": {"Power": True}}},
+     "m"),
+    ({"operation": "explode", "id": "x"}, "operation"),
+    ({"operation": "add", "id": "waytoolongid", "name": "N", "triggers": [{"rsec": 5}], "action": {"Plug": {"Power": True}}},
+     "id"),
+    ({"operation": "add", "id": "x", "name": "N", "triggers": [{"sr": 10, "lat": 1.0, "lon": 2.0}],
+      "action": {"Plug": {"Power": True}}}, "sunrise"),
+])
+def test_bad_schedules_are_refused_with_a_reason_and_the_board_keeps_working(cloud, board, op, why):
+    since, lsince = cloud.mark(), board.mark()
+    cloud.write(NODE, {"Schedule": {"Schedules": [op]}})
+    _, echo = cloud.wait("params/local", NODE, since, where=lambda p: b'"Schedules"' in p)
+    assert _schedules(echo) == []
+    line = board.wait_line("sched", lsince)
+    assert why in "\n".join(board.lines(lsince))
+    since = cloud.mark()
+    cloud.write(NODE, {"Plug": {"Power": True}})
+    cloud.wait("params/local", NODE, since, where=lambda p: b'"Power":true' in p)
+    assert "Traceback" not in "\n".join(board.lines(lsince)), line
+
+
+def test_a_scene_activates_and_deactivates(cloud, board):
+    since = cloud.mark()
+    cloud.write(NODE, {"Scenes": {"Scenes": [
+        {"operation": "add", "id": "s1", "name": "Movie", "action": {"Plug": {"Power": True}}}]}})
+    _, echo = cloud.wait("params/local", NODE, since, where=lambda p: b'"Scenes"' in p)
+    assert json.loads(echo)["Scenes"]["Scenes"] == [{"name": "Movie", "id": "s1", "action": {"Plug": {"Power": True}}}]
+    since, lsince = cloud.mark(), board.mark()
+    cloud.write(NODE, {"Scenes": {"Scenes": [{"operation": "activate", "id": "s1"}]}})
+    cloud.wait("params/local", NODE, since, where=lambda p: b'"Plug":{"Power":true}' in p)
+    board.wait_line("Scene Activate", lsince)

@@ -8,6 +8,8 @@ node = rm.Node("Services", "Switch", fw_version="3.0.0")
 plug = node.add(std.switch("Plug"))
 sensor = node.add(std.temperature_sensor("Temp", 20.0))
 node.add(std.system_service())
+node.add(std.schedule_service())
+node.add(std.scenes_service(deactivation=True))
 
 
 async def sense():

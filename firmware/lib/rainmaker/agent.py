@@ -32,6 +32,7 @@ _TIME_VALID = const(599616000)
 _NTP_EVERY = const(3600000)  # ms between clock re-syncs (the RTC drifts seconds a day)
 _SYSTEM_DELAY = const(2000)  # ms from a System write to its action (SDK: 2 s), so its echo goes out
 _EPOCH = const(946684800)  # 1970 -> 2000: the ESP32's time() counts from 2000
+_TIME_SET = const(1546300800)  # 2019-01-01, Unix: before it the clock has not been set
 
 MAPPING = "mapping.json"  # user-node mapping from provisioning, kept until its PUBACK
 # What a factory reset forgets besides Wi-Fi and the params: the user's, never the node's.
@@ -40,7 +41,7 @@ USER_STATE = (MAPPING, "lctl.json")
 
 def utc():
     """Unix seconds, whichever epoch the port's time() counts from."""
-    return time.time() + (_EPOCH if time.gmtime(0)[0] == 2000 else 0)
+    return int(time.time()) + (_EPOCH if time.gmtime(0)[0] == 2000 else 0)
 
 
 class Agent:
@@ -68,6 +69,14 @@ class Agent:
                     series = Series(utc)
         self.sync = Sync(node, Store(params), series=series)
         self.system = node.device("System")  # the System service, if the app added it
+        self.sched = None  # the Schedule/Scenes engine, if the app added either service
+        for d in node.devices:
+            if d.type in ("esp.service.schedule", "esp.service.scenes"):
+                from . import sched
+
+                self.sched = sched.engine()
+                self.sched.clock = utc
+                break
         self._system_at = None
         self._ntp_at = time.ticks_add(time.ticks_ms(), _NTP_EVERY)
         self._reset_acked = False
@@ -172,6 +181,15 @@ class Agent:
                 ntptime.settime()  # blocks for at most its socket timeout (1 s), once an hour
             except Exception as e:
                 log.warn("time", "NTP re-sync failed: %s" % (str(e) or type(e).__name__))
+        # Schedules run from the board's own clock, online or not: their
+        # actions are local param writes, reported like any other change.
+        eng = self.sched
+        if eng is not None:
+            t = utc()
+            if t >= _TIME_SET:
+                for payload, source in eng.poll(t):
+                    log.info("sched", "%s: %s" % (source, payload.decode()))
+                    self.sync.remote(payload, now, source)
         # Time-series batches go out when due, leaving room in the link's
         # queue for other services.
         link = self.link

@@ -54,7 +54,7 @@ class Updater:
         self.kind = None  # "image" or "bundle": what the current job's file turned out to be
 
     def utc(self):
-        t = time.time() + (_EPOCH if time.gmtime(0)[0] == 2000 else 0)
+        t = int(time.time()) + (_EPOCH if time.gmtime(0)[0] == 2000 else 0)
         return t if t >= _TIME_VALID else None
 
     async def tick(self, now):
