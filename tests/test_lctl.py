@@ -5,8 +5,9 @@ endpoint, and found by zeroconf (a real mDNS client) through the board's
 responder.
 
 The board runs tests/apps/lctl_main.py: the agent with lctlsrv.serve() started
-beside it by hand. Ports 8080 and 5353 are mapped to free host ports
-(the simulator binds 127.0.0.1 only), so mDNS is proven with queries sent
+beside it by hand, on both backends (the CPython simulator, and MicroPython's
+unix port with its own socket, select and asyncio). Its ports 8080 and 5353
+become free host ports on 127.0.0.1, so mDNS is proven with queries sent
 straight to the responder's port, not over multicast.
 """
 import asyncio
@@ -38,14 +39,23 @@ def free_udp_port():
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, backend):
     cloud = Cloud(tmp_path_factory.mktemp("cloud")).start()
     cloud.broker.stop()  # the cloud is down: local control must not need it
     http_port, mdns_port = free_port(), free_udp_port()
-    b = Board(cloud, tmp_path_factory.mktemp("board"), NODE, main=ROOT / "tests" / "apps" / "lctl_main.py",
-              args=["--port-map", f"8080={http_port}", "--port-map", f"5353={mdns_port}"]).start()
-    line = b.wait_line("local control on port 8080", timeout=120)  # Security 2 verifier: made once
+    root = tmp_path_factory.mktemp("board")
+    args = []
+    if backend == "cpython":
+        # The simulator binds 127.0.0.1 only and maps the board's default ports.
+        args = ["--port-map", f"8080={http_port}", "--port-map", f"5353={mdns_port}"]
+    b = Board(cloud, root, NODE, main=ROOT / "tests" / "apps" / "lctl_main.py", args=args, backend=backend)
+    if backend == "micropython":
+        # MicroPython's own sockets bind real host ports: the app is told which.
+        (b.dir / "lctl_test.json").write_text(json.dumps({"port": http_port, "mdns_port": mdns_port, "addr": "127.0.0.1"}))
+    b.start()
+    line = b.wait_line("rm I lctl: local control on port", timeout=180)  # Security 2 verifier: made once
     pop = line.rsplit("PoP ", 1)[1].strip()
+    b.announced = 8080 if backend == "cpython" else http_port  # the port the board itself sees
     yield cloud, b, http_port, mdns_port, pop
     b.stop()
     cloud.stop()
@@ -183,7 +193,7 @@ def test_mdns_answers_a_real_client(setup):
     pytest.importorskip("zeroconf")
     from zeroconf import const
 
-    _, _, _, mdns_port, _ = setup
+    _, b, _, mdns_port, _ = setup
     stype = "_esp_local_ctrl._tcp.local."
     inst = f"{NODE}.{stype}"
     msg = _legacy_query(mdns_port, const._TYPE_PTR, stype)
@@ -191,7 +201,7 @@ def test_mdns_answers_a_real_client(setup):
     recs = {(r.type, r.name.lower()): r for r in msg.answers()}
     assert recs[(const._TYPE_PTR, stype)].alias.lower() == inst.lower()
     srv = recs[(const._TYPE_SRV, inst.lower())]
-    assert srv.port == 8080
+    assert srv.port == b.announced and srv.server.lower() == f"{NODE}.local.".lower()  # host name = node id
     txt = recs[(const._TYPE_TXT, inst.lower())]
     items = []
     d = txt.text
@@ -208,7 +218,7 @@ def test_mdns_answers_a_real_client(setup):
 def test_mdns_zeroconf_service_info_resolves(setup):
     """zeroconf's own ServiceInfo resolution, its queries sent to the responder's port."""
     zc_mod = pytest.importorskip("zeroconf")
-    _, _, _, mdns_port, _ = setup
+    _, b, _, mdns_port, _ = setup
     try:
         zc = zc_mod.Zeroconf(interfaces=["127.0.0.1"], ip_version=zc_mod.IPVersion.V4Only)
     except OSError as e:
@@ -217,7 +227,7 @@ def test_mdns_zeroconf_service_info_resolves(setup):
         info = zc_mod.ServiceInfo("_esp_local_ctrl._tcp.local.", f"{NODE}._esp_local_ctrl._tcp.local.")
         ok = info.request(zc, 5000, question_type=zc_mod.DNSQuestionType.QU, addr="127.0.0.1", port=mdns_port)
         assert ok, "zeroconf did not resolve the service"
-        assert info.port == 8080
+        assert info.port == b.announced
         assert info.properties[b"node_id"] == NODE.encode()
         assert info.properties[b"control_endpoint"] == b"/esp_local_ctrl/control"
         assert info.parsed_addresses()
@@ -236,7 +246,7 @@ def test_mdns_ignores_garbage_and_keeps_answering(setup):
     s.close()
     time.sleep(0.3)  # give the board the garbage first; the answer below proves it lived through it
     msg = _legacy_query(mdns_port, const._TYPE_SRV, f"{NODE}._esp_local_ctrl._tcp.local.")
-    assert [r.port for r in msg.answers() if r.type == const._TYPE_SRV] == [8080]
+    assert [r.port for r in msg.answers() if r.type == const._TYPE_SRV] == [b.announced]
 
 
 @pytest.mark.skip(reason="waits for the integrator: the agent starts local control when rainmaker.json has "

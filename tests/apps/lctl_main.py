@@ -2,6 +2,7 @@
 # control, started the way the agent will start it once wired in (this app
 # does it by hand). A switch whose writes are printed with their source.
 import asyncio
+import json
 import rainmaker as rm
 from rainmaker import std, lctlsrv
 from rainmaker.agent import Agent
@@ -16,8 +17,16 @@ node.add(std.switch("Light", cb=on_light))
 agent = Agent(node)
 
 
+try:
+    # The test's ports and address (the MicroPython backend binds real host ports).
+    with open("lctl_test.json") as f:
+        opts = json.load(f)
+except OSError:
+    opts = {}
+
+
 async def main():
-    asyncio.create_task(lctlsrv.serve(agent.node, agent.sync))
+    asyncio.create_task(lctlsrv.serve(agent.node, agent.sync, **opts))
     await agent.run()
 
 

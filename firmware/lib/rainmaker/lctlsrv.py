@@ -106,7 +106,7 @@ class LocalControl:
 
     # -- mDNS ------------------------------------------------------------------------
 
-    async def _mdns(self, host, instance, port, mdns_port, sta):
+    async def _mdns(self, host, instance, port, mdns_port, sta, addr):
         r = mdns.Responder(host, instance, SERVICE, port, (
             ("version_endpoint", "/" + _PREFIX + "version"),
             ("session_endpoint", "/" + _PREFIX + "session"),
@@ -116,7 +116,7 @@ class LocalControl:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(socket.getaddrinfo("0.0.0.0", mdns_port)[0][-1])
+            s.bind(socket.getaddrinfo(addr, mdns_port)[0][-1])
         except OSError as e:
             s.close()
             # On a stock ESP32 build MicroPython's own responder (which answers
@@ -166,13 +166,16 @@ class LocalControl:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def run(self, port=PORT, mdns_port=mdns.PORT, host=None, announce=True):
+    async def run(self, port=PORT, mdns_port=mdns.PORT, host=None, announce=True, addr="0.0.0.0"):
         sta = network.WLAN(network.STA_IF)
-        server = await asyncio.start_server(self._serve, "0.0.0.0", port)
+        server = await asyncio.start_server(self._serve, addr, port)
         log.info("lctl", "local control on port %d, Security %d, PoP %s" % (port, self.sec.version, self.pop))
         try:
             if announce:
-                await self._mdns(host or network.hostname(), self.node.node_id, port, mdns_port, sta)
+                try:
+                    await self._mdns(host or self.node.node_id, self.node.node_id, port, mdns_port, sta, addr)
+                except Exception as e:  # a bug or an odd port: the HTTP side goes on without it
+                    log.error("lctl", "mDNS stopped: %s" % (str(e) or type(e).__name__))
             await self._keeper()
         finally:
             server.close()
@@ -191,7 +194,9 @@ def _port(addr):
 def _join(s, ip):
     mreq = bytes(int(x) for x in mdns.GROUP.split(".")) + bytes(int(x) for x in ip.split("."))
     try:
-        s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        # The ESP32 port reads only the option (its level is ignored); the unix
+        # port has no IPPROTO_IP name, and 0 is its value on both.
+        s.setsockopt(getattr(socket, "IPPROTO_IP", 0), socket.IP_ADD_MEMBERSHIP, mreq)
     except OSError as e:
         log.warn("lctl", "mDNS group not joined (%s): only direct queries are answered" % e)
 
@@ -212,18 +217,21 @@ async def _close(writer):
 
 
 async def serve(node, sync, sec=2, port=PORT, path="lctl.json", mdns_port=mdns.PORT, host=None,
-                announce=True, service=True):
+                announce=True, service=True, addr="0.0.0.0"):
     """Serve local control until cancelled.
 
     node, sync: the agent's (agent.node, agent.sync). sec: protocomm Security 1 or
     2. path: the file that keeps the PoP. mdns_port/host/announce: the mDNS
-    announcement (host defaults to network.hostname()). service: add the
+    announcement (host: the name the SRV record points at and the A record
+    answers, the node id by default, as the SDK's). service: add the
     "Local Control" service (PoP and security) to the node, as the SDK does,
-    so the phone apps get the PoP through the cloud.
+    so the phone apps get the PoP through the cloud. addr: the address the
+    HTTP server and the mDNS socket bind (all interfaces by default; mDNS
+    hears the multicast group only then).
     """
     lc = LocalControl(node, sync, sec, path)
     if service and not node.device("Local Control"):
         from . import std
 
         node.add(std.local_control_service(lc.pop, lc.sec.version))
-    await lc.run(port, mdns_port, host, announce)
+    await lc.run(port, mdns_port, host, announce, addr)
