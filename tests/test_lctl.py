@@ -28,6 +28,7 @@ from rmaker_tools.rmaker_local_ctrl import esp_rainmaker_ctrl as ctrl  # noqa: E
 from rmaker_tools.rmaker_local_ctrl.proto import proto_lc  # noqa: E402
 
 NODE = "240AC4A1C0DE"
+PAUSE_MS = 3000  # handshakes refused this long after 5 failures (60 s on a board)
 
 
 def free_udp_port():
@@ -49,9 +50,11 @@ def setup(tmp_path_factory, backend):
         # The simulator binds 127.0.0.1 only and maps the board's default ports.
         args = ["--port-map", f"8080={http_port}", "--port-map", f"5353={mdns_port}"]
     b = Board(cloud, root, NODE, main=ROOT / "tests" / "apps" / "lctl_main.py", args=args, backend=backend)
+    opts = {"pause_ms": PAUSE_MS}
     if backend == "micropython":
         # MicroPython's own sockets bind real host ports: the app is told which.
-        (b.dir / "lctl_test.json").write_text(json.dumps({"port": http_port, "mdns_port": mdns_port, "addr": "127.0.0.1"}))
+        opts.update(port=http_port, mdns_port=mdns_port, addr="127.0.0.1")
+    (b.dir / "lctl_test.json").write_text(json.dumps(opts))
     b.start()
     line = b.wait_line("rm I lctl: local control on port", timeout=180)  # Security 2 verifier: made once
     pop = line.rsplit("PoP ", 1)[1].strip()
@@ -147,6 +150,21 @@ def test_wrong_pop_is_refused(setup):
     _, _, ok = session(port, wrong)
     assert not ok, "a session was established with a wrong PoP"
     b.wait_line("client proof does not match", since=mark)
+
+
+def test_failed_handshakes_pause_the_service_then_it_recovers(setup):
+    _, b, port, _, pop = setup
+    wrong = "%08x" % (int(pop, 16) ^ 2)
+    mark = b.mark()
+    for _ in range(5):
+        assert not session(port, wrong)[2]
+        if b.count("local control paused", mark):
+            break
+    b.wait_line("local control paused", since=mark)
+    assert not session(port, pop)[2], "a handshake was accepted while paused"
+    b.wait_line("local control accepts handshakes again", since=mark, timeout=PAUSE_MS / 1000 + 10)
+    tp, sec, ok = session(port, pop)
+    assert ok and asyncio.run(ctrl.get_rainmaker_params(tp, sec))["Light"]
 
 
 def test_bad_requests_close_the_connection_without_a_reply(setup):

@@ -217,7 +217,7 @@ async def _close(writer):
 
 
 async def serve(node, sync, sec=2, port=PORT, path="lctl.json", mdns_port=mdns.PORT, host=None,
-                announce=True, service=True, addr="0.0.0.0"):
+                announce=True, service=True, addr="0.0.0.0", pause_ms=_PAUSE_MS):
     """Serve local control until cancelled.
 
     node, sync: the agent's (agent.node, agent.sync). sec: protocomm Security 1 or
@@ -227,9 +227,10 @@ async def serve(node, sync, sec=2, port=PORT, path="lctl.json", mdns_port=mdns.P
     "Local Control" service (PoP and security) to the node, as the SDK does,
     so the phone apps get the PoP through the cloud. addr: the address the
     HTTP server and the mDNS socket bind (all interfaces by default; mDNS
-    hears the multicast group only then).
+    hears the multicast group only then). pause_ms: how long handshakes are
+    refused after 5 failed ones.
     """
-    lc = LocalControl(node, sync, sec, path)
+    lc = LocalControl(node, sync, sec, path, pause_ms=pause_ms)
     if service and not node.device("Local Control"):
         from . import std
 
