@@ -22,6 +22,7 @@ from tests.harness import Cloud, Board, ROOT
 from tools.sim.relay import free_port
 
 pytest.importorskip("rmaker_tools", reason="esp-rainmaker-cli is not installed")
+from rmaker_tools.common.security.security1 import Security1  # noqa: E402
 from rmaker_tools.common.security.security2 import Security2  # noqa: E402
 from rmaker_tools.common.transport.transport_http import Transport_HTTP  # noqa: E402
 from rmaker_tools.rmaker_local_ctrl import esp_rainmaker_ctrl as ctrl  # noqa: E402
@@ -189,6 +190,38 @@ def test_bad_requests_close_the_connection_without_a_reply(setup):
     # The server is still there for a good client.
     tp, sec, ok = session(port, pop)
     assert ok and asyncio.run(ctrl.get_rainmaker_params(tp, sec))["Light"]
+
+
+def test_security_1(tmp_path, backend):
+    """The other scheme: X25519 with the PoP, then AES-CTR (esp-rainmaker-cli's Security1)."""
+    cloud = Cloud(tmp_path / "cloud").start()
+    cloud.broker.stop()
+    port = free_port()
+    b = Board(cloud, tmp_path / "board", NODE, main=ROOT / "tests" / "apps" / "lctl_main.py", backend=backend,
+              args=["--port-map", f"8080={port}"] if backend == "cpython" else [])
+    opts = {"sec": 1, "announce": False}
+    if backend == "micropython":
+        opts.update(port=port, addr="127.0.0.1")
+    (b.dir / "lctl_test.json").write_text(json.dumps(opts))
+    b.start()
+    try:
+        line = b.wait_line("rm I lctl: local control on port", timeout=120)
+        assert "Security 1" in line
+        pop = line.rsplit("PoP ", 1)[1].strip()
+        status, body = post(port, "/esp_local_ctrl/version", b"---")
+        assert json.loads(body) == {"local_ctrl": {"ver": "v1.0", "sec_ver": 1, "sec_patch_ver": 0}}
+        tp = Transport_HTTP(f"127.0.0.1:{port}", None, timeout=30)
+        sec = Security1(pop, False)
+        assert asyncio.run(ctrl.establish_session(tp, sec))
+        mark = b.mark()
+        assert asyncio.run(ctrl.set_rainmaker_params(tp, sec, {"Light": {"Power": True}}))
+        b.wait_line("APP write from Local: Power=True", since=mark)
+        assert asyncio.run(ctrl.get_rainmaker_params(tp, sec))["Local Control"] == {"POP": pop, "Type": 1}
+        tp = Transport_HTTP(f"127.0.0.1:{port}", None, timeout=30)
+        assert not asyncio.run(ctrl.establish_session(tp, Security1("%08x" % (int(pop, 16) ^ 1), False)))
+    finally:
+        b.stop()
+        cloud.stop()
 
 
 def _legacy_query(mdns_port, qtype, name):
