@@ -24,7 +24,7 @@ _PREFIX = "esp_local_ctrl/"
 _MAX_CONNS = const(3)  # open connections; the oldest is closed for a new one
 _IDLE_MS = const(300000)  # an idle keep-alive connection is closed after this (apps keep one)
 _REQUEST_MS = const(10000)  # longest pause inside a request that has started
-_MAX_FAILS = const(5)  # failed handshakes in a row before a pause...
+_MAX_FAILS = const(5)  # failed handshakes before a pause...
 _PAUSE_MS = const(60000)  # ...of this long: a wrong PoP cannot be guessed, nor the owner locked out for good
 _MDNS_POLL = const(100)  # ms between looks at the mDNS socket when it is quiet
 _MDNS_MAX = const(1500)  # bytes of one mDNS datagram read (a longer one is cut, and ignored)
@@ -149,12 +149,14 @@ class LocalControl:
                     await asyncio.sleep_ms(_MDNS_POLL)
                     continue
                 try:
-                    data, addr = s.recvfrom(_MDNS_MAX)
+                    data, src = s.recvfrom(_MDNS_MAX)
                 except OSError:
                     continue
-                out = r.answer(data, _port(addr))
+                out = r.answer(data, _port(src))
                 if out:
-                    _send(s, out[0], addr if out[1] else group)
+                    _send(s, out[0], src if out[1] else group)
+                # A busy network must not hold the loop: one datagram per turn.
+                await asyncio.sleep_ms(0)
         finally:
             s.close()
 
