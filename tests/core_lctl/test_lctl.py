@@ -234,3 +234,13 @@ def test_fuzz_never_anything_but_a_reply_or_a_handled_error():
         replies += 1
         assert pb.items(out)[0][0] == 1  # every reply starts with its type
     assert replies > 30  # the mutations do not only make garbage
+
+
+def test_pb_items_keeps_repeated_fields_and_varints_is_bounded():
+    data = h("08 01 08 02 12 02 05 06 0d 00 00 00 00 08 03")  # 1, 1, 2:bytes, fixed32 (skipped), 1
+    assert pb.items(data) == [(1, 1), (1, 2), (2, b"\x05\x06"), (0, None), (1, 3)]
+    assert pb.decode(data) == {1: 3, 2: b"\x05\x06"}  # the last value wins, as before
+    raises(ValueError, pb.items, data, 4)
+    assert pb.varints(h("01 ac 02 00"), 3) == [1, 300, 0]
+    raises(ValueError, pb.varints, h("01 ac 02 00"), 2)
+    raises(ValueError, pb.varints, h("01 ac"), 5)  # cut varint

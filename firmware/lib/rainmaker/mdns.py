@@ -103,8 +103,8 @@ def parse(pkt):
 
 
 class Responder:
-    """host: the host name (no ".local"); instance: the service instance name;
-    service: e.g. "_esp_local_ctrl._tcp"; txt: [(key, value)]."""
+    """host: the host name (no ".local"); instance: the service instance name (one
+    label: no dots, as a node id); service: e.g. "_esp_local_ctrl._tcp"; txt: [(key, value)]."""
 
     def __init__(self, host, instance, service, port, txt, ttl=_TTL):
         self.host = (host + ".local").encode()
