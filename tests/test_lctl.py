@@ -300,8 +300,6 @@ def test_mdns_ignores_garbage_and_keeps_answering(setup):
     assert [r.port for r in msg.answers() if r.type == const._TYPE_SRV] == [b.announced]
 
 
-@pytest.mark.skip(reason="waits for the integrator: the agent starts local control when rainmaker.json has "
-                         "\"local_control\" (1 or 2, the security); until then tests/apps/lctl_main.py starts it by hand")
 def test_agent_starts_local_control_from_its_config(tmp_path):
     cloud = Cloud(tmp_path / "cloud").start()
     cloud.broker.stop()
