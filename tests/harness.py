@@ -120,7 +120,7 @@ class Board:
     chip: which chip the simulated board is (--chip).
     ota: the OTA partition table (default) or, False, one factory app (--no-ota);
     app_version: the version of the app image its flash starts with (--app-version).
-    The flash is root/flash (tools/sim/mpy/simworld/flash.py).
+    The flash is root/flash (tools/sim/mpy/simworld/flash.py, bootloader.py).
     """
 
     def __init__(self, cloud, root, node_id, main=None, keepalive=None, topics=None, wifi=True, args=(),
@@ -204,9 +204,9 @@ class Board:
 
     # The simulated world around the board (written by tests, read by the sim).
     def flash(self):
-        """The board's flash as the host sees it (simworld.flash.Flash): partition files,
+        """The board's flash as the host sees it (simworld.bootloader.Flash): partition files,
         otadata, flash().state(flash().get("ota_1")) -> "PENDING_VERIFY"..."""
-        from tools.sim.mpy.simworld.flash import Flash
+        from tools.sim.mpy.simworld.bootloader import Flash
 
         return Flash(str(self.flash_dir), "ota" if self.ota else "factory", self.chip)
 

@@ -1,6 +1,6 @@
 """The simulated board's flash: partitions, otadata, the bootloader's OTA rollback.
 
-The model (tools/sim/mpy/simworld/flash.py) is shared by both backends, so every
+The model (tools/sim/mpy/simworld/flash.py, and bootloader.py beside it) is shared by both backends, so every
 board-level test here runs on the CPython sim and on MicroPython itself (`backend`
 fixture). Firmware scripts drive it through esp32.Partition, as real firmware would:
 an update is erase + write of 4096-byte blocks into get_next_update(), set_boot(),
@@ -15,13 +15,15 @@ import os
 import random
 import struct
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from tests.harness import MICROPYTHON, ROOT
-from tools.sim.mpy.simworld import flash as F
+from tools.sim.mpy.simworld import bootloader as F
+from tools.sim.mpy.simworld import flash as FLASH
 from tools.simulate import board_command
 
 CHIP_IDS = {"esp32": 0, "esp32s2": 2, "esp32c3": 5, "esp32s3": 9, "esp32c6": 13}
@@ -608,6 +610,7 @@ def test_a_cut_in_the_middle_of_any_otadata_write_leaves_a_bootable_board(fresh,
         f = real_open(path, mode, *a)
         return CutFile(f) if ("w" in mode or "+" in mode) else f
 
+    monkeypatch.setattr(FLASH, "open", cut_open, raising=False)  # where the flash files are written
     monkeypatch.setattr(F, "open", cut_open, raising=False)
     cycle = [lambda: fresh.set_boot(fresh.get("ota_1")), fresh.boot, fresh.mark_valid,
              lambda: fresh.set_boot(fresh.get("ota_0")), fresh.boot]
@@ -626,3 +629,65 @@ def test_a_cut_in_the_middle_of_any_otadata_write_leaves_a_bootable_board(fresh,
             assert all(crc_ok or seq == 0xFFFFFFFF for seq, _, crc_ok in ota), (k, start, ota)
             assert fresh.boot() in ("ota_0", "ota_1"), (k, start)
     assert cuts > 20  # the cuts really landed inside the cycle
+
+
+# The same model run by both interpreters on the same steps must say the same things.
+SCENARIO = r'''
+import sys
+from simworld import bootloader as B
+fl = B.Flash(sys.argv[1], "ota", "esp32c3")
+print("prepare", fl.prepare("1.0.0"), fl.boot(), fl.otadata())
+P = B.partition_class(fl)
+nxt = P(P.RUNNING).get_next_update()
+img = B.image("esp32c3", "2.0.0", body=b"\x5a" * 5000)
+for i in range(0, len(img), 4096):
+    blk = img[i:i + 4096]
+    nxt.writeblocks(i // 4096, blk + b"\xff" * (4096 - len(blk)))
+nxt.set_boot()
+print("update", fl.otadata(), P(P.BOOT).info()[4])
+print("trial", fl.boot(), fl.state(fl.get("ota_1")))
+print("rollback", fl.boot(), fl.state(fl.get("ota_1")), fl.otadata())
+nxt.set_boot()
+print("again", fl.boot(), fl.state(fl.get("ota_1")))
+P.mark_app_valid_cancel_rollback()
+print("kept", fl.boot(), fl.state(fl.get("ota_1")), fl.app_desc(fl.get("ota_1")))
+o = P("ota_0")
+o.ioctl(6, 5)
+o.writeblocks(5, b"\x3c" * 4, 0)
+o.writeblocks(5, b"\x0f" * 4, 0)
+b = bytearray(4)
+o.readblocks(5, b)
+print("and", list(b))
+o.writeblocks(0, b"\0" * 4096)
+print("broken", fl.verify(o._p), fl.boot_partition()[0])
+for bad in (B.image("esp32", "x"), img[:-1] + bytes([img[-1] ^ 1])):
+    o.writeblocks(0, bad + b"\xff" * (-len(bad) % 4096))
+    try:
+        o.set_boot()
+    except OSError as e:
+        print("reject", e.args[0])
+'''
+
+
+def test_the_model_says_the_same_on_cpython_and_micropython(tmp_path):
+    if not MICROPYTHON:
+        pytest.skip("no MicroPython unix-port binary (set MICROPYTHON)")
+    script = tmp_path / "scenario.py"
+    script.write_text(SCENARIO)
+    mpy = ROOT / "tools" / "sim" / "mpy"
+    outs = []
+    for name, cmd, env in (
+            ("cpython", [sys.executable, str(script), str(tmp_path / "cp")], dict(os.environ, PYTHONPATH=str(mpy))),
+            ("micropython", [MICROPYTHON, str(script), str(tmp_path / "mp")], dict(os.environ, MICROPYPATH=str(mpy)))):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+        assert r.returncode == 0, (name, r.stdout, r.stderr)
+        outs.append(r.stdout.replace("OSError(", "(").splitlines())
+    assert outs[0] == outs[1]
+    got = dict(ln.split(" ", 1) for ln in outs[0] if ln.split(" ", 1)[0] != "reject")
+    assert got["prepare"] == "True ota_0 [[1, 2, True], [4294967295, 4294967295, False]]"
+    assert got["trial"] == "ota_1 PENDING_VERIFY"
+    assert got["rollback"].startswith("ota_0 ABORTED")
+    assert got["kept"] == "ota_1 VALID ('2.0.0', 'micropython')"
+    assert got["and"] == "[12, 12, 12, 12]"
+    assert got["broken"].startswith("invalid magic") and got["broken"].endswith("ota_1")
+    assert [ln for ln in outs[0] if ln.startswith("reject")] == ["reject -5379"] * 2

@@ -11,7 +11,7 @@ does) with the current directory at BOARD_DIR, and prints everything line-buffer
 stdout. A traceback from boot.py/main.py is printed MicroPython-style, then the board
 "stays at the REPL" by exiting with status 1. machine.reset() re-executes this command.
 Every boot but a soft reset first runs the simulated bootloader over the board's flash
-(tools/sim/mpy/simworld/flash.py): it picks the app slot, with OTA rollback.
+(tools/sim/mpy/simworld/bootloader.py): it picks the app slot, with OTA rollback.
 """
 
 import argparse
@@ -20,7 +20,7 @@ import sys
 
 from . import runtime as _r
 from .mpy.simworld import chip
-from .mpy.simworld import flash as _flash
+from .mpy.simworld import bootloader as _boot
 
 
 def _port_map(items):
@@ -69,7 +69,7 @@ def add_flash_args(p):
 def open_flash(args, board_dir, chip_name):
     """The board's flash (a new folder is a freshly flashed board)."""
     folder = os.path.abspath(args.flash) if args.flash else os.path.join(os.path.dirname(board_dir), "flash")
-    fl = _flash.Flash(folder, "factory" if args.no_ota else "ota", chip_name)
+    fl = _boot.Flash(folder, "factory" if args.no_ota else "ota", chip_name)
     fl.prepare(args.app_version)
     return fl
 

@@ -12,7 +12,7 @@ import types
 
 from . import runtime as _r
 from .mpy.simworld import chip
-from .mpy.simworld import flash
+from .mpy.simworld import bootloader, flash
 from .runtime import EPOCH_2000
 
 # -- gc ------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def board_flash(rt):
     """The runtime's flash; an in-process Runtime made without one gets the default
     (BOARD_DIR/../flash, OTA layout), booted here."""
     if rt.flash is None:
-        fl = flash.Flash(os.path.join(os.path.dirname(rt.board_dir), "flash"), "ota", rt.chip)
+        fl = bootloader.Flash(os.path.join(os.path.dirname(rt.board_dir), "flash"), "ota", rt.chip)
         fl.prepare()
         fl.boot(print)
         rt.flash = fl

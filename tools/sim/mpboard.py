@@ -23,7 +23,7 @@ absent from the unix port); they share the world model (tools/sim/mpy/simworld) 
   PORT in rainmaker.json's mqtt_port), and the relay applies the air's rules to them:
   a Wi-Fi loss stalls them, then resets them on the board's side while the broker's
   side stays half-open (tools/sim/relay.py).
-* The flash (tools/sim/mpy/simworld/flash.py, shared with the CPython sim): before
+* The flash (tools/sim/mpy/simworld/flash.py and bootloader.py, shared with the CPython sim): before
   every boot but a soft reset the launcher runs the bootloader over the partition
   files (OTA slot selection and rollback); esp32.Partition works on the same files.
 * The provisioning server binds the access point's address, 127.0.0.1 here, on

@@ -20,6 +20,7 @@ def __getattr__(name):
     if name != "Partition":
         raise AttributeError(name)
     import os
+    _gc.collect()  # room to compile the model (on the chip this is C in flash)
     from simworld import flash
 
     def panic(text):
