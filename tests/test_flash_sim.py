@@ -104,7 +104,7 @@ class Run:
             return [ln for ln in self.lines if ln.split(" ", 1)[0] in TAGS]
 
 
-TAGS = ("BOOT", "SET", "HANG", "RESET", "WDT", "VALID", "DONE")
+TAGS = ("BOOT", "SET", "HANG", "RESET", "SOFT", "WDT", "VALID", "DONE")
 
 # The firmware of the update tests: at each boot it says which slot and which app
 # version (from the running partition's esp_app_desc_t) runs and why it booted, then
@@ -160,6 +160,9 @@ elif step and step[0] == "hang":
 elif step and step[0] == "reset":
     print("RESET")
     machine.reset()
+elif step and step[0] == "soft":
+    print("SOFT")
+    machine.soft_reset()
 elif step and step[0] == "wdt":
     print("WDT")
     machine.WDT(timeout=300)
@@ -190,12 +193,14 @@ def _host_flash(tmp, layout="ota", chip="esp32"):
 
 def test_an_update_runs_on_trial_and_any_reset_before_confirming_rolls_it_back(tmp_path, backend):
     images = {"v%d.bin" % v: _image("esp32", "%d.0.0" % v, body=9000) for v in (2, 3, 4, 5, 6)}
-    _board(tmp_path, UPDATER, ["update v2.bin", "hang"], images)
+    _board(tmp_path, UPDATER, ["update v2.bin", "soft", "hang"], images)
 
-    # 1. New image, then a power cut while it runs on trial.
+    # 1. New image; a soft reset (only the VM restarts: no bootloader, the trial goes on);
+    #    then a power cut while it runs on trial.
     run = Run(backend, tmp_path)
     run.wait("HANG")
-    assert run.tagged() == ["BOOT ota_0 1.0.0 1", "SET ota_1 ota_1", "BOOT ota_1 2.0.0 2", "HANG"]
+    assert run.tagged() == ["BOOT ota_0 1.0.0 1", "SET ota_1 ota_1", "BOOT ota_1 2.0.0 2", "SOFT",
+                            "BOOT ota_1 2.0.0 5", "HANG"]
     fl = _host_flash(tmp_path)
     assert fl.state(fl.get("ota_1")) == "PENDING_VERIFY"
     assert fl.state(fl.get("ota_0")) == "VALID"  # set by the bootloader on the first boot of a fresh flash
