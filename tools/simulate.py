@@ -136,6 +136,7 @@ def main(argv=None):
   board        {board}  node id {node_id}  chip {args.chip}
                {"on MicroPython " + args.micropython + " (radio relay 127.0.0.1:%d)" % relay[0] if relay else "on CPython (tools/sim)"}
   Wi-Fi        {air} (edit "up" to drop the network)
+  flash        {board.parent / 'flash'} ({"one factory app" if args.no_ota else "OTA slots ota_0/ota_1, otadata"})
 
   In a second terminal:
     make console ARGS="nodes"

@@ -43,7 +43,9 @@ def parse_args(argv):
                    help="seconds after boot when ticks_ms()/ticks_us() first wrap (default 60)")
     p.add_argument("--rtc-synced", action="store_true",
                    help="start with the RTC set from the host clock (default: 2000-01-01 on power-on)")
-    p.add_argument("--fs-size", type=int, default=960 * 1024, help="flash filesystem size for statvfs")
+    p.add_argument("--fs-size", type=int, default=None,
+                   help="flash filesystem size for statvfs (default: the vfs partition's, 960 KiB on the "
+                        "OTA table, 2 MiB with --no-ota)")
     p.add_argument("--port-map", action="append", metavar="BOARD=HOST",
                    help="map a port the firmware binds to a host port (repeatable)")
     p.add_argument("--chip", default="esp32", choices=sorted(chip.CHIPS),
@@ -125,7 +127,7 @@ def main(argv=None):
         rtc = _r.host_rtc()
     rt = _r.Runtime(board_dir, air=args.air, mac=args.mac, pins=args.pins, pins_out=args.pins_out,
                     ticks_wrap_s=args.ticks_wrap, rtc=rtc, strict=not args.no_strict,
-                    fs_size=args.fs_size, port_map=_port_map(args.port_map), reset_cause=cause,
+                    fs_size=args.fs_size or fl.get("vfs")[4], port_map=_port_map(args.port_map), reset_cause=cause,
                     argv=argv, chip=args.chip, flash=fl)
     rt.install()
     print(banner(board_dir, rt.machine))
