@@ -73,6 +73,13 @@ def _cstr(b):
 class Flash(_f.Flash):
     """The flash with the bootloader and the host-side tools (see the top)."""
 
+    def _replace(self, p, raw):
+        """Replace partition p's file with raw, atomically (tests set otadata so)."""
+        path = self.path(p)
+        with open(path + ".tmp", "wb") as f:
+            f.write(raw)
+        os.rename(path + ".tmp", path)
+
     def state(self, p):
         """ESP-IDF's esp_ota_get_state_partition: the OTA state name of app slot p,
         or None (not an OTA slot, or no record names it). For tests and logs: the

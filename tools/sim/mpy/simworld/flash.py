@@ -79,6 +79,14 @@ ENOENT = 2
 EINVAL = 22
 
 _MAX_SEGMENTS = 16
+_CHUNK = 512
+_FFV = memoryview(b"\xff" * _CHUNK)
+
+
+def _fill(buf, got):
+    # What lies past the end of a partition file reads erased.
+    if got < len(buf):
+        buf[got:] = _FFV[:len(buf) - got]
 
 
 def _default_error(code, msg=None):
@@ -158,6 +166,8 @@ class Flash:
         return self.folder + "/" + p[0] + ".bin"
 
     # -- the flash chip: read, write (AND), erase ----------------------------------
+    # In pieces of _CHUNK bytes through small buffers: on the MicroPython backend this
+    # runs in the firmware's heap, where the chip's flash driver allocates nothing.
 
     def _bounds(self, p, offset, n):
         if offset < 0 or offset > p[4]:
@@ -174,45 +184,59 @@ class Flash:
                 return None
             return open(self.path(p), "w+b")
 
-    def read(self, p, offset, n):
-        """(err, bytes): n bytes at offset in partition p."""
+    def read_into(self, p, offset, buf):
+        """Fill buf from offset in partition p; 0 or an error code."""
+        n = len(buf)
         err = self._bounds(p, offset, n)
         if err:
-            return err, None
+            return err
         f = self._open(p, False)
-        if f is None:
-            return 0, b"\xff" * n
-        try:
-            f.seek(offset)
-            data = f.read(n)
-        finally:
-            f.close()
-        return 0, data + b"\xff" * (n - len(data))
+        got = 0
+        if f is not None:
+            try:
+                f.seek(offset)
+                got = f.readinto(buf) or 0
+            finally:
+                f.close()
+        _fill(buf, got)
+        return 0
+
+    def read(self, p, offset, n):
+        """(err, bytes): n bytes at offset in partition p."""
+        buf = bytearray(n)
+        err = self.read_into(p, offset, buf)
+        return err, (None if err else bytes(buf))
 
     def write(self, p, offset, data):
         """Program bytes: each bit can only go from 1 to 0 (old AND new)."""
-        err = self._bounds(p, offset, len(data))
-        if err:
+        mv = memoryview(data)
+        n = len(mv)
+        err = self._bounds(p, offset, n)
+        if err or not n:
             return err
         if self._dangerous(p):
-            return 0
-        n = len(data)
-        if not n:
             return 0
         f = self._open(p, True)
         try:
             end = f.seek(0, 2)
             while end < offset:  # the hole up to offset reads erased: 0xFF, not 0x00
-                k = min(SECTOR, offset - end)
-                f.write(b"\xff" * k)
+                k = min(_CHUNK, offset - end)
+                f.write(_FFV[:k])
                 end += k
-            f.seek(offset)
-            old = f.read(n)
-            old += b"\xff" * (n - len(old))
-            if old != b"\xff" * n:  # not erased: the bits already at 0 stay 0
-                data = (int.from_bytes(old, "big") & int.from_bytes(data, "big")).to_bytes(n, "big")
-            f.seek(offset)
-            f.write(data)
+            old = memoryview(bytearray(_CHUNK))
+            pos = 0
+            while pos < n:
+                k = min(_CHUNK, n - pos)
+                at = offset + pos
+                piece = mv[pos:pos + k]
+                if at < end:  # programmed before, maybe: the bits already at 0 stay 0
+                    f.seek(at)
+                    _fill(old[:k], f.readinto(old[:k]) or 0)
+                    if min(old[:k]) != 0xFF:
+                        piece = (int.from_bytes(old[:k], "big") & int.from_bytes(piece, "big")).to_bytes(k, "big")
+                f.seek(at)
+                f.write(piece)
+                pos += k
         finally:
             f.close()
         return 0
@@ -232,13 +256,12 @@ class Flash:
         if f is None:
             return 0  # never written: already erased
         try:
-            end = f.seek(0, 2)
-            stop = min(offset + n, end)
+            stop = min(offset + n, f.seek(0, 2))
             pos = offset
             f.seek(pos)
             while pos < stop:
-                k = min(SECTOR, stop - pos)
-                f.write(b"\xff" * k)
+                k = min(_CHUNK, stop - pos)
+                f.write(_FFV[:k])
                 pos += k
         finally:
             f.close()
@@ -263,27 +286,37 @@ class Flash:
         if p is None:
             return None
         out = []
+        raw = bytearray(32)
         for i in (0, 1):
-            err, raw = self.read(p, i * SECTOR, 32)
+            self.read_into(p, i * SECTOR, raw)
             seq, _, state, crc = struct.unpack("<I20sII", raw)
             out.append([seq, state, crc == _crc(seq)])
         return out
 
     def _put(self, i, seq, state):
-        """Rewrite otadata sector i (erase + write) atomically: the whole file is
-        replaced by rename, so a kill leaves the old or the new record."""
-        p = self.first(TYPE_DATA, SUB_OTADATA)
-        err, raw = self.read(p, 0, 2 * SECTOR)
-        rec = entry(seq, state) + b"\xff" * (SECTOR - 32)
-        raw = rec + raw[SECTOR:] if i == 0 else raw[:SECTOR] + rec
-        self._replace(p, raw)
+        """Rewrite otadata sector i (erase + write one record) atomically."""
+        self._rewrite({i: entry(seq, state)})
 
-    def _replace(self, p, raw):
+    def _rewrite(self, sectors):
+        """Write the otadata sectors in `sectors` ({index: record, or b"" for erased})
+        and copy the others: into a new file, renamed over the old one, so a kill
+        leaves the old or the new contents (the sim's power cut)."""
+        p = self.first(TYPE_DATA, SUB_OTADATA)
         path = self.path(p)
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(raw)
-        os.rename(tmp, path)
+        buf = memoryview(bytearray(_CHUNK))
+        with open(path + ".tmp", "wb") as out:
+            for s in range(p[4] // SECTOR):
+                rec = sectors.get(s)
+                if rec is not None:
+                    out.write(rec)
+                for at in range(s * SECTOR, (s + 1) * SECTOR, _CHUNK):
+                    if rec is None:
+                        self.read_into(p, at, buf)
+                        out.write(buf)
+                    else:
+                        skip = min(max(len(rec) - (at - s * SECTOR), 0), _CHUNK)
+                        out.write(_FFV[skip:])
+        os.rename(path + ".tmp", path)
 
     @staticmethod
     def _invalid(e):
@@ -301,13 +334,30 @@ class Flash:
             return 1
         return -1
 
+    # -- the image loader --------------------------------------------------------
+
     def verify(self, p):
         """None if app partition p holds an image ESP-IDF would load on this chip,
         else why not."""
         if p is None:
             return "no such partition"
-        size = p[4]
-        err, head = self.read(p, 0, 24)
+        f = self._open(p, False)
+        if f is None:
+            return "invalid magic byte 0xff (nothing flashed here?)"
+        try:
+            return self._verify(p[4], f)
+        finally:
+            f.close()
+
+    def _verify(self, size, f):
+        buf = memoryview(bytearray(_CHUNK))
+
+        def rd(pos, n):
+            f.seek(pos)
+            _fill(buf[:n], f.readinto(buf[:n]) or 0)
+            return buf[:n]
+
+        head = bytes(rd(0, 24))
         if head[0] != IMAGE_MAGIC:
             return "invalid magic byte 0x%02x (nothing flashed here?)" % head[0]
         chip_id = head[12] | head[13] << 8
@@ -321,33 +371,35 @@ class Flash:
         for i in range(head[1]):
             if pos + 8 > size:
                 return "segment %d header past the end of the partition" % i
-            err, sh = self.read(p, pos, 8)
+            sh = rd(pos, 8)
             n = struct.unpack("<II", sh)[1]
+            h.update(sh)
             pos += 8
             if n > size - pos:
                 return "segment %d (%d bytes) runs past the end of the partition" % (i, n)
-            h.update(sh)
             end = pos + n
             while pos < end:
-                k = min(SECTOR, end - pos)
-                err, chunk = self.read(p, pos, k)
+                k = min(_CHUNK, end - pos)
+                chunk = rd(pos, k)
                 h.update(chunk)
                 xor ^= _xor(chunk)
                 pos += k
         padded = (pos + 1 + 15) // 16 * 16
         if padded > size:
             return "checksum past the end of the partition"
-        err, tail = self.read(p, pos, padded - pos)
+        tail = rd(pos, padded - pos)
         h.update(tail)
         if tail[-1] != xor:
             return "checksum 0x%02x, computed 0x%02x" % (tail[-1], xor)
         if head[23] == 1:
             if padded + 32 > size:
                 return "SHA-256 past the end of the partition"
-            err, digest = self.read(p, padded, 32)
-            if digest != h.digest():
+            if bytes(rd(padded, 32)) != h.digest():
                 return "SHA-256 of the image does not match the one appended"
         return None
+
+    # -- esp_ota_ops, as the app calls them ---------------------------------------------
+
     def running_partition(self):
         return self.get(self.running) if self.running else None
 
@@ -395,7 +447,7 @@ class Flash:
         if p[2] == FACTORY:
             if od is None:
                 return ERR_NOT_FOUND
-            self._replace(od, b"\xff" * (2 * SECTOR))  # erase otadata: the factory app boots
+            self._rewrite({0: b"", 1: b""})  # erase otadata: the factory app boots
             return 0
         ota = self.otadata()
         if ota is None:
@@ -498,25 +550,23 @@ def partition_class(flash, error=None):
 
         def readblocks(self, block_num, buf, offset=0):
             writable(buf)
-            err, data = flash.read(self._p, block_num * self._bs + offset, len(buf))
-            check(err)
-            buf[:] = data
+            check(flash.read_into(self._p, block_num * self._bs + offset, buf))
 
         def writeblocks(self, block_num, buf, *offset):
             if len(offset) > 1:
                 raise TypeError("function expected at most 4 arguments, got %d" % (3 + len(offset)))
             at = block_num * self._bs
-            data = bytes(buf)
+            n = len(buf)
             if not offset:
                 # A plain write erases first: whole sectors at the native size, else
                 # the sectors it touches, keeping what lies outside the write.
                 if self._bs >= SECTOR:
-                    check(flash.erase(self._p, at, len(data)))
+                    check(flash.erase(self._p, at, n))
                 else:
-                    self._erase_around(at, len(data))
+                    self._erase_around(at, n)
             else:
                 at += offset[0]
-            check(flash.write(self._p, at, data))
+            check(flash.write(self._p, at, buf))
 
         def _erase_around(self, at, n):
             top = at + n
