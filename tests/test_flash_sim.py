@@ -153,6 +153,22 @@ if step and step[0] == "update":
     nxt.set_boot()
     print("SET", nxt.info()[4], P(P.BOOT).info()[4])
     machine.reset()
+elif step and step[0] == "stream":  # an update too big for the heap: 4 KB at a time
+    nxt = run.get_next_update()
+    blk = bytearray(4096)
+    i = 0
+    with open(step[1], "rb") as f:
+        while True:
+            k = f.readinto(blk)
+            if not k:
+                break
+            for j in range(k, 4096):
+                blk[j] = 0xFF
+            nxt.writeblocks(i, blk)
+            i += 1
+    nxt.set_boot()
+    print("SET", nxt.info()[4], P(P.BOOT).info()[4])
+    machine.reset()
 elif step and step[0] == "hang":
     print("HANG")
     while True:
@@ -237,6 +253,17 @@ def test_an_update_runs_on_trial_and_any_reset_before_confirming_rolls_it_back(t
     run.wait("DONE")
     assert run.tagged() == ["BOOT ota_1 5.0.0 1", "SET ota_0 ota_0", "BOOT ota_0 6.0.0 2", "VALID",
                             "BOOT ota_0 6.0.0 2", "DONE 3/2 2/2"], run.lines
+
+
+def test_a_large_update_fits_an_esp32_sized_heap(tmp_path, backend):
+    """A 1.2 MB image streamed in 4 KB blocks, checked by set_boot() and booted, with the
+    MicroPython backend's heap at 96K: the model must not need more than the chip."""
+    images = {"big.bin": _image("esp32", "8.0.0", body=1200000)}
+    _board(tmp_path, UPDATER, ["stream big.bin"], images)
+    run = Run(backend, tmp_path, args=["--heapsize", "96K"] if backend == "micropython" else [])
+    run.wait("DONE")
+    assert run.tagged()[:3] == ["BOOT ota_0 1.0.0 1", "SET ota_1 ota_1", "BOOT ota_1 8.0.0 2"], run.lines
+    assert (tmp_path / "flash" / "ota_1.bin").read_bytes()[:len(images["big.bin"])] == images["big.bin"]
 
 
 FLASH_OPS = r'''
@@ -696,3 +723,61 @@ def test_the_model_says_the_same_on_cpython_and_micropython(tmp_path):
     assert got["and"] == "[12, 12, 12, 12]"
     assert got["broken"].startswith("invalid magic") and got["broken"].endswith("ota_1")
     assert [ln for ln in outs[0] if ln.startswith("reject")] == ["reject -5379"] * 2
+
+
+def test_partition_calls_fail_cleanly_on_any_arguments(fresh):
+    """Random blocks, offsets, lengths and buffers: every call either works or raises the
+    port's OSError / TypeError, and a read after a failed call still sees the flash as the
+    successful calls left it."""
+    P = F.partition_class(fresh)
+    part = P("ota_1")
+    small = P("ota_1", 512)
+    shadow = bytearray(b"\xff" * part.info()[3])  # what the flash should hold
+    rnd = random.Random(5)
+    blocks = [-2, -1, 0, 1, 2, 383, 384, 385, 1 << 20]
+    history = []
+    for _ in range(600):
+        p = rnd.choice([part, small])
+        bs = p.ioctl(5, 0)
+        blk = rnd.choice(blocks)
+        n = rnd.choice([0, 1, 7, 512, 4096, 4097, 8192])
+        off = rnd.choice([None, 0, 1, -1, 4095, 4096, 1 << 22])
+        op = rnd.choice(["read", "write", "erase"])
+        data = bytes(rnd.getrandbits(8) for _ in range(n))
+        history.append((op, p.ioctl(5, 0), blk, n, off))
+        try:
+            if op == "read":
+                buf = bytearray(n)
+                (p.readblocks(blk, buf) if off is None else p.readblocks(blk, buf, off))
+                at = blk * bs + (off or 0)
+                assert bytes(buf) == bytes(shadow[at:at + n]), history[-5:]
+            elif op == "write":
+                if off is None:
+                    p.writeblocks(blk, data)
+                    at = blk * bs
+                    lo, hi = at // 4096 * 4096, -(-(at + n) // 4096) * 4096
+                    if bs >= 4096:
+                        lo, hi = at, at + n
+                    kept = bytes(shadow[lo:hi])
+                    shadow[lo:hi] = b"\xff" * (hi - lo)
+                    if bs < 4096:  # the sectors around a small-block write keep their bytes
+                        shadow[lo:at] = kept[:at - lo]
+                        shadow[at + n:hi] = kept[at + n - lo:]
+                else:
+                    p.writeblocks(blk, data, off)
+                    at = blk * bs + off
+                shadow[at:at + n] = bytes(a & b for a, b in zip(shadow[at:at + n], data))
+            else:
+                r = p.ioctl(6, blk)
+                if r == 0:
+                    shadow[blk * 4096:blk * 4096 + 4096] = b"\xff" * 4096
+                else:
+                    assert bs != 4096 and r == -22
+        except OSError as e:
+            assert e.args[0] in (-258, -260), e.args
+        chk = bytearray(len(shadow))
+        part.readblocks(0, chk)
+        assert chk == shadow, history[-1]
+    whole = bytearray(len(shadow))
+    part.readblocks(0, whole)
+    assert whole == shadow

@@ -85,8 +85,11 @@ _FFV = memoryview(b"\xff" * _CHUNK)
 
 def _fill(buf, got):
     # What lies past the end of a partition file reads erased.
-    if got < len(buf):
-        buf[got:] = _FFV[:len(buf) - got]
+    n = len(buf)
+    while got < n:
+        k = min(_CHUNK, n - got)
+        buf[got:got + k] = _FFV[:k]
+        got += k
 
 
 def _default_error(code, msg=None):
