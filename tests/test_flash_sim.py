@@ -562,6 +562,9 @@ def test_the_bootloader_survives_any_otadata(fresh):
                 assert now == F.ABORTED  # a trial never survives a reset
             if now == F.PENDING_VERIFY:
                 assert was == F.NEW  # and only a new image starts one
+        # and an update from any such state selects its slot
+        target = fresh.next_update(fresh.running_partition())
+        assert fresh.set_boot(target) == 0 and fresh.boot_partition() == target
     # Nothing loadable anywhere: the chip would reset forever; boot() says None.
     fresh.running = None
     for label in ("ota_0", "ota_1"):

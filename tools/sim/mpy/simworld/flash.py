@@ -461,11 +461,10 @@ class Flash:
             return ERR_INVALID_ARG
         a = self._active(ota)
         if a != -1:
-            seq = ota[a][0]
-            i = 0
-            while seq > (sub + 1) % n + i * n:
-                i += 1
-            self._put(1 - a, (sub + 1) % n + i * n, NEW)
+            # The lowest seq >= the active one that selects this slot (IDF counts up to it).
+            base = (sub + 1) % n
+            i = max(0, -(-(ota[a][0] - base) // n))
+            self._put(1 - a, (base + i * n) & 0xFFFFFFFF, NEW)
         else:
             self._put(0, sub + 1, NEW)
         return 0
