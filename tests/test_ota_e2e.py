@@ -59,8 +59,8 @@ class Rig:
     def url(self, name):
         return f"https://127.0.0.1:{self.port}/{name}"
 
-    def push(self, name, data, job, md5=True, version=None):
-        (self.server.root / name).write_bytes(data)
+    def push(self, name, data, job, md5=True, version=None, serve=None):
+        (self.server.root / name).write_bytes(data if serve is None else serve)
         doc = {"ota_job_id": job, "url": self.url(name), "file_size": len(data)}
         if md5:
             doc["file_md5"] = hashlib.md5(data).hexdigest() if md5 is True else md5
@@ -135,7 +135,7 @@ def test_a_firmware_image_goes_from_otaurl_to_success_on_the_other_slot(rig):
         "Rebooting into new firmware (after 1 HTTPS attempt)") < len(infos) - 1
     fl = rig.board.flash()
     assert fl.boot_partition()[0] == "ota_1" and fl.state(fl.get("ota_1")) == "VALID"
-    assert fl.read(fl.get("ota_1"), 0, len(image)) == (None, image)
+    assert fl.read(fl.get("ota_1"), 0, len(image))[1] == image
     assert fl.app_desc(fl.get("ota_1")) == ("2.0.0", "micropython")
 
 
@@ -144,6 +144,7 @@ def test_a_bad_firmware_job_ends_with_a_clear_reason_and_the_board_keeps_its_fir
     image = esp_image.build("esp32", "2.0.0", size=40 * 1024)
     md5 = True
     name = "fw.bin"
+    serve = None
     if case == "same-version":
         image = esp_image.build("esp32", "1.0.0", size=40 * 1024)
     elif case == "other-chip":
@@ -153,16 +154,16 @@ def test_a_bad_firmware_job_ends_with_a_clear_reason_and_the_board_keeps_its_fir
     elif case == "404":
         rig.server.add_fault(parse_fault("status:404,path=/fw.bin"))
     elif case == "truncated":
-        rig.server.add_fault(parse_fault("cut:20000,path=/fw.bin"))
+        serve = image[:-5000]  # the file on the server is shorter than the job says
     elif case == "wrong-ca":
         rig.server.add_fault(parse_fault("wrong-ca"))
-    since, _ = rig.push(name, image, "bad-" + case, md5=md5)
+    since, _ = rig.push(name, image, "bad-" + case, md5=md5, serve=serve)
     st = rig.outcome(since, "bad-" + case)
     want = {"same-version": ("rejected", "Same version received"),
             "other-chip": ("rejected", "Chip mismatch: image is for esp32c3"),
             "bad-md5": ("failed", "OTA Attempt 3/3 failed: MD5 mismatch"),
             "404": ("failed", "OTA Attempt 3/3 failed: HTTP 404"),
-            "truncated": ("failed", "OTA Attempt 3/3 failed: "),
+            "truncated": ("failed", "OTA Attempt 3/3 failed: size mismatch"),
             "wrong-ca": ("failed", "OTA Attempt 3/3 failed: ")}[case]
     assert st[-1][0] == want[0] and st[-1][1].startswith(want[1]), st
     if want[0] == "failed":
@@ -177,3 +178,22 @@ def test_a_bad_firmware_job_ends_with_a_clear_reason_and_the_board_keeps_its_fir
     since = rig.cloud.mark()
     rig.cloud.write(NODE, {"Plug": {"Power": True}})
     rig.cloud.wait("params/local", NODE, since, where=lambda p: b'"Power":true' in p)
+
+
+def test_a_cut_download_resumes_with_a_range_request_from_the_last_whole_sector(rig):
+    image = esp_image.build("esp32", "2.0.0", size=120 * 1024)
+    rig.server.add_fault(parse_fault("cut:50000,once,path=/fw-r.bin"))
+    since, _ = rig.push("fw-r.bin", image, "resume1")
+    st = rig.outcome(since, "resume1")
+    assert st[-1][0] == "success", st
+    fails = [i for s_, i in st if s_ == "failed"]
+    assert len(fails) == 1 and fails[0].startswith("OTA Attempt 1/3 failed: ")
+    assert ("in-progress", "Starting OTA Upgrade (HTTPS attempt 2/3)") in st
+    assert ("in-progress", "Rebooting into new firmware (after 2 HTTPS attempts)") in st
+    reqs = [r for r in rig.server.requests if r["path"] == "/fw-r.bin" and r["method"] == "GET"]
+    assert len(reqs) == 2, reqs
+    assert reqs[0]["range"] is None and reqs[0]["sent"] == 50000
+    assert reqs[1]["range"] == "bytes=%d-" % (50000 // 4096 * 4096)  # the last whole sector written
+    assert sum(r["sent"] for r in reqs) == len(image) + 50000 % 4096  # not the whole file twice
+    fl = rig.board.flash()
+    assert fl.read(fl.get("ota_1"), 0, len(image))[1] == image

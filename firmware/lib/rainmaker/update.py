@@ -47,9 +47,10 @@ class Updater:
         self.ota = Ota(node.node_id, node.fw_version, Store(OTA_STATE), time.ticks_ms(), running=running)
         link = agent.link
         link.on("otaurl", self.ota.message)
-        link.hooks.append(self.ota.online)
+        link.hooks.append(self._online)
         link.sources.append(self.ota)
         self.task = None
+        self.acts = []  # actions taken from the job logic, not yet carried out
         self.sink = None
         self.kind = None  # "image" or "bundle": what the current job's file turned out to be
 
@@ -57,8 +58,21 @@ class Updater:
         t = int(time.time()) + (_EPOCH if time.gmtime(0)[0] == 2000 else 0)
         return t if t >= _TIME_VALID else None
 
-    async def tick(self, now):
+    def _online(self, now):
+        # The new image (or app) is confirmed before its "success" leaves:
+        # the link sends that status right after this hook.
+        self.ota.online(now)
         for act in self.ota.tick(now, self.utc()):
+            if act[0] == "mark_valid":
+                self._mark_valid()
+            else:
+                self.acts.append(act)
+
+    async def tick(self, now):
+        acts = self.acts
+        acts.extend(self.ota.tick(now, self.utc()))
+        while acts:
+            act = acts.pop(0)
             a = act[0]
             if a == "download":
                 self.task = asyncio.create_task(self._download(act[1], act[2], act[3], act[4]))
@@ -115,12 +129,15 @@ class Updater:
         from . import fetch
         from .bundle import kind, BundleError
 
-        try:
-            k = kind(first)
-        except BundleError as e:
-            raise fetch.Refused(str(e))
-        if k is None:
-            raise fetch.Failed("the file is too short to be an update")
+        if start:
+            k = "image"  # a resumed download: only images resume, from a sector on flash
+        else:
+            try:
+                k = kind(first)
+            except BundleError as e:
+                raise fetch.Refused(str(e))
+            if k is None:
+                raise fetch.Failed("the file is too short to be an update")
         self.kind = k
         if k == "bundle":
             return fetch.Bundle(self.app)
@@ -163,9 +180,9 @@ class Updater:
 
             sink = await fetch.download(url, offset, self._sink, self._context(), progress,
                                         self.agent.cfg["ota_timeout"] * 1000)
-            sink.end(md5)
             if size and sink.written() != size:
                 raise fetch.Failed("size mismatch: %d bytes arrived, the job says %d" % (sink.written(), size))
+            sink.end(md5)
             self.sink = sink
             ota.finished(True, None, time.ticks_ms())
             sink = None
