@@ -197,3 +197,69 @@ def test_a_cut_download_resumes_with_a_range_request_from_the_last_whole_sector(
     assert sum(r["sent"] for r in reqs) == len(image) + 50000 % 4096  # not the whole file twice
     fl = rig.board.flash()
     assert fl.read(fl.get("ota_1"), 0, len(image))[1] == image
+
+
+# -- app bundles -------------------------------------------------------------------
+
+
+def _config(cloud, since):
+    _, c = cloud.wait("config", NODE, since, timeout=40)
+    return json.loads(c)
+
+
+def test_an_app_bundle_goes_from_otaurl_to_success_and_the_new_app_runs(rig, tmp_path):
+    # .mpy files on MicroPython (they replace the board's .py sources, which
+    # are moved aside); sources on the CPython board, which cannot load .mpy.
+    data = _bundle(tmp_path, "2.0.0", _main("2.0.0"), mpy=rig.backend == "micropython")
+    since, _ = rig.push("app2.rmb", data, "app1", version="2.0.0")
+    st = rig.outcome(since, "app1")
+    assert st[0] == ("in-progress", "Starting OTA Upgrade (HTTPS attempt 1/3)")
+    assert ("in-progress", "Rebooting into new firmware (after 1 HTTPS attempt)") in st
+    assert st[-1] == ("success", "OTA Upgrade finished and verified successfully"), st
+    assert _config(rig.cloud, since)["info"]["fw_version"] == "2.0.0"
+    d = rig.board.dir
+    assert "2.0.0" in (d / "main.py").read_text()
+    state = json.loads((d / "ota" / "state.json").read_text())
+    assert state["step"] == "confirmed" and state["version"] == "2.0.0"
+    assert not (d / "ota" / "old").exists()  # confirmed: the old files are gone
+    if rig.backend == "micropython":
+        assert (d / "lib" / "rainmaker" / "agent.mpy").exists() and not (d / "lib" / "rainmaker" / "agent.py").exists()
+    assert rig.board.flash().boot_partition()[0] == "ota_0"  # the firmware was not touched
+    # the same bundle again: the same version is refused
+    since, _ = rig.push("app2.rmb", data, "app1b")
+    st = rig.outcome(since, "app1b")
+    assert st[-1] == ("rejected", "Same version received"), st
+
+
+def test_a_new_app_that_crashes_at_import_is_rolled_back(rig, tmp_path):
+    data = _bundle(tmp_path, "2.0.0", _main("2.0.0").replace("rm.run(node)", "import no_such_module\nrm.run(node)"),
+                   mpy=rig.backend == "micropython")
+    since, _ = rig.push("bad.rmb", data, "app2")
+    st = rig.outcome(since, "app2", timeout=120)
+    assert st[-1] == ("rejected", "Firmware rolled back"), st
+    assert not any(s == "success" for s, _ in st)
+    assert rig.board.count("app update rolled back: main.py raised ImportError")
+    assert _config(rig.cloud, since)["info"]["fw_version"] == "1.0.0"
+    assert 'fw_version="1.0.0"' in (rig.board.dir / "main.py").read_text()
+    if rig.backend == "micropython":  # the .py sources are back, no .mpy left to shadow them
+        assert (rig.board.dir / "lib" / "rainmaker" / "agent.py").exists()
+        assert not (rig.board.dir / "lib" / "rainmaker" / "agent.mpy").exists()
+
+
+@pytest.mark.parametrize("path", ["rainmaker.json", "boot.py", "certs/ca.der"])
+def test_a_bundle_that_would_replace_settings_or_the_recovery_path_is_rejected(rig, tmp_path, path):
+    import struct
+
+    from rainmaker import bundle as rb
+
+    body = b"x = 1\n"
+    m = {"format": 1, "version": "9.9.9", "total": len(body),
+         "files": [{"path": path, "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}]}
+    raw = json.dumps(m).encode()
+    data = rb.MAGIC + struct.pack(">H", len(raw)) + raw + body
+    before = (rig.board.dir / path).read_bytes() if (rig.board.dir / path).exists() else None
+    since, _ = rig.push("evil.rmb", data, "evil")
+    st = rig.outcome(since, "evil")
+    assert st[-1][0] in ("rejected", "failed") and not any(s == "success" for s, _ in st), st
+    after = (rig.board.dir / path).read_bytes() if (rig.board.dir / path).exists() else None
+    assert after == before
