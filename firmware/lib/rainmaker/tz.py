@@ -1,0 +1,383 @@
+# Time zones for a port without them (docs/protocol.md#time-service): POSIX TZ
+# strings parsed and evaluated here, and the IANA name table read from flash.
+#
+# Every time in this module is Unix seconds (since 1970-01-01 UTC), whatever
+# the port's own epoch is (2000 on the ESP32): the caller converts once. The
+# calendar arithmetic is our own because MicroPython has no timegm and its
+# time module follows the port's epoch.
+#
+# The Time service sets `current`; readers look it up through the module
+# every time (tz.current.local(t)), never keep it, so a new zone takes effect
+# at once.
+from micropython import const
+
+_DAY = const(86400)
+_MAX_TEXT = const(64)  # the longest POSIX string in the table has 44 chars
+_MAX_NAME = const(48)  # the longest IANA name is 32 chars
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789/_+-."
+
+# Where lookup() finds the table: next to this module when it is a file, else
+# where deploy puts it (a frozen agent has no file of its own), else relative
+# to the working directory (a simulated board runs in its board folder).
+path = None
+_TABLE = "rainmaker/zones.txt"
+
+FORM = "std offset[dst[offset][,start[/time],end[/time]]], e.g. CET-1CEST,M3.5.0,M10.5.0/3"
+
+
+def _days(y, m, d):
+    """Days from 1970-01-01 to y-m-d (proleptic Gregorian; d may run past the month)."""
+    # Count from March of a 400-year era, so that the leap day is the last day
+    # of a counted year and month lengths follow a fixed 153-days-per-5 pattern.
+    if m <= 2:
+        y -= 1
+        m += 9
+    else:
+        m -= 3
+    era = y // 400
+    yoe = y - era * 400
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + (153 * m + 2) // 5 + d - 1
+    return era * 146097 + doe - 719468
+
+
+def _civil(n):
+    """(year, month, day) of day n after 1970-01-01: the inverse of _days."""
+    n += 719468
+    era = n // 146097
+    doe = n - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (yoe * 365 + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    y = yoe + era * 400
+    if mp < 10:
+        return y, mp + 3, d
+    return y + 1, mp - 9, d
+
+
+def _leap(y):
+    return y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+
+
+def _mdays(y, m):
+    if m == 2:
+        return 29 if _leap(y) else 28
+    return 30 if m in (4, 6, 9, 11) else 31
+
+
+def _rule_day(r, y):
+    """The day (since 1970) on which rule r falls in year y."""
+    kind = r[0]
+    if kind == 0:  # Jn: 1..365, February 29 never counted
+        n = r[1]
+        return _days(y, 1, n + (1 if n > 59 and _leap(y) else 0))
+    if kind == 1:  # n: 0..365, February 29 counted
+        return _days(y, 1, 1) + r[1]
+    m, w, wd = r[1], r[2], r[3]  # Mm.w.d: day wd (0 = Sunday) of week w (5 = last)
+    first = _days(y, m, 1)
+    d = 1 + (wd - (first + 4)) % 7 + (w - 1) * 7  # 1970-01-01 was a Thursday
+    last = _mdays(y, m)
+    while d > last:
+        d -= 7
+    return first + d - 1
+
+
+class Zone:
+    """A POSIX TZ rule. Offsets are seconds east of UTC (the TZ string counts west)."""
+
+    def __init__(self, posix, std, std_off, dst=None, dst_off=0, start=None, end=None):
+        self.posix = posix
+        self.std = std
+        self.std_off = std_off
+        self.dst = dst  # None: no daylight saving time
+        self.dst_off = dst_off
+        self.start = start  # (kind, a, b, c, seconds after local midnight)
+        self.end = end
+
+    def __repr__(self):
+        return "Zone(%r)" % self.posix
+
+    def _is_dst(self, utc):
+        # The year is taken in local standard time, and both transitions are
+        # placed in seconds after that year's start in standard time: small
+        # numbers (a Unix time is a heap-allocated int on a 32-bit port).
+        days, sec = divmod(utc + self.std_off, _DAY)
+        y = _civil(days)[0]
+        y0 = _days(y, 1, 1)
+        x = (days - y0) * _DAY + sec
+        s, e = self.start, self.end
+        # The start happens on standard time, the end on daylight time.
+        a = (_rule_day(s, y) - y0) * _DAY + s[4]
+        b = (_rule_day(e, y) - y0) * _DAY + e[4] - (self.dst_off - self.std_off)
+        if a < b:
+            return a <= x < b
+        return not b <= x < a  # southern hemisphere: daylight time spans the new year
+
+    def offset(self, utc):
+        """Seconds east of UTC in effect at the instant utc."""
+        if self.dst is not None and self._is_dst(utc):
+            return self.dst_off
+        return self.std_off
+
+    def name(self, utc):
+        """The abbreviation in effect at utc ("CET", "+0530")."""
+        if self.dst is not None and self._is_dst(utc):
+            return self.dst
+        return self.std
+
+    def local(self, utc):
+        """(year, month, mday, hour, minute, second, weekday 0=Monday, yearday 1..366) at utc."""
+        days, sec = divmod(utc + self.offset(utc), _DAY)
+        y, m, d = _civil(days)
+        return (y, m, d, sec // 3600, sec // 60 % 60, sec % 60, (days + 3) % 7,
+                days - _days(y, 1, 1) + 1)
+
+    def utc(self, year, month, mday, hour, minute, second=0):
+        """Unix seconds at which the local wall clock shows this time.
+
+        Fields may run over (mday 32, hour 24, minute -5): they are counted on.
+        Two wall times have no single answer:
+        - a time the clock skips (spring forward) gives the instant the gap
+          ends, when the clock jumps past it: a 02:30 alarm on a day that goes
+          from 02:00 to 03:00 fires at 03:00, not an hour later or never;
+        - a time the clock shows twice (fall back) gives the first one: a
+          01:30 alarm on a day that repeats 01:00-02:00 fires once, at the
+          first 01:30.
+        """
+        if not 1 <= month <= 12:
+            raise ValueError("month %r is not 1..12" % (month,))
+        wall = _days(year, month, mday) * _DAY + hour * 3600 + minute * 60 + second
+        t1 = wall - self.std_off
+        if self.dst is None:
+            return t1
+        t2 = wall - self.dst_off
+        ok1 = self.offset(t1) == self.std_off
+        ok2 = self.offset(t2) == self.dst_off
+        if ok1 and ok2:
+            return min(t1, t2)
+        if ok1:
+            return t1
+        if ok2:
+            return t2
+        # In a gap: the transition lies in (lo, hi]; find it by halving.
+        lo, hi = min(t1, t2), max(t1, t2)
+        before = self.offset(lo)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.offset(mid) == before:
+                lo = mid
+            else:
+                hi = mid
+        return hi
+
+
+class _Text:
+    # A cursor over the TZ string, for error messages that say where.
+    def __init__(self, s):
+        self.s = s
+        self.i = 0
+        self.at = 0
+
+    def peek(self):
+        return self.s[self.i] if self.i < len(self.s) else ""
+
+    def fail(self, why, at=None):
+        raise ValueError("bad POSIX TZ %r at position %d: %s (the form is %s)"
+                         % (self.s, self.i if at is None else at, why, FORM))
+
+    def digits(self, what, most, least=1):
+        # Leaves self.at at the number's first digit, for the range errors.
+        j = self.at = self.i
+        while j < len(self.s) and self.s[j] in "0123456789" and j - self.i < most:
+            j += 1
+        if j - self.i < least:
+            self.fail("expected %s (%s)" % (what, "a number" if least == 1 else "%d digits" % least))
+        n = int(self.s[self.i:j])
+        self.i = j
+        return n
+
+    def name(self, what):
+        s = self.s
+        if self.peek() == "<":
+            j = s.find(">", self.i)
+            if j < 0:
+                self.fail("%s name has no closing '>'" % what)
+            n = s[self.i + 1:j]
+            for c in n:
+                if not (c.isalpha() or c in "0123456789+-"):
+                    self.fail("%r in the quoted %s name (letters, digits, + and - only)" % (c, what))
+            if len(n) < 3:
+                self.fail("%s name %r is shorter than 3 characters" % (what, n))
+            self.i = j + 1
+            return n
+        j = self.i
+        while j < len(s) and s[j].isalpha() and s[j] != "<":
+            j += 1
+        if j - self.i < 3:
+            self.fail("expected a %s name of 3 or more letters (or <+0530> quoted)" % what)
+        n = s[self.i:j]
+        self.i = j
+        return n
+
+    def hms(self, what, most):
+        """[+-]hh[:mm[:ss]] in seconds, hours 0..most."""
+        sign = 1
+        c = self.peek()
+        if c in ("+", "-") and c:
+            sign = -1 if c == "-" else 1
+            self.i += 1
+        h = self.digits(what + " hours", 3)
+        if h > most:
+            self.fail("%s hours %d out of 0..%d" % (what, h, most), self.at)
+        sec = h * 3600
+        for unit in ("minutes", "seconds"):
+            if self.peek() != ":":
+                break
+            self.i += 1
+            v = self.digits("%s %s" % (what, unit), 2, 2)
+            if v > 59:
+                self.fail("%s %s %d out of 0..59" % (what, unit, v), self.at)
+            sec += v * (60 if unit == "minutes" else 1)
+        return sign * sec
+
+    def rule(self):
+        c = self.peek()
+        if c == "J":
+            self.i += 1
+            n = self.digits("Julian day", 3)
+            if not 1 <= n <= 365:
+                self.fail("Julian day J%d out of 1..365" % n, self.at)
+            r = [0, n, 0, 0]
+        elif c == "M":
+            self.i += 1
+            m = self.digits("month", 2)
+            if not 1 <= m <= 12:
+                self.fail("month %d out of 1..12" % m, self.at)
+            parts = [m]
+            for what, hi in (("week", 5), ("weekday", 6)):
+                if self.peek() != ".":
+                    self.fail("expected '.' and the %s in Mm.w.d" % what)
+                self.i += 1
+                v = self.digits(what, 1)
+                if v > hi or (what == "week" and v < 1):
+                    self.fail("%s %d out of %d..%d" % (what, v, 1 if what == "week" else 0, hi), self.at)
+                parts.append(v)
+            r = [2, parts[0], parts[1], parts[2]]
+        elif c and c in "0123456789":
+            n = self.digits("day of year", 3)
+            if n > 365:
+                self.fail("day of year %d out of 0..365" % n, self.at)
+            r = [1, n, 0, 0]
+        else:
+            self.fail("expected a transition date: Mm.w.d, Jn or n")
+        t = 7200  # 02:00 unless given
+        if self.peek() == "/":
+            self.i += 1
+            t = self.hms("transition time", 167)  # RFC 8536 allows -167..167 hours
+        r.append(t)
+        return tuple(r)
+
+
+def parse(posix):
+    """A Zone from a POSIX TZ string; ValueError saying what is wrong if malformed."""
+    if not isinstance(posix, str):
+        raise ValueError("a POSIX TZ must be a string, not %s" % type(posix).__name__)
+    if not posix:
+        raise ValueError("empty POSIX TZ (the form is %s)" % FORM)
+    if len(posix) > _MAX_TEXT:
+        raise ValueError("POSIX TZ of %d characters is too long (at most %d)" % (len(posix), _MAX_TEXT))
+    p = _Text(posix)
+    std = p.name("standard time")
+    if not p.peek():
+        p.fail("the standard time needs a UTC offset, e.g. %s0" % std)
+    std_off = -p.hms("UTC offset", 24)
+    if not p.peek():
+        return Zone(posix, std, std_off)
+    if p.peek() == ",":
+        p.fail("transition rules need a daylight time name first")
+    dst = p.name("daylight time")
+    dst_off = std_off + 3600
+    c = p.peek()
+    if c and c in "+-0123456789":
+        dst_off = -p.hms("daylight UTC offset", 24)
+    if not p.peek():
+        # No rules: the US ones, as newlib and glibc assume.
+        return Zone(posix, std, std_off, dst, dst_off, (2, 3, 2, 0, 7200), (2, 11, 1, 0, 7200))
+    if p.peek() != ",":
+        p.fail("unexpected %r" % p.peek())
+    p.i += 1
+    start = p.rule()
+    if p.peek() != ",":
+        p.fail("expected ',' and the end of daylight time")
+    p.i += 1
+    end = p.rule()
+    if p.peek():
+        p.fail("unexpected %r after the rules" % p.peek())
+    return Zone(posix, std, std_off, dst, dst_off, start, end)
+
+
+UTC = Zone("UTC0", "UTC", 0)
+current = UTC  # set by the Time service (std.time_service)
+
+
+def _table():
+    global path
+    here = globals().get("__file__") or ""
+    cands = [path] if path else ["/lib/" + _TABLE, "lib/" + _TABLE]
+    if "/" in here and not path:
+        cands.insert(0, here.rsplit("/", 1)[0] + "/zones.txt")
+    for c in cands:
+        try:
+            f = open(c, "rb")
+        except OSError:
+            continue
+        path = c
+        return f
+    raise OSError("no time zone table: %s not found (deploy lib/%s with the agent)" % (cands[0], _TABLE))
+
+
+def _line(f, pos):
+    """The first line that starts at or after byte pos."""
+    if pos:
+        f.seek(pos - 1)
+        f.readline()  # the rest of the line that holds byte pos - 1
+    else:
+        f.seek(0)
+    return f.readline()
+
+
+def lookup(name):
+    """The POSIX TZ string of an IANA zone name ("Europe/Berlin"), or None if unknown.
+
+    Case does not matter, and a space stands for '_' ("america/new york").
+    The table is searched on flash, a few lines read per step, never loaded.
+    OSError if the table is not on the board.
+    """
+    if not isinstance(name, str):
+        return None
+    key = name.strip().lower().replace(" ", "_")
+    if not 0 < len(key) <= _MAX_NAME:
+        return None
+    for c in key:
+        if c not in _NAME_CHARS:
+            return None
+    key = key.encode()
+    f = _table()
+    try:
+        size = f.seek(0, 2)
+        lo, hi = 0, size
+        # Lines are sorted by lowercased name; find the first whose name is not
+        # below key, by the byte position it starts after.
+        while lo < hi:
+            mid = (lo + hi) // 2
+            line = _line(f, mid)
+            if line and line.split(b" ", 1)[0].lower() < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        parts = _line(f, lo).split()
+    finally:
+        f.close()
+    if len(parts) == 2 and parts[0].lower() == key:
+        return parts[1].decode()
+    return None
