@@ -19,10 +19,10 @@ _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789/_+-."
 # Where lookup() finds the table: next to this module when it is a file, else
 # where deploy puts it (a frozen agent has no file of its own), else relative
 # to the working directory (a simulated board runs in its board folder).
-path = None
+path = ""
 _TABLE = "rainmaker/zones.txt"
 
-FORM = "std offset[dst[offset][,start[/time],end[/time]]], e.g. CET-1CEST,M3.5.0,M10.5.0/3"
+FORM = "std offset[dst[offset][,start[/time],end[/time]]]"  # as CET-1CEST,M3.5.0,M10.5.0/3
 
 
 def _days(y, m, d):
@@ -106,6 +106,8 @@ class Zone:
         y0 = _days(y, 1, 1)
         x = (days - y0) * _DAY + sec
         s, e = self.start, self.end
+        if s is None or e is None:
+            return False
         # The start happens on standard time, the end on daylight time.
         a = (_rule_day(s, y) - y0) * _DAY + s[4]
         b = (_rule_day(e, y) - y0) * _DAY + e[4] - (self.dst_off - self.std_off)
@@ -182,7 +184,7 @@ class _Text:
         return self.s[self.i] if self.i < len(self.s) else ""
 
     def fail(self, why, at=None):
-        raise ValueError("bad POSIX TZ %r at position %d: %s (the form is %s)"
+        raise ValueError("bad POSIX TZ %r at position %d: %s (form: %s)"
                          % (self.s, self.i if at is None else at, why, FORM))
 
     def digits(self, what, most, least=1):
@@ -283,7 +285,7 @@ def parse(posix):
     if not isinstance(posix, str):
         raise ValueError("a POSIX TZ must be a string, not %s" % type(posix).__name__)
     if not posix:
-        raise ValueError("empty POSIX TZ (the form is %s)" % FORM)
+        raise ValueError("empty POSIX TZ (form: %s)" % FORM)
     if len(posix) > _MAX_TEXT:
         raise ValueError("POSIX TZ of %d characters is too long (at most %d)" % (len(posix), _MAX_TEXT))
     p = _Text(posix)
@@ -323,9 +325,12 @@ current = UTC  # set by the Time service (std.time_service)
 def _table():
     global path
     here = globals().get("__file__") or ""
-    cands = [path] if path else ["/lib/" + _TABLE, "lib/" + _TABLE]
-    if "/" in here and not path:
-        cands.insert(0, here.rsplit("/", 1)[0] + "/zones.txt")
+    if path:
+        cands = [path]
+    else:
+        cands = ["/lib/" + _TABLE, "lib/" + _TABLE]
+        if "/" in here:
+            cands.insert(0, here.rsplit("/", 1)[0] + "/zones.txt")
     for c in cands:
         try:
             f = open(c, "rb")
