@@ -103,8 +103,10 @@ def test_table_is_sorted_for_the_board_search_and_bounded():
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
     assert len(ROWS) > 400
     assert TABLE.stat().st_size < 20_000
+    for line in TABLE.read_bytes().splitlines(keepends=True):
+        assert len(line) <= tz._BUF // 2  # lookup reads a line's end and the next line at once
     for name, posix in ROWS:
-        assert len(name) <= 48 and len(posix) <= 64
+        assert len(name) <= tz._MAX_NAME and len(posix) <= 64
         assert set(name.lower()) <= set(tz._NAME_CHARS)
 
 
@@ -113,6 +115,29 @@ def test_every_table_entry_parses_and_is_found_by_lookup():
         assert tz.parse(posix).posix == posix
         assert tz.lookup(name) == posix
         assert tz.lookup(name.upper().replace("_", " ")) == posix
+
+
+def test_lookup_matches_a_dictionary_for_fuzzed_names():
+    oracle = {n.lower(): p for n, p in ROWS}
+    rnd = random.Random(7)
+    alphabet = "abzAZ/_-+. 019#\x00\u00e4"
+    hits = 0
+    for i in range(4000):
+        s = list(rnd.choice(ROWS)[0])
+        for _ in range(i % 3):
+            k = rnd.randrange(len(s) + 1)
+            op = rnd.randrange(3)
+            if op == 0 and k < len(s):
+                del s[k]
+            elif op == 1:
+                s.insert(k, rnd.choice(alphabet))
+            elif k < len(s):
+                s[k] = s[k].swapcase()
+        name = "".join(s)
+        want = oracle.get(name.strip().lower().replace(" ", "_"))
+        assert tz.lookup(name) == want, name
+        hits += want is not None
+    assert 1000 < hits < 3900
 
 
 @pytest.mark.parametrize("name,posix", [r for r in ROWS if r[0] not in NEVER], ids=lambda v: v)

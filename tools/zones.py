@@ -64,6 +64,9 @@ def table():
     for name, posix in rows:
         if " " in name or " " in posix:
             raise SystemExit(f"space in {name!r} {posix!r}: the table is space-separated")
+        if len(name) + len(posix) + 2 > 80:
+            # rainmaker.tz.lookup reads two lines at a time into 160 bytes
+            raise SystemExit(f"line for {name} longer than 80 bytes")
     return rows
 
 
@@ -87,7 +90,7 @@ def version():
 def text(rows, ver):
     # The header sorts before every name ('#' is below all characters a name
     # may hold), so the board's search passes over it.
-    head = f"# IANA tzdata {ver}: Name POSIX, sorted by lowercased name (python -m tools.zones)\n"
+    head = f"# tzdata {ver}: python -m tools.zones\n"
     return head + "".join(f"{name} {posix}\n" for name, posix in rows)
 
 

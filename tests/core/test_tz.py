@@ -4,7 +4,8 @@
 # tz_vectors.txt (made and checked against zoneinfo by tests/test_tz_zoneinfo.py,
 # which also compares every zone of the table on CPython); here they are
 # checked again on MicroPython, where there is no zoneinfo.
-from rainmaker import tz
+import sys
+from rainmaker import tz, tzparse
 from util import raises
 
 _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
@@ -199,7 +200,7 @@ def _fuzz(x, rounds):
                 del s[pos % len(s)]
         text = "".join(s)
         try:
-            z = tz.parse(text)
+            z = tzparse.parse(text)  # not tz.parse: that loads the parser each time
         except ValueError:
             bad += 1
             continue
@@ -265,6 +266,14 @@ def test_missing_table_is_an_os_error_that_names_the_file():
     finally:
         tz.path = old
     assert tz.lookup("Europe/Berlin")
+
+
+def test_parser_is_loaded_only_while_parsing():
+    sys.modules.pop("rainmaker.tzparse", None)
+    tz.parse("CET-1")
+    assert "rainmaker.tzparse" not in sys.modules
+    raises(ValueError, tz.parse, "CET")
+    assert "rainmaker.tzparse" not in sys.modules
 
 
 def test_utc_zone():

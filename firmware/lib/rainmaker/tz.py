@@ -12,8 +12,8 @@
 from micropython import const
 
 _DAY = const(86400)
-_MAX_TEXT = const(64)  # the longest POSIX string in the table has 44 chars
 _MAX_NAME = const(48)  # the longest IANA name is 32 chars
+_BUF = const(160)  # twice the longest line of the table (78 bytes) and more
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789/_+-."
 
 # Where lookup() finds the table: next to this module when it is a file, else
@@ -22,7 +22,6 @@ _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789/_+-."
 path = ""
 _TABLE = "rainmaker/zones.txt"
 
-FORM = "std offset[dst[offset][,start[/time],end[/time]]]"  # as CET-1CEST,M3.5.0,M10.5.0/3
 
 
 def _days(y, m, d):
@@ -173,149 +172,18 @@ class Zone:
         return hi
 
 
-class _Text:
-    # A cursor over the TZ string, for error messages that say where.
-    def __init__(self, s):
-        self.s = s
-        self.i = 0
-        self.at = 0
-
-    def peek(self):
-        return self.s[self.i] if self.i < len(self.s) else ""
-
-    def fail(self, why, at=None):
-        raise ValueError("bad POSIX TZ %r at position %d: %s (form: %s)"
-                         % (self.s, self.i if at is None else at, why, FORM))
-
-    def digits(self, what, most, least=1):
-        # Leaves self.at at the number's first digit, for the range errors.
-        j = self.at = self.i
-        while j < len(self.s) and self.s[j] in "0123456789" and j - self.i < most:
-            j += 1
-        if j - self.i < least:
-            self.fail("expected %s (%s)" % (what, "a number" if least == 1 else "%d digits" % least))
-        n = int(self.s[self.i:j])
-        self.i = j
-        return n
-
-    def name(self, what):
-        s = self.s
-        if self.peek() == "<":
-            j = s.find(">", self.i)
-            if j < 0:
-                self.fail("%s name has no closing '>'" % what)
-            n = s[self.i + 1:j]
-            for c in n:
-                if not (c.isalpha() or c in "0123456789+-"):
-                    self.fail("%r in the quoted %s name (letters, digits, + and - only)" % (c, what))
-            if len(n) < 3:
-                self.fail("%s name %r is shorter than 3 characters" % (what, n))
-            self.i = j + 1
-            return n
-        j = self.i
-        while j < len(s) and s[j].isalpha() and s[j] != "<":
-            j += 1
-        if j - self.i < 3:
-            self.fail("expected a %s name of 3 or more letters (or <+0530> quoted)" % what)
-        n = s[self.i:j]
-        self.i = j
-        return n
-
-    def hms(self, what, most):
-        """[+-]hh[:mm[:ss]] in seconds, hours 0..most."""
-        sign = 1
-        c = self.peek()
-        if c in ("+", "-") and c:
-            sign = -1 if c == "-" else 1
-            self.i += 1
-        h = self.digits(what + " hours", 3)
-        if h > most:
-            self.fail("%s hours %d out of 0..%d" % (what, h, most), self.at)
-        sec = h * 3600
-        for unit in ("minutes", "seconds"):
-            if self.peek() != ":":
-                break
-            self.i += 1
-            v = self.digits("%s %s" % (what, unit), 2, 2)
-            if v > 59:
-                self.fail("%s %s %d out of 0..59" % (what, unit, v), self.at)
-            sec += v * (60 if unit == "minutes" else 1)
-        return sign * sec
-
-    def rule(self):
-        c = self.peek()
-        if c == "J":
-            self.i += 1
-            n = self.digits("Julian day", 3)
-            if not 1 <= n <= 365:
-                self.fail("Julian day J%d out of 1..365" % n, self.at)
-            r = [0, n, 0, 0]
-        elif c == "M":
-            self.i += 1
-            m = self.digits("month", 2)
-            if not 1 <= m <= 12:
-                self.fail("month %d out of 1..12" % m, self.at)
-            parts = [m]
-            for what, hi in (("week", 5), ("weekday", 6)):
-                if self.peek() != ".":
-                    self.fail("expected '.' and the %s in Mm.w.d" % what)
-                self.i += 1
-                v = self.digits(what, 1)
-                if v > hi or (what == "week" and v < 1):
-                    self.fail("%s %d out of %d..%d" % (what, v, 1 if what == "week" else 0, hi), self.at)
-                parts.append(v)
-            r = [2, parts[0], parts[1], parts[2]]
-        elif c and c in "0123456789":
-            n = self.digits("day of year", 3)
-            if n > 365:
-                self.fail("day of year %d out of 0..365" % n, self.at)
-            r = [1, n, 0, 0]
-        else:
-            self.fail("expected a transition date: Mm.w.d, Jn or n")
-        t = 7200  # 02:00 unless given
-        if self.peek() == "/":
-            self.i += 1
-            t = self.hms("transition time", 167)  # RFC 8536 allows -167..167 hours
-        r.append(t)
-        return tuple(r)
-
-
 def parse(posix):
     """A Zone from a POSIX TZ string; ValueError saying what is wrong if malformed."""
-    if not isinstance(posix, str):
-        raise ValueError("a POSIX TZ must be a string, not %s" % type(posix).__name__)
-    if not posix:
-        raise ValueError("empty POSIX TZ (form: %s)" % FORM)
-    if len(posix) > _MAX_TEXT:
-        raise ValueError("POSIX TZ of %d characters is too long (at most %d)" % (len(posix), _MAX_TEXT))
-    p = _Text(posix)
-    std = p.name("standard time")
-    if not p.peek():
-        p.fail("the standard time needs a UTC offset, e.g. %s0" % std)
-    std_off = -p.hms("UTC offset", 24)
-    if not p.peek():
-        return Zone(posix, std, std_off)
-    if p.peek() == ",":
-        p.fail("transition rules need a daylight time name first")
-    dst = p.name("daylight time")
-    dst_off = std_off + 3600
-    c = p.peek()
-    if c and c in "+-0123456789":
-        dst_off = -p.hms("daylight UTC offset", 24)
-    if not p.peek():
-        # No rules: the US ones, as newlib and glibc assume.
-        return Zone(posix, std, std_off, dst, dst_off, (2, 3, 2, 0, 7200), (2, 11, 1, 0, 7200))
-    if p.peek() != ",":
-        p.fail("unexpected %r" % p.peek())
-    p.i += 1
-    start = p.rule()
-    if p.peek() != ",":
-        p.fail("expected ',' and the end of daylight time")
-    p.i += 1
-    end = p.rule()
-    if p.peek():
-        p.fail("unexpected %r after the rules" % p.peek())
-    return Zone(posix, std, std_off, dst, dst_off, start, end)
+    # The parser is a module of its own, loaded for the few parses a boot
+    # needs (the stored zone, a written one) and dropped after: its code
+    # would otherwise stay in the heap for nothing.
+    from . import tzparse
+    from .node import unload
+
+    try:
+        return tzparse.parse(posix)
+    finally:
+        unload("tzparse")
 
 
 UTC = Zone("UTC0", "UTC", 0)
@@ -341,21 +209,52 @@ def _table():
     raise OSError("no time zone table: %s not found (deploy lib/%s with the agent)" % (cands[0], _TABLE))
 
 
-def _line(f, pos):
-    """The first line that starts at or after byte pos."""
+def _line(f, buf, pos):
+    """(start, end) in buf of the first line that starts at or after byte pos, or None at the end.
+
+    One read of buf's length from pos - 1: enough for the rest of a line and
+    a whole next one, as every line is shorter than half of buf.
+    """
+    at = pos - 1 if pos else 0
+    f.seek(at)
+    n = f.readinto(buf)
+    i = 0
     if pos:
-        f.seek(pos - 1)
-        f.readline()  # the rest of the line that holds byte pos - 1
-    else:
-        f.seek(0)
-    return f.readline()
+        while i < n and buf[i] != 10:  # the rest of the line that holds byte pos - 1
+            i += 1
+        i += 1
+    j = i
+    while j < n and buf[j] != 10:
+        j += 1
+    if i >= n or j >= n:
+        return None  # past the last line (or a line too long for buf: not in this table)
+    return i, j
+
+
+def _cmp(buf, i, j, key):
+    """The line's name (lowercased) compared with key: -1, 0 or 1."""
+    k = 0
+    nk = len(key)
+    while i < j:
+        c = buf[i]
+        if c == 32:  # the end of the name
+            break
+        if 65 <= c <= 90:
+            c += 32
+        if k == nk or c > key[k]:
+            return 1
+        if c < key[k]:
+            return -1
+        i += 1
+        k += 1
+    return -1 if k < nk else 0
 
 
 def lookup(name):
     """The POSIX TZ string of an IANA zone name ("Europe/Berlin"), or None if unknown.
 
     Case does not matter, and a space stands for '_' ("america/new york").
-    The table is searched on flash, a few lines read per step, never loaded.
+    The table is searched on flash with one small buffer, never loaded.
     OSError if the table is not on the board.
     """
     if not isinstance(name, str):
@@ -367,22 +266,23 @@ def lookup(name):
         if c not in _NAME_CHARS:
             return None
     key = key.encode()
+    buf = bytearray(_BUF)
     f = _table()
     try:
-        size = f.seek(0, 2)
-        lo, hi = 0, size
-        # Lines are sorted by lowercased name; find the first whose name is not
-        # below key, by the byte position it starts after.
+        lo, hi = 0, f.seek(0, 2)
+        # Lines are sorted by lowercased name: find the first line whose
+        # name is not below key, by the byte position it starts after.
         while lo < hi:
             mid = (lo + hi) // 2
-            line = _line(f, mid)
-            if line and line.split(b" ", 1)[0].lower() < key:
+            r = _line(f, buf, mid)
+            if r and _cmp(buf, r[0], r[1], key) < 0:
                 lo = mid + 1
             else:
                 hi = mid
-        parts = _line(f, lo).split()
+        r = _line(f, buf, lo)
     finally:
         f.close()
-    if len(parts) == 2 and parts[0].lower() == key:
-        return parts[1].decode()
+    if r and _cmp(buf, r[0], r[1], key) == 0:
+        i = r[0] + len(key) + 1
+        return bytes(buf[i:r[1]]).decode()
     return None
