@@ -276,6 +276,14 @@ def test_parser_is_loaded_only_while_parsing():
     assert "rainmaker.tzparse" not in sys.modules
 
 
+def test_now_is_unix_seconds():
+    import time
+
+    t = tz.now()
+    assert 1735689600 < t < 4102444800  # after 2025, before 2100
+    assert abs(t - (time.time() + (946684800 if time.gmtime(0)[0] == 2000 else 0))) < 5
+
+
 def test_utc_zone():
     assert tz.UTC.posix == "UTC0" and tz.UTC.dst is None
     assert tz.UTC.offset(1700000000) == 0 and tz.UTC.utc(1970, 1, 1, 0, 0) == 0

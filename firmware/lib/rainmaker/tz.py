@@ -186,6 +186,14 @@ def parse(posix):
         unload("tzparse")
 
 
+def now():
+    """Unix seconds now, on any port (the ESP32's time.time() counts from 2000)."""
+    import time
+
+    t = time.time()
+    return t + 946684800 if time.gmtime(0)[0] == 2000 else t
+
+
 UTC = Zone("UTC0", "UTC", 0)
 current = UTC  # set by the Time service (std.time_service)
 
