@@ -106,7 +106,10 @@ class _Posix(Param):
         from . import tz
 
         self._v = v
-        tz.current = tz.parse(v) if v else tz.UTC
+        if not v:
+            tz.current = tz.UTC
+        elif tz.current.posix != v:  # the restored or echoed zone is often the one in effect
+            tz.current = tz.parse(v)
 
 
 def _time_write(dev, values, source):

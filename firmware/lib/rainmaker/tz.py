@@ -23,7 +23,6 @@ path = ""
 _TABLE = "rainmaker/zones.txt"
 
 
-
 def _days(y, m, d):
     """Days from 1970-01-01 to y-m-d (proleptic Gregorian; d may run past the month)."""
     # Count from March of a 400-year era, so that the leap day is the last day
