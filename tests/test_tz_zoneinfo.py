@@ -140,6 +140,28 @@ def test_lookup_matches_a_dictionary_for_fuzzed_names():
     assert 1000 < hits < 3900
 
 
+def test_lookup_in_a_damaged_table_answers_without_crashing(tmp_path):
+    # A table cut short, with overlong lines, unsorted, or random bytes: the
+    # search gives a string or None, never an exception.
+    good = TABLE.read_bytes()
+    rnd = random.Random(3)
+    damaged = [b"", b"\n", good[:5000], good[:-7], good.replace(b"\n", b" ", 40),
+               b"".join(sorted(good.splitlines(keepends=True), key=lambda _: rnd.random())),
+               bytes(rnd.randrange(256) for _ in range(3000)), b"Europe/Berlin " + b"x" * 500 + b"\n",
+               b"Europe/Berlin \xff\xfe\n"]
+    old = tz.path
+    try:
+        for i, data in enumerate(damaged):
+            f = tmp_path / f"z{i}.txt"
+            f.write_bytes(data)
+            tz.path = str(f)
+            for name, _ in ROWS[::25] + [("Europe/Berlin", "")]:
+                r = tz.lookup(name)
+                assert r is None or isinstance(r, str)
+    finally:
+        tz.path = old
+
+
 @pytest.mark.parametrize("name,posix", [r for r in ROWS if r[0] not in NEVER], ids=lambda v: v)
 def test_offset_local_and_utc_agree_with_zoneinfo(name, posix):
     zi = zoneinfo.ZoneInfo(name)

@@ -291,5 +291,8 @@ def lookup(name):
         f.close()
     if r and _cmp(buf, r[0], r[1], key) == 0:
         i = r[0] + len(key) + 1
-        return bytes(buf[i:r[1]]).decode()
+        try:
+            return bytes(buf[i:r[1]]).decode()
+        except UnicodeError:  # a damaged table; the caller parses what it gets anyway
+            return None
     return None
