@@ -134,3 +134,38 @@ def test_default_zone_and_local_changes():
     raises(ValueError, t.update, "TZ-POSIX", "EST")
     assert tz.current.posix == "EST5EDT,M3.2.0,M11.1.0"
     tz.current = tz.UTC
+
+
+class _Engine:
+    def __init__(self):
+        self.rezoned = 0
+
+    def rezone(self):
+        self.rezoned += 1
+
+
+def test_a_new_zone_re_arms_the_schedule_engine():
+    import sys
+
+    class Sched:  # stands in for rainmaker.sched with its engine made
+        _engine = _Engine()
+
+    n, s, cfg, init = setup()
+    had = sys.modules.get("rainmaker.sched")
+    sys.modules["rainmaker.sched"] = Sched
+    try:
+        s.remote(b'{"Time":{"TZ":"Europe/Berlin"}}', 0)
+        assert Sched._engine.rezoned == 1
+        s.remote(b'{"Time":{"TZ":"Europe/Berlin"}}', 10)  # the same zone: nothing to re-arm
+        s.remote(b'{"Time":{"TZ-POSIX":"bad"}}', 20)  # refused: the zone stays
+        assert Sched._engine.rezoned == 1
+        s.remote(b'{"Time":{"TZ-POSIX":"CET-1"}}', 30)
+        assert Sched._engine.rezoned == 2
+        Sched._engine = None  # the module loaded, no engine made: nothing to tell
+        s.remote(b'{"Time":{"TZ":"Asia/Tokyo"}}', 40)
+        assert tz.current.posix == "JST-9"
+    finally:
+        if had is None:
+            sys.modules.pop("rainmaker.sched", None)
+        else:
+            sys.modules["rainmaker.sched"] = had

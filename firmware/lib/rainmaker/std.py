@@ -106,10 +106,26 @@ class _Posix(Param):
         from . import tz
 
         self._v = v
+        old = tz.current
         if not v:
             tz.current = tz.UTC
-        elif tz.current.posix != v:  # the restored or echoed zone is often the one in effect
+        elif old.posix != v:  # the restored or echoed zone is often the one in effect
             tz.current = tz.parse(v)
+        if tz.current is not old:
+            _rezone()
+
+
+def _rezone():
+    # Schedules armed in the old zone fire at the wrong wall time: tell the
+    # schedule engine, if this node has one, to re-arm them at once rather
+    # than at its next due time. Looked up, not imported: a node without
+    # schedules never loads that module.
+    import sys
+
+    m = sys.modules.get("rainmaker.sched")
+    e = getattr(m, "_engine", None) if m is not None else None
+    if e is not None:
+        e.rezone()
 
 
 def _time_write(dev, values, source):
