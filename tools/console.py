@@ -5,6 +5,10 @@
   python -m tools.console set NODE_ID Light.Power=false Light.Brightness=40
   python -m tools.console set NODE_ID '{"Light":{"Power":false}}'
   python -m tools.console watch [NODE_ID] [--count N] [--timeout S]
+  python -m tools.console schedule add NODE_ID --id eve1 --name Evening --at 18:30 --days mon,fri Light.Power=true
+  python -m tools.console schedule list|remove|enable|disable NODE_ID [ID]
+  python -m tools.console scene add NODE_ID --id s1 --name Movie Light.Brightness=10
+  python -m tools.console scene list|remove|activate|deactivate NODE_ID [ID]
 
 It connects with the privileged 'console' identity in --dir. The broker
 address comes from --port, else from DIR/broker.json (written by the broker).
@@ -209,6 +213,120 @@ def validate_params(config, doc):
     return problems
 
 
+# ---------------------------------------------------------------- schedules and scenes
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # bit 0 = Monday, as the apps send it
+_FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_ID_MAX, _NAME_MAX = 8, 32
+
+
+def _hhmm(text):
+    h, colon, m = (text or "").partition(":")
+    if not colon or not h.isdigit() or not m.isdigit() or int(h) > 23 or int(m) > 59:
+        raise ConsoleError(f"--at {text!r}: expected HH:MM, 00:00..23:59")
+    return int(h) * 60 + int(m)
+
+
+def schedule_trigger(at=None, days=None, date=None, yearly=False, after=None):
+    """The trigger object of a schedule, in the form the phone apps send."""
+    if after is not None:
+        if at or days or date:
+            raise ConsoleError("--in cannot be combined with --at, --days or --date")
+        if after <= 0:
+            raise ConsoleError("--in needs a positive number of seconds")
+        return {"rsec": after}
+    if at is None:
+        raise ConsoleError("say when: --at HH:MM (with --days or --date), or --in SECONDS")
+    minutes = _hhmm(at)
+    if date:
+        if days:
+            raise ConsoleError("--days and --date exclude each other")
+        try:
+            d = dt.date.fromisoformat(date)
+        except ValueError:
+            raise ConsoleError(f"--date {date!r}: expected YYYY-MM-DD") from None
+        trig = {"m": minutes, "dd": d.day, "mm": 1 << (d.month - 1), "yy": d.year}
+        if yearly:
+            trig["r"] = True
+        return trig
+    mask = 0
+    for word in (days or "").split(",") if days else []:
+        word = word.strip().lower()
+        full = [d for d in _FULL_DAYS if len(word) >= 3 and d.startswith(word)]
+        if not full:
+            raise ConsoleError(f"--days: {word!r} is not one of {','.join(DAYS)}")
+        mask |= 1 << _FULL_DAYS.index(full[0])
+    return {"m": minutes, "d": mask}  # d 0: once, at the next HH:MM
+
+
+def _check_id(sid):
+    if not sid or len(sid) > _ID_MAX:
+        raise ConsoleError(f"id {sid!r}: 1..{_ID_MAX} characters")
+    return sid
+
+
+def schedule_op(op, sid, name=None, trigger=None, action=None, info=None):
+    """One element of a Schedules write: add/edit carry name, trigger and action."""
+    doc = {"operation": op, "id": _check_id(sid)}
+    if op in ("add", "edit"):
+        if not name or len(name) > _NAME_MAX:
+            raise ConsoleError(f"--name: 1..{_NAME_MAX} characters")
+        if not action:
+            raise ConsoleError("give the action as DEVICE.PARAM=VALUE pairs")
+        doc.update(name=name, triggers=[trigger], action=action)
+        if info:
+            doc["info"] = info
+    return {"Schedule": {"Schedules": [doc]}}
+
+
+def scene_op(op, sid, name=None, action=None, info=None):
+    doc = {"operation": op, "id": _check_id(sid)}
+    if op in ("add", "edit"):
+        if not name or len(name) > _NAME_MAX:
+            raise ConsoleError(f"--name: 1..{_NAME_MAX} characters")
+        if not action:
+            raise ConsoleError("give the action as DEVICE.PARAM=VALUE pairs")
+        doc.update(name=name, action=action)
+        if info:
+            doc["info"] = info
+    return {"Scenes": {"Scenes": [doc]}}
+
+
+def _when(trig):
+    if not isinstance(trig, dict):
+        return "?"
+    if "rsec" in trig:
+        return f"in {trig['rsec']} s"
+    m = trig.get("m", 0)
+    at = f"{m // 60:02d}:{m % 60:02d}" if isinstance(m, int) else "?"
+    if "dd" in trig:
+        months = [dt.date(2000, i + 1, 1).strftime("%b") for i in range(12) if trig.get("mm", 0) >> i & 1]
+        year = "every year" if trig.get("r") else trig.get("yy", "")
+        return f"{at} on {trig['dd']} {'/'.join(months) or 'next month'} {year}".rstrip()
+    mask = trig.get("d", 0)
+    days = ",".join(d for i, d in enumerate(DAYS) if mask >> i & 1) if isinstance(mask, int) else "?"
+    return f"{at} {days or 'once'}"
+
+
+def format_schedules(params, key="Schedule", pname="Schedules"):
+    items = ((params or {}).get(key) or {}).get(pname)
+    if not isinstance(items, list) or not items:
+        return f"no {pname.lower()} reported"
+    lines = []
+    for s in items:
+        if not isinstance(s, dict):
+            continue
+        trig = (s.get("triggers") or [{}])[0]
+        state = "" if key != "Schedule" else ("on " if s.get("enabled") else "off ")
+        when = "" if key != "Schedule" else f"{_when(trig):<28} "
+        nxt = ""
+        if isinstance(trig, dict) and trig.get("ts"):
+            nxt = f"  next {_fmt_time(trig['ts'])}"
+        lines.append(f"{str(s.get('id')):<9} {state}{str(s.get('name')):<20} {when}"
+                     f"{json.dumps(s.get('action'), separators=(',', ':'))}{nxt}")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- MQTT
 
 def broker_address(workdir, port=None):
@@ -334,11 +452,57 @@ def _parser():
     s.add_argument("node_id", metavar="NODE_ID", nargs="?", help="only this node (default: all)")
     s.add_argument("--count", type=int, help="stop after N messages")
     s.add_argument("--timeout", type=float, help="stop after S seconds")
+    s = sub.add_parser("schedule", help="list, add, edit, remove, enable or disable a node's schedules",
+                       description="Schedules run on the board from its own clock, in its time zone "
+                                   "(the Time service), even with the cloud away. --at HH:MM with "
+                                   "--days mon,tue,... (none: once), or with --date YYYY-MM-DD "
+                                   "[--yearly]; or --in SECONDS (once).")
+    s.add_argument("op", choices=("list", "add", "edit", "remove", "enable", "disable"))
+    s.add_argument("node_id", metavar="NODE_ID")
+    s.add_argument("sid", metavar="ID", nargs="?", help="the schedule's id (1..8 characters)")
+    s.add_argument("action", nargs="*", metavar="DEVICE.PARAM=VALUE", help="what the schedule sets")
+    s.add_argument("--id", dest="id_opt", metavar="ID", help="same as the positional ID")
+    s.add_argument("--name")
+    s.add_argument("--info")
+    s.add_argument("--at", metavar="HH:MM")
+    s.add_argument("--days", metavar="mon,tue,...")
+    s.add_argument("--date", metavar="YYYY-MM-DD")
+    s.add_argument("--yearly", action="store_true", help="with --date: every year")
+    s.add_argument("--in", dest="after", type=int, metavar="SECONDS", help="once, SECONDS from now")
+    s.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT, help="seconds to wait (default: %(default)s)")
+    s = sub.add_parser("scene", help="list, add, edit, remove, activate or deactivate a node's scenes")
+    s.add_argument("op", choices=("list", "add", "edit", "remove", "activate", "deactivate"))
+    s.add_argument("node_id", metavar="NODE_ID")
+    s.add_argument("sid", metavar="ID", nargs="?", help="the scene's id (1..8 characters)")
+    s.add_argument("action", nargs="*", metavar="DEVICE.PARAM=VALUE", help="what the scene sets")
+    s.add_argument("--id", dest="id_opt", metavar="ID", help="same as the positional ID")
+    s.add_argument("--name")
+    s.add_argument("--info")
+    s.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT, help="seconds to wait (default: %(default)s)")
     return p
 
 
+def _organise(args):
+    # "schedule add NODE --id x ... Light.Power=true": argparse puts the first
+    # assignment in ID when --id is used; put it back with the action.
+    if args.id_opt:
+        if args.sid:
+            args.action.insert(0, args.sid)
+        args.sid = args.id_opt
+    if args.op != "list" and not args.sid:
+        raise ConsoleError(f"{args.cmd} {args.op} needs the {args.cmd}'s ID")
+    return parse_assignments(args.action) if args.action else None
+
+
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # Assignments may follow the options of schedule/scene (argparse would
+    # not take positionals after them): they come back as extras here.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.cmd not in ("schedule", "scene") or any(w.startswith("-") for w in extra):
+            parser.error("unrecognized arguments: " + " ".join(extra))
+        args.action += extra
     try:
         if args.cmd == "nodes":
             print(format_nodes(list_nodes(args.dir)))
@@ -353,6 +517,24 @@ def main(argv=None):
                 problems = validate_params(config, doc)
                 if problems:
                     raise ConsoleError("; ".join(problems) + " (use --no-validate to send anyway)")
+            host, port = broker_address(args.dir, args.port)
+            topic = publish_params(args.dir, args.node_id, doc, host, port, args.timeout)
+            print(f"published to {topic}: {json.dumps(doc, separators=(',', ':'))}")
+        elif args.cmd in ("schedule", "scene"):
+            check_node_id(args.node_id)
+            if args.op == "list":
+                _, params = load_node(args.dir, args.node_id)
+                key = ("Schedule", "Schedules") if args.cmd == "schedule" else ("Scenes", "Scenes")
+                print(format_schedules(params, *key))
+                return 0
+            action = _organise(args)
+            if args.cmd == "schedule":
+                trig = None
+                if args.op in ("add", "edit"):
+                    trig = schedule_trigger(args.at, args.days, args.date, args.yearly, args.after)
+                doc = schedule_op(args.op, args.sid, args.name, trig, action, args.info)
+            else:
+                doc = scene_op(args.op, args.sid, args.name, action, args.info)
             host, port = broker_address(args.dir, args.port)
             topic = publish_params(args.dir, args.node_id, doc, host, port, args.timeout)
             print(f"published to {topic}: {json.dumps(doc, separators=(',', ':'))}")

@@ -17,6 +17,7 @@ from tests.example_node import example_node  # noqa: E402  (sets up the firmware
 from rainmaker import log, mqtt, topics  # noqa: E402
 from rainmaker.session import Session  # noqa: E402
 from rainmaker.sync import Sync  # noqa: E402
+from rainmaker.series import Series  # noqa: E402
 
 TLS_RECORD = 29
 PRICE_MSG = 1.00 / 1e6
@@ -27,10 +28,13 @@ DAY_MS = 86_400_000
 def simulate(changes=100, temp_period_s=None, ingest=False):
     log.level = -1
     node = example_node("240AC4A1B2C3", 21.5)
-    sync = Sync(node)
+    # Time-series samples as the agent batches them; the SDK sends one
+    # tsdata message per sample instead (counted as "samples").
+    series = Series(lambda: 1767225600 + now // 1000)
+    sync = Sync(node, series=series)
     sess = Session(node.node_id, 120, (topics.sub(node.node_id, "params/local"),
                                        b'{"Connectivity":{"Connected":false}}', 1, False))
-    c = {"up_pkts": 0, "up_bytes": 0, "down_pkts": 0, "down_bytes": 0, "metered": 0}
+    c = {"up_pkts": 0, "up_bytes": 0, "down_pkts": 0, "down_bytes": 0, "metered": 0, "samples": 0, "tsdata": 0}
 
     def up(pkt, metered=0):
         c["up_pkts"] += 1
@@ -56,7 +60,15 @@ def simulate(changes=100, temp_period_s=None, ingest=False):
         while True:
             item = sync.take(now)
             if item is None:
+                break
+            pid, pkt = sess.publish(topics.pub(node.node_id, item[0], ingest), item[1], 1, now)
+            up(pkt, units(pkt))
+            down(mqtt.puback(pid))
+        while True:
+            item = series.take(1767225600 + now // 1000)
+            if item is None:
                 return
+            c["tsdata"] += 1
             pid, pkt = sess.publish(topics.pub(node.node_id, item[0], ingest), item[1], 1, now)
             up(pkt, units(pkt))
             down(mqtt.puback(pid))
@@ -79,6 +91,7 @@ def simulate(changes=100, temp_period_s=None, ingest=False):
             light.update("Power", not light["Power"])
         if temp_period_s and now % (temp_period_s * 1000) == 0:
             temp.update("Temperature", 20.0 + (now // 1000 % 50) / 10)
+            c["samples"] += 1
         out = sess.tick(now)
         if out:
             up(out)
@@ -101,4 +114,10 @@ def report():
                      f" | broker -> device {c['down_pkts']:6,d} packets {c['down_bytes']:9,d} bytes")
         lines.append(f"    AWS IoT metered messages {c['metered']:,d}/day -> USD {per_year:.4f} per device per year"
                      f" (of which connectivity USD {365 * 1440 * PRICE_MIN:.4f})")
+        if c["samples"]:
+            sdk = c["metered"] - c["tsdata"] + c["samples"]  # one metered PUBLISH per sample
+            batched = c["metered"]
+            lines.append(f"    tsdata: {c['samples']:,d} samples in {c['tsdata']:,d} messages "
+                         f"(the SDK: {c['samples']:,d}); metered messages with the SDK's one per sample "
+                         f"{sdk:,d}/day, batched {batched:,d}/day ({sdk / batched:.2f}x fewer)")
     return "\n".join(lines), results

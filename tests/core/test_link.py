@@ -274,3 +274,66 @@ def test_a_reconfiguration_later_waits_for_the_budget():
     link.budget.tokens = 2
     link.tick(200)
     assert [t for t, _ in published(take(link))] == ["node/N1/config", "node/N1/params/local/init"]
+
+
+def test_service_topics_are_subscribed_and_dispatched():
+    link = make()
+    got = []
+    link.on("otaurl", lambda payload, now: got.append((bytes(payload), now)))
+    link.open(0)
+    take(link)
+    link.receive(CONNACK_OK, 0)
+    out = take(link)
+    for f, body in packets(out):
+        if f == 0x82:
+            assert b"node/N1/params/remote" in body and b"node/N1/otaurl" in body
+    pid = sub_pid(out)
+    link.receive(bytes([0x90, 4, pid >> 8, pid & 255, 1, 1]), 0)
+    assert link.state == ONLINE
+    take(link)
+    topic = b"node/N1/otaurl"
+    body = bytes([0, len(topic)]) + topic + b'{"x":1}'
+    link.receive(bytes([0x30, len(body)]) + body, 7)
+    assert got == [(b'{"x":1}', 7)]
+
+
+def test_a_refused_service_topic_ends_the_link():
+    link = make()
+    link.on("otaurl", lambda payload, now: None)
+    link.open(0)
+    take(link)
+    link.receive(CONNACK_OK, 0)
+    pid = sub_pid(take(link))
+    raises(mqtt.MQTTError, link.receive, bytes([0x90, 4, pid >> 8, pid & 255, 1, 0x80]), 0)
+
+
+def test_posted_messages_follow_the_params_within_the_budget_and_report_their_puback():
+    link = make(budget_start=3)
+    acked = []
+    online(link)  # config + init spend two tokens
+    link.post("tsdata", b"A", lambda now: acked.append(("A", now)))
+    link.post("tsdata", b"B")
+    link.pump(1)
+    pubs = published(take(link))
+    assert [p for _, p in pubs] == [b"A"]  # one token left: B waits
+    assert link.queue and link.queue[0][1] == b"B"
+    # the PUBACK of A calls its done()
+    (pid_a,) = [k for k in link._acks]
+    link.receive(bytes([0x40, 2, pid_a >> 8, pid_a & 255]), 5)
+    assert acked == [("A", 5)]
+
+
+def test_the_service_queue_is_bounded_and_drops_the_oldest():
+    link = make(budget_start=0)
+    for i in range(20):
+        link.post("tsdata", b"%d" % i)
+    assert len(link.queue) == 8
+    assert link.queue[0][1] == b"12" and link.queue[-1][1] == b"19"
+
+
+def test_hooks_run_once_online():
+    link = make()
+    seen = []
+    link.hooks.append(seen.append)
+    online(link, 42)
+    assert seen == [42]

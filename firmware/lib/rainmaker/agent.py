@@ -13,7 +13,7 @@ import gc
 import network
 from micropython import const
 from . import log, topics
-from .node import Device, Param, READ, unload
+from .node import Device, Param, READ, TIME_SERIES, SIMPLE_TS, unload
 from .session import Session, diff
 from .link import Link, ONLINE
 from .sync import Sync
@@ -29,12 +29,24 @@ _READ = const(1024)
 # RTC has not been set, and certificate validity cannot be checked.
 _TIME_VALID = const(599616000)
 
+_NTP_EVERY = const(3600000)  # ms between clock re-syncs (the RTC drifts seconds a day)
+_SYSTEM_DELAY = const(2000)  # ms from a System write to its action (SDK: 2 s), so its echo goes out
+_EPOCH = const(946684800)  # 1970 -> 2000: the ESP32's time() counts from 2000
+_TIME_SET = const(1546300800)  # 2019-01-01, Unix: before it the clock has not been set
+
 MAPPING = "mapping.json"  # user-node mapping from provisioning, kept until its PUBACK
+# What a factory reset forgets besides Wi-Fi and the params: the user's, never the node's.
+USER_STATE = (MAPPING, "lctl.json")
+
+
+def utc():
+    """Unix seconds, whichever epoch the port's time() counts from."""
+    return int(time.time()) + (_EPOCH if time.gmtime(0)[0] == 2000 else 0)
 
 
 class Agent:
     def __init__(self, node, config="rainmaker.json", wifi="wifi.json", params="params.json",
-                 connectivity=True):
+                 connectivity=True, ota=True):
         self.node = node
         # config.py is needed only at start: it is dropped once the TLS context exists.
         from . import config as c
@@ -42,12 +54,33 @@ class Agent:
         self.cfg = c.load_config(config)
         node.node_id = self.cfg["node_id"]
         self.wifi_file = wifi
+        self.params_file = params
         if connectivity and not node.device("Connectivity"):
             # The SDK's Connectivity service: the LWT flips it to false.
             svc = Device("Connectivity", "esp.service.connectivity", service=True)
             svc.add(Param("Connected", True, "bool", "esp.param.connected", READ))
             node.add(svc)
-        self.sync = Sync(node, Store(params))
+        series = None
+        for d in node.devices:
+            for p in d.params:
+                if p.props & (TIME_SERIES | SIMPLE_TS) and series is None:
+                    from .series import Series
+
+                    series = Series(utc)
+        self.sync = Sync(node, Store(params), series=series)
+        self.system = node.device("System")  # the System service, if the app added it
+        self.sched = None  # the Schedule/Scenes engine, if the app added either service
+        for d in node.devices:
+            if d.type in ("esp.service.schedule", "esp.service.scenes"):
+                from . import sched
+
+                self.sched = sched.engine()
+                self.sched.clock = utc
+                break
+        self._system_at = None
+        self._ntp_at = time.ticks_add(time.ticks_ms(), _NTP_EVERY)
+        self._reset_acked = False
+        self._halted = False  # a System action is under way: no more connections
         unload("conf")  # the node is built; the config JSON loads it again when due
         will = None
         if connectivity:
@@ -58,6 +91,11 @@ class Agent:
         self.budget = Budget(time.ticks_ms(), b[0], b[1], b[2])
         self.link = Link(self.session, self.sync, self.budget, node.node_id,
                          self.cfg["topics"] == "ingest", connectivity)
+        self.update = None
+        if ota:  # OTA jobs on node/<id>/otaurl: firmware images and app bundles
+            from .update import Updater
+
+            self.update = Updater(self)
         self.ctx = None
         self.wlan = None
         self.state = "starting"
@@ -122,9 +160,94 @@ class Agent:
                 self._guard = None
                 self._stalled = True
                 self._task.cancel()
+            try:
+                req = self._services(now)
+                if req:
+                    await self._system(req)
+                if self.update:
+                    await self.update.tick(now)
+            except Exception as e:
+                log.error("agent", "service: %s" % (str(e) or type(e).__name__))
             if self._wdt:
                 self._wdt.feed()
             await asyncio.sleep_ms(_KEEP)
+
+    def _services(self, now):
+        if diff(now, self._ntp_at) >= 0 and self.wlan and self.wlan.isconnected():
+            self._ntp_at = now + _NTP_EVERY
+            try:
+                import ntptime
+
+                ntptime.settime()  # blocks for at most its socket timeout (1 s), once an hour
+            except Exception as e:
+                log.warn("time", "NTP re-sync failed: %s" % (str(e) or type(e).__name__))
+        # Schedules run from the board's own clock, online or not: their
+        # actions are local param writes, reported like any other change.
+        eng = self.sched
+        if eng is not None:
+            t = utc()
+            if t >= _TIME_SET:
+                for payload, source in eng.poll(t):
+                    log.info("sched", "%s: %s" % (source, payload.decode()))
+                    self.sync.remote(payload, now, source)
+        # Time-series batches go out when due, leaving room in the link's
+        # queue for other services.
+        link = self.link
+        series = self.sync.series
+        if series is not None and link.state == ONLINE and len(link.queue) < 4:
+            item = series.take(utc())
+            if item:
+                link.post(item[0], item[1])
+        sysd = self.system
+        req = getattr(sysd, "request", None)
+        if not req:
+            return None
+        if self._system_at is None:
+            self._system_at = now + _SYSTEM_DELAY
+            log.warn("system", "%s requested from the app: in %d s" % (req, _SYSTEM_DELAY // 1000))
+            if req == "Factory-Reset":
+                # As the SDK: the cloud is told the user mapping is void
+                # before anything is erased.
+                link.post("user/mapping", '{"node_id":"%s","user_id":"esp-rmaker","secret_key":"failed","reset":true}'
+                          % self.node.node_id, self._unmapped)
+                self._system_at += _SYSTEM_DELAY  # at most 2 s more, unless the PUBACK comes first
+        elif diff(now, self._system_at) >= 0 or self._reset_acked and diff(now, self._system_at) >= -_SYSTEM_DELAY:
+            return req
+        return None
+
+    def _unmapped(self, now):
+        log.info("system", "user mapping reset acknowledged")
+        self._reset_acked = True
+
+    async def reboot(self, why):
+        """End the connection (without DISCONNECT: the broker publishes the
+        last will, the node shows offline) and reset the board."""
+        import machine
+
+        self._halted = True
+        if self._task:
+            self._task.cancel()
+        self._close()
+        # lwIP sends the FIN after close() returns: a reset right away could
+        # lose it, and the cloud would see the node online until the broker's
+        # keep-alive runs out.
+        await asyncio.sleep_ms(500)
+        log.warn("system", "%s: rebooting" % why)
+        machine.reset()
+
+    async def _system(self, req):
+        if req != "Reboot":
+            files = [self.wifi_file]
+            if req == "Factory-Reset":
+                files += [self.params_file] + list(USER_STATE)
+                self.sync.store = None  # the keeper must not write the params back
+            for f in files:
+                try:
+                    os.remove(f)
+                except OSError:
+                    pass
+            log.warn("system", "%s: %s erased" % (req, ", ".join(files)))
+        await self.reboot(req)
 
     async def run(self):
         """Supervise forever: Wi-Fi, then MQTT; on any failure, log, back off and retry."""
@@ -147,6 +270,9 @@ class Agent:
                 self._task = asyncio.create_task(self._connection())
                 await self._task
             except asyncio.CancelledError:
+                if self._halted:
+                    await asyncio.sleep_ms(60000)  # the System service reboots the board
+                    continue
                 if not self._stalled:
                     raise  # the agent itself is being stopped
                 log.error("mqtt", "%s: no progress within the time allowed; reconnecting" % self.link.state_text())

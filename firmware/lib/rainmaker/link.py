@@ -40,6 +40,8 @@ _CONNECTED_DELAY = const(5000)  # ms after the SUBACK: re-report Connected (SDK:
 _BACKOFF_MIN = const(2000)  # ms; the delay is half fixed, half random: 1-2 s first
 _BACKOFF_MAX = const(120000)
 
+_QUEUE_MAX = const(8)  # messages posted by services (tsdata, otastatus...) waiting to go out
+
 _STATE_TEXT = ("offline", "connecting", "mapping", "subscribing", "online")
 _CONNECTED = b'{"Connectivity":{"Connected":true}}'
 
@@ -89,6 +91,32 @@ class Link:
         self._connected_due = False
         self._pid = 0  # pid of the mapping publish or the subscribe we wait for
         self._fresh = False
+        self.handlers = {}  # topic -> fn(payload, now): services' own subscriptions (on())
+        self.queue = []  # [(suffix, payload, done)] posted by services, sent after params
+        self._acks = {}  # pid -> done(now): services waiting for a PUBACK
+        self.hooks = []  # fn(now) called once the link is online (after the SUBACK)
+        # Services with their own queue (ota): take(now, spare) -> (suffix,
+        # payload) or None, sent(pid, now), puback(pid, now). They decide for
+        # themselves what may go out with few or no budget tokens left.
+        self.sources = []
+
+    def on(self, suffix, fn):
+        """Subscribe node/<id>/<suffix> on every connect; fn(payload, now) gets its messages."""
+        self.handlers[topics.sub(self.node_id, suffix)] = fn
+
+    def post(self, suffix, payload, done=None):
+        """Queue a message of a service; done(now) is called on its PUBACK.
+
+        Sent after the params, within the publish budget. The queue is
+        bounded: when full, the oldest message is dropped (and said so), so a
+        service that produces faster than the budget allows cannot exhaust
+        the heap.
+        """
+        q = self.queue
+        if len(q) >= _QUEUE_MAX:
+            log.warn("mqtt", "%s dropped: %d messages already waiting" % (q[0][0], _QUEUE_MAX))
+            q.pop(0)
+        q.append((suffix, payload, done))
 
     def state_text(self):
         return _STATE_TEXT[self.state]
@@ -108,14 +136,23 @@ class Link:
         for ev in events:
             kind = ev[0]
             if kind == EV_MESSAGE:
+                fn = self.handlers.get(ev[1])
                 if ev[1] == self.remote_topic:
                     self.sync.remote(ev[2], now)
                     self.pump(now)  # echo now, not at the next tick
+                elif fn:
+                    fn(ev[2], now)
+                    self.pump(now)
                 else:
                     log.debug("mqtt", "message on unexpected topic %s" % ev[1])
             elif kind == EV_CONNACK:
                 self._connack(ev[2], now)
             elif kind == EV_PUBACK:
+                done = self._acks.pop(ev[1], None)
+                if done:
+                    done(now)
+                for src in self.sources:
+                    src.puback(ev[1], now)
                 if self.state == MAPPING and ev[1] == self._pid:
                     assert self.mapping is not None  # MAPPING is entered only with one
                     self.mapped = self.mapping["user_id"]
@@ -156,6 +193,7 @@ class Link:
             self.backoff.reset()
         self.state = OFFLINE
         self.session.lost()
+        self._acks = {}  # their publishes are resent on the next link, without callers
         self.out = bytearray()  # nothing stale goes out on the next link
         return self.backoff.next() if retry else 0
 
@@ -193,19 +231,25 @@ class Link:
             self._subscribe(now)
 
     def _subscribe(self, now):
-        self._pid, pkt = self.session.subscribe([(self.remote_topic, 1)], now)
+        subs = [(self.remote_topic, 1)]
+        for t in self.handlers:
+            subs.append((t, 1))
+        self._pid, pkt = self.session.subscribe(subs, now)
         self.out += pkt
         self.state = SUBSCRIBING
         self._until = now + _ACK_WAIT
 
     def _suback(self, codes, now):
-        if codes[0] == 0x80:
-            raise MQTTError("broker refused subscription to %s (check the broker ACL for this node id)" % self.remote_topic)
+        if 0x80 in codes:
+            t = self.remote_topic if codes[0] == 0x80 else "a service topic"
+            raise MQTTError("broker refused subscription to %s (check the broker ACL for this node id)" % t)
         self.state = ONLINE
         self._online_at = now
         self._connected_due = self.connectivity
         self._fresh = True  # the init that follows a connect is not budgeted
         log.info("mqtt", "online as %s" % self.node_id)
+        for fn in self.hooks:
+            fn(now)
         self.pump(now)
 
     # -- publishing -----------------------------------------------------------
@@ -224,18 +268,37 @@ class Link:
         sync = self.sync
         while self.session.can_publish():
             fresh = self._fresh and sync.init_due
-            if not fresh and self.budget.available(now) <= 0:
-                if not self.starved and sync.pending():
+            spare = self.budget.available(now)
+            if not fresh and spare <= 0:
+                if self._source(now, 0):
+                    continue
+                if not self.starved and (sync.pending() or self.queue):
                     log.warn("mqtt", "publish budget used up; reports wait and merge")
                     self.starved = True
                 return
             item = sync.take(now)
             if item is None:
-                return
+                if not self.queue:
+                    if self._source(now, spare):
+                        continue
+                    return
+                suffix, payload, done = self.queue.pop(0)
+                pid = self._send(suffix, payload, now)
+                if done and pid:
+                    self._acks[pid] = done
+                continue
             self.starved = False
             if item[0] == INIT:
                 self._fresh = False
             self._send(item[0], item[1], now)
+
+    def _source(self, now, spare):
+        for src in self.sources:
+            item = src.take(now, spare)
+            if item:
+                src.sent(self._send(item[0], item[1], now), now)
+                return True
+        return False
 
     def _send(self, suffix, payload, now):
         self.budget.take(now)

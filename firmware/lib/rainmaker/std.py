@@ -78,6 +78,92 @@ def temperature_sensor(dname="Temperature Sensor", value=0.0):
     return _device(dname, "esp.device.temperature-sensor", None, temperature(value), ())
 
 
+# -- services -------------------------------------------------------------------
+
+_SYSTEM = ("Reboot", "esp.param.reboot"), ("Factory-Reset", "esp.param.factory-reset"), \
+    ("Wi-Fi-Reset", "esp.param.wifi-reset")
+
+
+def _system(device, values, source):
+    # A write of true asks for the action; the agent carries it out 2 s
+    # later, as the SDK does, so the echo of the write reaches the app first.
+    for pname, _ in _SYSTEM:
+        if values.get(pname) is True:
+            device.request = pname
+    return None
+
+
+class _System(Device):
+    request = None  # the param whose write of true asked for an action
+
+
+def system_service(reboot=True, factory_reset=True, wifi_reset=True):
+    """The System service: reboot, factory reset and Wi-Fi reset from the app.
+
+    A factory reset forgets Wi-Fi, params (schedules and scenes among them),
+    the user mapping and the local-control PoP, and keeps the node's identity
+    (rainmaker.json and its certificates), so the board can be provisioned
+    and added again by a new user.
+    """
+    d = _System("System", "esp.service.system", _system, service=True)
+    for (pname, ptype), on in zip(_SYSTEM, (reboot, factory_reset, wifi_reset)):
+        if on:
+            d.add(Param(pname, False, "bool", ptype, READ | WRITE))
+    return d
+
+
+# Schedules and scenes live in rainmaker.sched, loaded only by a node that
+# offers them. The engine's driver calls engine.poll(now) and hands each
+# (payload, source) to the param sync (docs/protocol.md#schedules).
+
+
+def _bind(part, service):
+    # A write to the param goes to the engine's list, which answers with the
+    # new list: the param sync stores, persists and reports that.
+    p = service.params[0]
+    part.param = p
+    part.device = service
+    part.seen = p.value
+
+
+def schedule_service(engine=None, dname="Schedule"):
+    """The Schedule service: param Schedules (array, persisted, at most 10)."""
+    from . import sched
+
+    e = engine or sched.engine()
+    part = e.schedules
+
+    def cb(device, values, source):
+        return {"Schedules": part.answer(values["Schedules"])}
+
+    d = Device(dname, "esp.service.schedule", cb, service=True)
+    d.add(Param("Schedules", [], "array", "esp.param.schedules", READ | WRITE | PERSIST, (0, sched.MAX)))
+    _bind(part, d)
+    return d
+
+
+def scenes_service(engine=None, dname="Scenes", deactivation=False):
+    """The Scenes service: param Scenes (array, persisted, at most 10).
+
+    deactivation: whether "deactivate" re-applies a scene's action with source
+    "Scene Deactivate" (the app offers it only when this is "yes").
+    """
+    from . import sched
+
+    e = engine or sched.engine()
+    part = e.scenes
+    part.deactivation = deactivation
+
+    def cb(device, values, source):
+        return {"Scenes": part.answer(values["Scenes"])}
+
+    d = Device(dname, "esp.service.scenes", cb, service=True)
+    d.attrs.append(("deactivation_support", "yes" if deactivation else "no"))
+    d.add(Param("Scenes", [], "array", "esp.param.scenes", READ | WRITE | PERSIST, (0, sched.MAX)))
+    _bind(part, d)
+    return d
+
+
 # -- the Time service (docs/protocol.md#time-service) --------------------------
 
 

@@ -7,7 +7,7 @@
 # value the device does not have.
 import json
 from micropython import const
-from .node import WRITE, PERSIST
+from .node import WRITE, PERSIST, TIME_SERIES, SIMPLE_TS
 from .session import diff
 from . import log
 
@@ -22,7 +22,7 @@ LOCAL = "params/local"
 
 
 class Sync:
-    def __init__(self, node, store=None, window=_WINDOW, max_payload=_MAX_PAYLOAD):
+    def __init__(self, node, store=None, window=_WINDOW, max_payload=_MAX_PAYLOAD, series=None):
         self.node = node
         self.store = store
         self.window = window
@@ -35,6 +35,7 @@ class Sync:
         self._persist = False
         self._stored_at = None
         self._saved = store.load() if store else {}
+        self.series = series  # time-series samples (series.Series), if any param has them
         self.writes = 0  # remote writes accepted
         self.refused = 0  # remote values refused
         node.listener = self
@@ -67,6 +68,8 @@ class Sync:
             self._persist = True
         if not remote:
             self._local = True
+        if self.series is not None and param.props & (TIME_SERIES | SIMPLE_TS):
+            self.series.add(param)
 
     # -- connection events ----------------------------------------------------
 
@@ -165,7 +168,7 @@ class Sync:
     def _refuse(self, p, why):
         self.refused += 1
         log.warn("params", "%s.%s %s; reporting current value" % (p.device.name, p.name, why))
-        self.changed(p, True)
+        self.dirty.add(p)  # unchanged: re-reported, but not a new sample and nothing to save
 
     # -- what to publish ------------------------------------------------------
 

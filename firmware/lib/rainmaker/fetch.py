@@ -1,0 +1,298 @@
+# One OTA download attempt (docs/ota.md): an HTTPS GET, resumed with a Range
+# request, whose body is a firmware image (streamed into the other app slot,
+# a 4096-byte flash sector at a time) or an app bundle (staged as files).
+#
+# The decisions are the sans-IO modules' (http, image, bundle, ota); this
+# file moves the bytes. Memory is fixed: one read buffer, one sector buffer.
+# Every wait is bounded: a server that stops sending for _IDLE ms ends the
+# attempt, and the job logic (ota.py) decides about the next one.
+import asyncio
+import errno
+import hashlib
+import select
+import socket
+import time
+from micropython import const
+from . import http, log
+
+_BLOCK = const(4096)
+_READ = const(1024)
+_IDLE = const(30000)  # ms without a byte from the server
+_CONNECT = const(20000)  # ms for TCP + TLS + the response head
+_REDIRECTS = const(5)
+_HEAD = const(288)  # bytes of an image needed to check it (image.HEAD)
+
+
+class Refused(Exception):
+    """The update itself is refused (wrong chip, same version...): no retry."""
+
+
+class Failed(Exception):
+    """This attempt failed (network, server, a corrupt download): it may be retried."""
+
+
+def _hex(d):
+    return "".join("%02x" % b for b in d)
+
+
+def running():
+    """(label of the running app slot or None, its image head or None)."""
+    try:
+        import esp32
+
+        p = esp32.Partition(esp32.Partition.RUNNING)  # pyright: ignore[reportArgumentType]
+        buf = bytearray(_BLOCK)
+        p.readblocks(0, buf)
+        return p.info()[4], buf[:_HEAD]
+    except Exception:  # a port or a board without partitions
+        return None, None
+
+
+def next_slot():
+    """The app slot an image update goes to, or None (no OTA partition table)."""
+    try:
+        import esp32
+
+        return esp32.Partition(esp32.Partition.RUNNING).get_next_update()  # pyright: ignore[reportArgumentType]
+    except Exception:
+        return None
+
+
+class Image:
+    """A firmware image, written to the next app slot as it arrives."""
+
+    def __init__(self, slot, check):
+        self.slot = slot
+        self.check = check  # fn(head) -> None, raises Refused
+        self.buf = bytearray(_BLOCK)
+        self.n = 0  # bytes in buf
+        self.block = 0  # sector buf goes to
+        self.md5 = hashlib.md5()
+        self.checked = False
+
+    def resume(self, offset):
+        """Continue after the first `offset` bytes (a sector multiple) already on flash."""
+        self.block = offset // _BLOCK
+        self.n = 0
+        self.md5 = hashlib.md5()
+        b = self.buf
+        for i in range(self.block):  # the hash of what is kept, read back from flash
+            self.slot.readblocks(i, b)
+            self.md5.update(b)
+        self.checked = self.block > 0
+
+    def write(self, mv):
+        b = self.buf
+        i = 0
+        while i < len(mv):
+            k = min(len(mv) - i, _BLOCK - self.n)
+            b[self.n:self.n + k] = mv[i:i + k]
+            self.n += k
+            i += k
+            if not self.checked and self.block == 0 and self.n >= _HEAD:
+                self.check(b[:_HEAD])
+                self.checked = True
+            if self.n == _BLOCK:
+                self._flush()
+
+    def _flush(self):
+        b = self.buf
+        if self.n < _BLOCK:
+            for i in range(self.n, _BLOCK):
+                b[i] = 0xFF  # erased flash
+        self.md5.update(memoryview(b)[:self.n])
+        self.slot.ioctl(6, self.block)  # erase the sector: writes can only clear bits
+        self.slot.writeblocks(self.block, b)
+        self.block += 1
+        self.n = 0
+
+    def written(self):
+        return self.block * _BLOCK + self.n
+
+    def end(self, md5):
+        if not self.checked:
+            raise Failed("image too short to be an app image (%d bytes)" % self.n)
+        if self.n:
+            self._flush()
+        if md5:
+            got = _hex(self.md5.digest())
+            if got != md5.lower():
+                raise Failed("MD5 mismatch: the file has %s, the job says %s" % (got, md5))
+
+    def activate(self):
+        try:
+            self.slot.set_boot()  # the bootloader code checks the whole image's checksum and SHA-256 here
+        except OSError as e:
+            raise Failed("the new image does not validate (set_boot: %s)" % e)
+
+
+class Bundle:
+    """An app bundle: files verified and staged; boot.py switches them in."""
+
+    def __init__(self, version):
+        from .bundle import Reader
+        from .stage import Stage
+
+        self.version = version  # of the app in place
+        self.reader = Reader()
+        self.stage = Stage()
+        self.nbytes = 0
+        self.md5 = hashlib.md5()
+        self.checked = False
+
+    def resume(self, offset):
+        if offset:
+            raise Failed("internal: a bundle restarts from its first byte")
+
+    def write(self, mv):
+        from .bundle import MANIFEST, FILE, DATA, DONE
+
+        self.nbytes += len(mv)
+        self.md5.update(mv)
+        st = self.stage
+        for ev, v in self.reader.feed(mv):
+            if ev == DATA:
+                st.write(v)
+            elif ev == FILE:
+                st.open(v)
+            elif ev == DONE:
+                st.close()
+            elif ev == MANIFEST:
+                assert isinstance(v, dict)
+                if v["version"] == self.version:
+                    raise Refused("Same version received")
+                st.begin(v)
+                self.checked = True
+
+    def written(self):
+        return self.nbytes
+
+    def end(self, md5):
+        from .bundle import END
+
+        ended = False
+        for ev, _ in self.reader.feed(b""):
+            ended = ended or ev == END
+        if not ended and not self.reader.done():
+            raise Failed("bundle truncated")
+        if md5:
+            got = _hex(self.md5.digest())
+            if got != md5.lower():
+                raise Failed("MD5 mismatch: the file has %s, the job says %s" % (got, md5))
+
+    def activate(self, job=None):
+        import boot  # firmware/boot.py: the switch and its undo live there
+
+        boot.switch(self.stage.commit(job))
+
+    def abort(self):
+        self.stage.abort()
+
+
+async def _open(host, port, ctx, until):
+    # As agent._dial: our own socket, so it is closed on every path.
+    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    s = socket.socket(ai[0], ai[1], ai[2])
+    try:
+        s.setblocking(False)
+        try:
+            s.connect(ai[-1])
+        except OSError as e:
+            if not e.args or e.args[0] != errno.EINPROGRESS:
+                raise
+        p = select.poll()
+        p.register(s, select.POLLOUT)
+        while True:
+            ready = p.poll(0)
+            if ready:
+                if ready[0][1] & (select.POLLERR | select.POLLHUP):
+                    raise Failed("nothing accepts connections at %s:%d" % (host, port))
+                break
+            if time.ticks_diff(time.ticks_ms(), until) >= 0:
+                raise Failed("no connection to %s:%d within %d s" % (host, port, _CONNECT // 1000))
+            await asyncio.sleep_ms(20)
+        t = ctx.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False)
+        t.setblocking(False)
+        return t
+    except BaseException:
+        s.close()
+        raise
+
+
+async def download(url, start, sink_for, ctx, progress):
+    """One attempt. sink_for(first_bytes, start) -> a sink (Image or Bundle) or
+    raises Refused; progress(sink) is called after every read. Returns the
+    sink with the whole body written (its end() not yet called)."""
+    buf = bytearray(_READ)
+    mv = memoryview(buf)
+    for hop in range(_REDIRECTS + 1):
+        try:
+            host, port, path = http.url(url)
+        except ValueError as e:
+            raise Failed(str(e))
+        until = time.ticks_add(time.ticks_ms(), _CONNECT)
+        s = await _open(host, port, ctx, until)
+        try:
+            w = asyncio.StreamWriter(s)
+            w.write(http.request(host, path, start, port))
+            await asyncio.wait_for_ms(w.drain(), _CONNECT)
+            resp = http.Response()
+            sink = None
+            first = bytearray()
+            location = None
+            while True:
+                try:
+                    n = await asyncio.wait_for_ms(w.readinto(buf), _IDLE)  # pyright: ignore[reportAttributeAccessIssue]
+                except asyncio.TimeoutError:
+                    raise Failed("the server sent nothing for %d s" % (_IDLE // 1000))
+                data = mv[:n] if n else b""
+                for ev, v in resp.feed(data):
+                    if ev == http.HEAD:
+                        assert v is resp
+                        location = _head(resp, start)
+                        if resp.status == 200:
+                            start = 0  # the server ignored the Range: from the start
+                    elif ev == http.BODY and location is None:
+                        if sink is None:
+                            first.extend(v)  # pyright: ignore[reportArgumentType]
+                            if len(first) < 4 and not resp.done():
+                                continue
+                            sink = sink_for(first, start)
+                            sink.resume(start)
+                            sink.write(memoryview(first))
+                        else:
+                            sink.write(v)
+                        progress(sink)
+                if resp.done():
+                    break
+                if not n:
+                    raise Failed("the server closed the connection early")
+            if location is not None:
+                url = location if location.startswith("https://") else "https://%s:%d%s" % (host, port, location)
+                log.info("ota", "redirected to %s" % url)
+                continue
+            if sink is None:
+                raise Failed("the server sent an empty file")
+            return sink
+        except http.HTTPError as e:
+            raise Failed("bad HTTP response: %s" % e)
+        finally:
+            s.close()
+    raise Failed("more than %d redirects" % _REDIRECTS)
+
+
+def _head(r, start):
+    # The response's verdict: a redirect's target, None to read the body, or a failure.
+    if r.status in (301, 302, 303, 307, 308):
+        if not r.location:
+            raise Failed("redirect %d without a Location" % r.status)
+        return r.location
+    if r.status == 206:
+        if not r.range or r.range[0] != start:
+            raise Failed("the server resumed at the wrong place (%s for byte %d)" % (r.range, start))
+        return None
+    if r.status == 200:
+        return None
+    if r.status == 404:
+        raise Failed("HTTP 404: no file at that URL (expired link?)")
+    raise Failed("HTTP %d from the server" % r.status)

@@ -1,0 +1,156 @@
+# An app bundle's files, staged under ota/new/ as they arrive, then handed to
+# boot.py's switch (docs/ota.md#app-bundles).
+#
+# Nothing the running app uses is touched until every file has arrived and
+# matched its SHA-256 (the bundle reader checks each one). Then
+# ota/state.json lists the files to put in place and the ones to move aside,
+# and boot.py does the switch, the trial and, if the new app fails, the
+# revert: the code that undoes an update is never part of one.
+import os
+from micropython import const
+
+_ROOT = "ota"
+_NEW = "ota/new/"
+STATE = "ota/state.json"
+_SPARE = const(16384)  # bytes of the filesystem left free after staging
+
+
+class StageError(ValueError):
+    pass
+
+
+def app_version():
+    """The version of the app files in place: the last bundle switched in and
+    not reverted ("-" if none). With the app slot's label it names what runs."""
+    import json
+
+    try:
+        with open(STATE) as f:
+            st = json.load(f)
+    except (OSError, ValueError):
+        return "-"
+    step = st.get("step") if isinstance(st, dict) else None
+    if step in ("switch", "trial", "confirmed"):
+        return str(st.get("version"))
+    if step in ("revert", "reverted"):
+        return str(st.get("prev") or "-")
+    return "-"
+
+
+def allowed(path):
+    """Only code: the agent's library and the app's modules, never boot.py,
+    credentials, settings or state (a bundle must not be able to replace the
+    node's identity or the recovery path)."""
+    if path == "boot.py" or path.startswith(_ROOT + "/"):
+        return False
+    if not (path.endswith(".py") or path.endswith(".mpy")):
+        return False
+    return path.startswith("lib/") or "/" not in path
+
+
+def _counterpart(p):
+    # A stale lib/x.py would be imported instead of a new lib/x.mpy (the .py
+    # is found first), and the other way round a stale .mpy is only noise:
+    # the old twin is moved aside either way, and restored by a revert.
+    if p.endswith(".mpy"):
+        return p[:-4] + ".py"
+    return p[:-3] + ".mpy"
+
+
+def _exists(p):
+    try:
+        os.stat(p)
+        return True
+    except OSError:
+        return False
+
+
+def _wipe(path):
+    # ota/ from an earlier update: removed depth first.
+    try:
+        names = os.listdir(path)
+    except OSError:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        return
+    for n in names:
+        _wipe(path + "/" + n)
+    os.rmdir(path)
+
+
+def _mkdirs(path):
+    d = ""
+    for part in path.split("/")[:-1]:
+        d = d + "/" + part if d else part
+        if not _exists(d):
+            os.mkdir(d)
+
+
+class Stage:
+    def __init__(self):
+        self.manifest = None
+        self.prev = "-"
+        self._f = None
+
+    def begin(self, manifest):
+        """The bundle's manifest has been read: check it, make room."""
+        for e in manifest["files"]:
+            if not allowed(e["path"]):
+                raise StageError("bundle may not write %s (only main.py, app modules and lib/)" % e["path"])
+        try:
+            st = os.statvfs("/")
+            free = st[0] * st[3]
+        except (OSError, AttributeError):
+            free = None
+        if free is not None and free < manifest["total"] + _SPARE:
+            raise StageError("not enough flash: the bundle needs %d bytes, %d are free" % (manifest["total"] + _SPARE, free))
+        self.prev = app_version()  # before the old state goes with ota/
+        _wipe(_ROOT)  # a staging from an earlier, unfinished update
+        os.mkdir(_ROOT)
+        os.mkdir(_NEW[:-1])
+        self.manifest = manifest
+
+    def open(self, entry):
+        p = _NEW + entry["path"]
+        _mkdirs(p)
+        self._f = open(p, "wb")
+
+    def write(self, data):
+        f = self._f
+        assert f is not None  # open() came first (the reader's FILE event)
+        f.write(data)
+
+    def close(self):
+        if self._f:
+            self._f.close()
+            self._f = None
+
+    def abort(self):
+        self.close()
+        _wipe(_ROOT)
+
+    def commit(self, job=None):
+        """Every file is staged and verified: write the switch plan for boot.py."""
+        import json
+
+        self.close()
+        m = self.manifest
+        assert m is not None
+        files = []
+        absent = []
+        for e in m["files"]:
+            p = e["path"]
+            twin = _counterpart(p)
+            if _exists(twin):
+                files.append((twin, "del"))
+            if not _exists(p):
+                absent.append(p)
+            files.append((p, "put"))
+        st = {"step": "switch", "files": files, "absent": absent, "version": m["version"], "job": job,
+              "prev": self.prev}
+        with open(STATE + ".tmp", "w") as f:
+            json.dump(st, f)
+        os.rename(STATE + ".tmp", STATE)
+        return st

@@ -1,0 +1,190 @@
+# The driver of OTA jobs: carries out what the job logic (ota.py) decides,
+# with the download (fetch.py), the flash slot or the staged app bundle, and
+# boot.py's switch, confirm and revert. Loaded by the agent when it starts.
+import asyncio
+import time
+from micropython import const
+from . import log
+from .ota import Ota, NO_SLOT
+from .store import Store
+
+_EPOCH = const(946684800)
+_TIME_VALID = const(1546300800)  # 2019-01-01 in Unix seconds
+
+OTA_STATE = "ota.json"
+
+
+def _slot_label():
+    try:
+        import esp32
+
+        return esp32.Partition(esp32.Partition.RUNNING).info()[4]  # pyright: ignore[reportArgumentType]
+    except Exception:  # no partition API (a port without it)
+        return "-"
+
+
+def _trial():
+    # The step of an app update in ota/state.json, if any ("trial": on probation).
+    try:
+        import json
+
+        with open("ota/state.json") as f:
+            return json.load(f).get("step")
+    except Exception:
+        return None
+
+
+class Updater:
+    def __init__(self, agent):
+        from .stage import app_version
+
+        self.agent = agent
+        node = agent.node
+        self.app = app_version()
+        # What runs: the app slot and the app files. The job logic compares it
+        # with what ran the download to tell a new image (or app) from a rollback.
+        running = "%s:%s" % (_slot_label(), self.app)
+        self.ota = Ota(node.node_id, node.fw_version, Store(OTA_STATE), time.ticks_ms(), running=running)
+        link = agent.link
+        link.on("otaurl", self.ota.message)
+        link.hooks.append(self.ota.online)
+        link.sources.append(self.ota)
+        self.task = None
+        self.sink = None
+        self.kind = None  # "image" or "bundle": what the current job's file turned out to be
+
+    def utc(self):
+        t = int(time.time()) + (_EPOCH if time.gmtime(0)[0] == 2000 else 0)
+        return t if t >= _TIME_VALID else None
+
+    async def tick(self, now):
+        for act in self.ota.tick(now, self.utc()):
+            a = act[0]
+            if a == "download":
+                self.task = asyncio.create_task(self._download(act[1], act[2], act[3], act[4]))
+            elif a == "activate":
+                self._activate(now)
+            elif a == "mark_valid":
+                self._mark_valid()
+            elif a == "reboot":
+                await self.agent.reboot("OTA: rebooting into the new %s" % ("app" if self.kind == "bundle" else "firmware"))
+            elif a == "rollback":
+                if _trial() == "trial":
+                    import boot
+
+                    boot.revert(why="the new app did not reach the broker within 90 s")
+                await self.agent.reboot("OTA: rolling back")
+
+    def _mark_valid(self):
+        try:
+            import esp32
+
+            esp32.Partition.mark_app_valid_cancel_rollback()
+        except Exception:
+            pass  # not an OTA build, or nothing was pending
+        if _trial() == "trial":
+            import boot
+
+            boot.confirm()
+            log.info("ota", "new app confirmed")
+
+    def _activate(self, now):
+        sink = self.sink
+        self.sink = None
+        try:
+            if sink is None:
+                raise ValueError("nothing downloaded")
+            sink.activate()
+        except Exception as e:
+            self.ota.activated(time.ticks_ms(), str(e) or type(e).__name__)
+            return
+        self.ota.activated(time.ticks_ms())
+
+    def _context(self):
+        # Server authentication only, against the CA in rainmaker.json's
+        # "ota_ca" (default: the broker's CA, as the RainMaker cloud's file
+        # store and broker share Amazon's root). Built per download, dropped after.
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cafile=self.agent.cfg.get("ota_ca", "certs/ca.der"))
+        return ctx
+
+    def _sink(self, first, start):
+        from . import fetch
+        from .bundle import kind, BundleError
+
+        try:
+            k = kind(first)
+        except BundleError as e:
+            raise fetch.Refused(str(e))
+        if k is None:
+            raise fetch.Failed("the file is too short to be an update")
+        self.kind = k
+        if k == "bundle":
+            return fetch.Bundle(self.app)
+        slot = fetch.next_slot()
+        if slot is None:
+            raise fetch.Refused(NO_SLOT)
+        label, head = fetch.running()
+        chip = self.agent.node.platform
+
+        def check(h):
+            from . import image
+
+            try:
+                run = image.info(head) if head else None
+            except image.ImageError:
+                run = None
+            try:
+                if run is None:  # the running image cannot be read: check the chip only
+                    d = image.info(h)
+                    image.check(h, chip, None, d["project"])
+                else:
+                    image.check(h, chip, run["version"], run["project"])
+            except image.ImageError as e:
+                raise fetch.Refused(str(e))
+
+        return fetch.Image(slot, check)
+
+    async def _download(self, url, size, md5, offset):
+        from . import fetch
+
+        ota = self.ota
+        if not offset:
+            self.kind = None
+        elif self.kind == "bundle":
+            offset = 0  # a bundle is small and starts over
+        sink = None
+        try:
+            def progress(s):
+                ota.progress(s.written(), time.ticks_ms())
+
+            sink = await fetch.download(url, offset, self._sink, self._context(), progress)
+            sink.end(md5)
+            if size and sink.written() != size:
+                raise fetch.Failed("size mismatch: %d bytes arrived, the job says %d" % (sink.written(), size))
+            self.sink = sink
+            ota.finished(True, None, time.ticks_ms())
+            sink = None
+        except fetch.Refused as e:
+            ota.checked(time.ticks_ms(), str(e))
+        except asyncio.CancelledError:
+            raise
+        except MemoryError:
+            import gc
+
+            gc.collect()
+            ota.finished(False, "out of memory", time.ticks_ms())
+        except Exception as e:  # Failed, OSError (network, TLS), flash errors
+            from . import diag
+
+            ota.finished(False, diag.why(e) if isinstance(e, OSError) else (str(e) or type(e).__name__), time.ticks_ms())
+        finally:
+            if sink is not None and hasattr(sink, "abort"):
+                try:
+                    sink.abort()
+                except Exception:
+                    pass
+            self.task = None
