@@ -99,7 +99,7 @@ class Zone:
         # The year is taken in local standard time, and both transitions are
         # placed in seconds after that year's start in standard time: small
         # numbers (a Unix time is a heap-allocated int on a 32-bit port).
-        days, sec = divmod(utc + self.std_off, _DAY)
+        days, sec = divmod(int(utc) + self.std_off, _DAY)  # int(): a float time counts too
         y = _civil(days)[0]
         y0 = _days(y, 1, 1)
         x = (days - y0) * _DAY + sec
@@ -127,6 +127,7 @@ class Zone:
 
     def local(self, utc):
         """(year, month, mday, hour, minute, second, weekday 0=Monday, yearday 1..366) at utc."""
+        utc = int(utc)
         days, sec = divmod(utc + self.offset(utc), _DAY)
         y, m, d = _civil(days)
         return (y, m, d, sec // 3600, sec // 60 % 60, sec % 60, (days + 3) % 7,
@@ -189,7 +190,7 @@ def now():
     """Unix seconds now, on any port (the ESP32's time.time() counts from 2000)."""
     import time
 
-    t = time.time()
+    t = int(time.time())  # a float on the unix port
     return t + 946684800 if time.gmtime(0)[0] == 2000 else t
 
 
