@@ -127,10 +127,13 @@ class Board:
     backend: "cpython" (tools.sim.board) or "micropython" (tools.sim.mpboard on the
     MICROPYTHON binary; rainmaker.json's mqtt_port is then the board's radio relay).
     chip: which chip the simulated board is (--chip).
+    ota: the OTA partition table (default) or, False, one factory app (--no-ota);
+    app_version: the version of the app image its flash starts with (--app-version).
+    The flash is root/flash (tools/sim/mpy/simworld/flash.py, bootloader.py).
     """
 
     def __init__(self, cloud, root, node_id, main=None, keepalive=None, topics=None, wifi=True, args=(),
-                 backend="cpython", chip="esp32"):
+                 backend="cpython", chip="esp32", ota=True, app_version=None):
         assert backend in BACKENDS, backend
         self.cloud = cloud
         self.root = Path(root)
@@ -140,6 +143,9 @@ class Board:
         self.mac = node_id if len(node_id) == 12 else "240AC4000001"
         self.backend = backend
         self.chip = chip  # the simulated chip: "esp32", "esp32c3"... (tools/sim/mpy/simworld/chip.py)
+        self.ota = ota
+        self.app_version = app_version
+        self.flash_dir = self.root / "flash"
         port = cloud.broker.port
         self.relay = None
         if backend == "micropython":
@@ -159,7 +165,8 @@ class Board:
 
     def start(self):
         mp = MICROPYTHON if self.backend == "micropython" else None
-        cmd = board_command(self.dir, self.air, self.mac, mp, self.relay, self.chip) + self.args
+        cmd = board_command(self.dir, self.air, self.mac, mp, self.relay, self.chip, ota=self.ota,
+                            app_version=self.app_version) + self.args
         self.proc = subprocess.Popen(cmd, cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
@@ -205,6 +212,13 @@ class Board:
         return sum(text in line for line in self.lines(since))
 
     # The simulated world around the board (written by tests, read by the sim).
+    def flash(self):
+        """The board's flash as the host sees it (simworld.bootloader.Flash): partition files,
+        otadata, flash().state(flash().get("ota_1")) -> "PENDING_VERIFY"..."""
+        from tools.sim.mpy.simworld.bootloader import Flash
+
+        return Flash(str(self.flash_dir), "ota" if self.ota else "factory", self.chip)
+
     def pins(self):
         from tools.sim.pins import Pins
 

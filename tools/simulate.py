@@ -61,15 +61,18 @@ def prepare_board(cloud, board, air, node_id, port, keepalive=None, wifi=True, p
     return cfg["node_id"]
 
 
-def board_command(board, air, mac, micropython=None, relay=None, chip="esp32"):
+def board_command(board, air, mac, micropython=None, relay=None, chip="esp32", ota=True, app_version=None):
     """The command that boots the board: on CPython (tools.sim.board), or with
     micropython=BIN on MicroPython itself (tools.sim.mpboard), where relay=(port,
-    (host, target)) is the radio in front of the broker. chip: "esp32", "esp32c3"..."""
+    (host, target)) is the radio in front of the broker. chip: "esp32", "esp32c3"...
+    ota=False: the partition table without OTA (one factory app); app_version: the
+    version of the app image a new flash starts with (default 1.0.0)."""
+    flash = ([] if ota else ["--no-ota"]) + (["--app-version", app_version] if app_version else [])
     if not micropython:
         return [sys.executable, "-u", "-m", "tools.sim.board", "--dir", str(board), "--air", str(air), "--mac", mac,
-                "--chip", chip]
+                "--chip", chip] + flash
     cmd = [sys.executable, "-u", "-m", "tools.sim.mpboard", "--micropython", str(micropython),
-           "--dir", str(board), "--air", str(air), "--mac", mac, "--chip", chip]
+           "--dir", str(board), "--air", str(air), "--mac", mac, "--chip", chip] + flash
     if relay:
         port, (host, target) = relay
         cmd += ["--relay", "%d=%s:%d" % (port, host, target)]
@@ -92,6 +95,10 @@ def main(argv=None):
                         "(default $MICROPYTHON): a unix-port build, 32-bit for ESP32-like heap figures")
     p.add_argument("--chip", default="esp32", choices=sorted(CHIPS),
                    help="the simulated chip (default esp32); the example app picks its pins by it")
+    p.add_argument("--no-ota", action="store_true",
+                   help="partition table without OTA: one factory app (default: the OTA build's two slots)")
+    p.add_argument("--app-version", default=None,
+                   help="version of the app image in a new flash folder (default 1.0.0)")
     args = p.parse_args(argv)
     if args.micropython and not os.path.isfile(args.micropython):
         p.error("--micropython: no such file: %s" % args.micropython)
@@ -129,6 +136,7 @@ def main(argv=None):
   board        {board}  node id {node_id}  chip {args.chip}
                {"on MicroPython " + args.micropython + " (radio relay 127.0.0.1:%d)" % relay[0] if relay else "on CPython (tools/sim)"}
   Wi-Fi        {air} (edit "up" to drop the network)
+  flash        {board.parent / 'flash'} ({"one factory app" if args.no_ota else "OTA slots ota_0/ota_1, otadata"})
 
   In a second terminal:
     make console ARGS="nodes"
@@ -145,9 +153,11 @@ def main(argv=None):
         --ssid SimNet --password {SIM_PASSWORD}
 """, flush=True)
     if args.micropython:
-        cmd = board_command(board, air, mac, args.micropython, relay, chip=args.chip)
+        cmd = board_command(board, air, mac, args.micropython, relay, chip=args.chip, ota=not args.no_ota,
+                            app_version=args.app_version)
     else:
-        cmd = board_command(board, air, mac, chip=args.chip) + ["--port-map", "80=%d" % args.prov_port]
+        cmd = board_command(board, air, mac, chip=args.chip, ota=not args.no_ota,
+                            app_version=args.app_version) + ["--port-map", "80=%d" % args.prov_port]
     proc = subprocess.Popen(cmd, cwd=ROOT)
     try:
         return proc.wait()

@@ -75,3 +75,32 @@ class Logs:
 
     def last(self):
         return self.log.last_error
+
+
+class Rand:
+    """A small deterministic generator (the same sequence on CPython and MicroPython)."""
+
+    def __init__(self, seed):
+        self.x = seed
+
+    def next(self, n):
+        self.x = (self.x * 1103515245 + 12345) & 0x7FFFFFFF
+        return (self.x >> 8) % n
+
+    def bytes(self, n):
+        return bytes(self.next(256) for _ in range(n))
+
+
+def mutate(r, data):
+    """1 to 4 random edits: a byte changed, bytes inserted, bytes removed."""
+    for _ in range(1 + r.next(4)):
+        op = r.next(3)
+        pos = r.next(len(data) + 1)
+        if op == 0 and data:
+            pos = min(pos, len(data) - 1)
+            data = data[:pos] + bytes((r.next(256),)) + data[pos + 1:]
+        elif op == 1:
+            data = data[:pos] + r.bytes(1 + r.next(3)) + data[pos:]
+        else:
+            data = data[:pos] + data[pos + 1 + r.next(3):]
+    return data

@@ -1,15 +1,18 @@
-"""Smaller board modules: micropython, esp32, esp, ntptime, json, hashlib, cryptolib,
+"""Smaller board modules: micropython, esp32 (Partition over the shared flash model), esp, ntptime, json, hashlib, cryptolib,
 select, restricted views of struct/binascii/collections, and the gc additions."""
 
 import gc as _gc
 import hashlib as _hashlib
 import importlib
 import json as _json
+import os
 import select as _select
 import time as _t
 import types
 
+from . import runtime as _r
 from .mpy.simworld import chip
+from .mpy.simworld import bootloader, flash
 from .runtime import EPOCH_2000
 
 # -- gc ------------------------------------------------------------------------
@@ -121,7 +124,39 @@ def make_esp32(rt):
     m.idf_heap_info = lambda capabilities: chip.idf_heap_info(capabilities, gc_mem_alloc())
     for name, fn in chip.temperature_functions(rt.chip).items():  # one of them, per chip
         setattr(m, name, fn)
+
+    def getattr_(name):
+        # Partition is made on first use: the flash model is loaded only by firmware that
+        # touches partitions (as on the MicroPython backend, where it costs heap).
+        if name != "Partition":
+            raise AttributeError("module 'esp32' has no attribute '%s'" % name)
+        m.Partition = flash.partition_class(board_flash(rt), rt_error)
+        return m.Partition
+
+    m.__getattr__ = getattr_
     return m
+
+
+def rt_error(code, msg=None):
+    return _r.oserror(code, msg)
+
+
+def board_flash(rt):
+    """The runtime's flash; an in-process Runtime made without one gets the default
+    (BOARD_DIR/../flash, OTA layout), booted here."""
+    if rt.flash is None:
+        fl = bootloader.Flash(os.path.join(os.path.dirname(rt.board_dir), "flash"), "ota", rt.chip)
+        fl.prepare()
+        fl.boot(print)
+        rt.flash = fl
+
+    def panic(text):
+        print(text)
+        print("Rebooting...")
+        rt.reexec("HARD_RESET")
+
+    rt.flash.panic = panic
+    return rt.flash
 
 
 def make_esp(rt):

@@ -3,6 +3,7 @@
     python -m tools.sim.mpboard --micropython BIN --dir BOARD_DIR [--air AIR_FILE]
         [--mac AABBCCDDEEFF] [--pins FILE] [--pins-out FILE] [--heapsize 96K]
         [--relay PORT=HOST:TARGET]... [--chip esp32|esp32s2|esp32s3|esp32c3|esp32c6]
+        [--flash DIR] [--no-ota] [--app-version VERSION]
 
 The same firmware files as tools.sim.board, run by MicroPython's own interpreter:
 its socket, ssl (mbedTLS), asyncio, json, hashlib, os, time. Only the hardware
@@ -22,6 +23,9 @@ absent from the unix port); they share the world model (tools/sim/mpy/simworld) 
   PORT in rainmaker.json's mqtt_port), and the relay applies the air's rules to them:
   a Wi-Fi loss stalls them, then resets them on the board's side while the broker's
   side stays half-open (tools/sim/relay.py).
+* The flash (tools/sim/mpy/simworld/flash.py and bootloader.py, shared with the CPython sim): before
+  every boot but a soft reset the launcher runs the bootloader over the partition
+  files (OTA slot selection and rollback); esp32.Partition works on the same files.
 * The provisioning server binds the access point's address, 127.0.0.1 here, on
   rainmaker.json's prov_port (default 80).
 """
@@ -35,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 
+from .board import add_flash_args, open_flash
 from .mpy.simworld import chip as _chip
 from .relay import Relay
 
@@ -79,6 +84,7 @@ def parse_args(argv):
     p.add_argument("--chip", default="esp32", choices=sorted(_chip.CHIPS),
                    help="the chip: os.uname().machine, the esp32 module's temperature function, "
                         "the valid GPIOs (default esp32)")
+    add_flash_args(p)
     return p.parse_args(argv)
 
 
@@ -110,6 +116,7 @@ class Launcher:
         self.ended = set()  # boots whose interpreter has ended
         self.proc = None
         self.relays = []
+        self.flash = None  # opened in run()
 
     def alive(self, boot):
         return boot not in self.ended
@@ -123,7 +130,9 @@ class Launcher:
         env["MICROPYPATH"] = ":".join([HW_DIR, self.board, ".frozen", os.path.join(self.board, "lib")])
         env.update(MPBOARD_CTL=self.ctl, MPBOARD_AIR=self.air, MPBOARD_PINS=self.pins,
                    MPBOARD_PINS_OUT=self.pins_out, MPBOARD_MAC=self.mac, MPBOARD_BOOT=str(self.boot),
-                   MPBOARD_RESET_CAUSE=cause, MPBOARD_CHIP=self.args.chip)
+                   MPBOARD_RESET_CAUSE=cause, MPBOARD_CHIP=self.args.chip,
+                   MPBOARD_FLASH=self.flash.folder, MPBOARD_LAYOUT=self.flash.layout,
+                   MPBOARD_RUNNING=self.flash.running)
         return env
 
     def run(self):
@@ -131,10 +140,19 @@ class Launcher:
         if self.args.heapsize:
             cmd += ["-X", "heapsize=" + self.args.heapsize]
         cmd.append(DRIVER)
+        try:
+            self.flash = open_flash(self.args, self.board, self.args.chip)
+        except ValueError as e:
+            print("mpboard: %s" % e, file=sys.stderr)
+            return 2
         cause = "PWRON_RESET"
         reset_file = os.path.join(self.ctl, "reset")
         while True:
             self.boot += 1
+            # The bootloader runs at every reset but a soft one (only the VM restarts).
+            if (cause != "SOFT_RESET" or self.flash.running is None) and self.flash.boot(print) is None:
+                print("mpboard: no bootable app in the flash; the chip would reset forever (exiting with status 3)")
+                return 3
             try:
                 os.unlink(reset_file)
             except FileNotFoundError:

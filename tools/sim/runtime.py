@@ -484,7 +484,7 @@ class _BoardFinder(importlib.abc.MetaPathFinder):
 class Runtime:
     def __init__(self, board_dir, air=None, mac=None, pins=None, pins_out=None,
                  ticks_wrap_s=60.0, rtc=None, strict=True, fs_size=960 * 1024,
-                 port_map=None, reset_cause=PWRON_RESET, argv=None, assoc_s=0.3, chip="esp32"):
+                 port_map=None, reset_cause=PWRON_RESET, argv=None, assoc_s=0.3, chip="esp32", flash=None):
         from .mpy.simworld import chip as _chip
 
         self.chip = _chip.check(chip)  # "esp32", "esp32c3"...: os.uname(), esp32, valid pins
@@ -503,6 +503,7 @@ class Runtime:
         self.reset_cause = reset_cause
         self.argv = argv  # for machine.reset(): re-exec with the same arguments
         self.assoc_s = assoc_s
+        self.flash = flash  # simworld.flash.Flash, booted; None: made on first use of esp32.Partition
         self._hooks = []
         self.net = NetGate(self)
         self.io = IORegistry()

@@ -107,6 +107,7 @@ class Agent:
         self._guard = None  # tick by which the write the connection waits on must end
         self._stalled = False
         self._wdt = None
+        self._lctl = None  # the local-control server's task
         global _agent
         _agent = self
 
@@ -259,6 +260,13 @@ class Agent:
         while True:
             try:
                 await self._wifi()
+                if self.cfg["local_control"] and self._lctl is None:
+                    # Started once Wi-Fi is up (provisioning, which has its own
+                    # HTTP server, is over by then); it serves the LAN whether
+                    # or not the cloud is reachable.
+                    from . import lctlsrv
+
+                    self._lctl = asyncio.create_task(lctlsrv.serve(self.node, self.sync, sec=self.cfg["local_control"]))
                 if self.ctx is None or time.time() < _TIME_VALID:
                     from . import config  # start-up code: dropped once TLS is set up
 

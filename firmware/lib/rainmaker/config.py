@@ -50,6 +50,12 @@ def load_config(path="rainmaker.json"):
     wd = cfg.setdefault("watchdog", 0)
     if type(wd) is not int or not (wd == 0 or 30 <= wd <= 3600):
         raise ConfigError("%s: watchdog must be 0 (off) or 30..3600 s" % path)
+    ot = cfg.setdefault("ota_timeout", 30)
+    if type(ot) is not int or not 5 <= ot <= 300:
+        raise ConfigError("%s: ota_timeout must be 5..300 s (how long a download may stall)" % path)
+    lc = cfg.setdefault("local_control", 0)
+    if lc not in (0, 1, 2) or type(lc) is not int:
+        raise ConfigError("%s: local_control must be 0 (off), 1 or 2 (its protocomm security)" % path)
     cfg.setdefault("server_hostname", cfg["mqtt_host"])
     b = cfg.setdefault("budget", [100, 1024, 5000])  # start, cap, ms per token
     if not (isinstance(b, list) and len(b) == 3 and all(type(x) is int and x > 0 for x in b)):

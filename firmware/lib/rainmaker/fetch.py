@@ -17,7 +17,6 @@ from . import http, log
 
 _BLOCK = const(4096)
 _READ = const(1024)
-_IDLE = const(30000)  # ms without a byte from the server
 _CONNECT = const(20000)  # ms for TCP + TLS + the response head
 _REDIRECTS = const(5)
 _HEAD = const(288)  # bytes of an image needed to check it (image.HEAD)
@@ -67,12 +66,14 @@ class Image:
         self.buf = bytearray(_BLOCK)
         self.n = 0  # bytes in buf
         self.block = 0  # sector buf goes to
+        self.size = 0  # bytes of the image received (the last sector is padded on flash)
         self.md5 = hashlib.md5()
         self.checked = False
 
     def resume(self, offset):
         """Continue after the first `offset` bytes (a sector multiple) already on flash."""
         self.block = offset // _BLOCK
+        self.size = self.block * _BLOCK
         self.n = 0
         self.md5 = hashlib.md5()
         b = self.buf
@@ -83,6 +84,7 @@ class Image:
 
     def write(self, mv):
         b = self.buf
+        self.size += len(mv)
         i = 0
         while i < len(mv):
             k = min(len(mv) - i, _BLOCK - self.n)
@@ -107,7 +109,7 @@ class Image:
         self.n = 0
 
     def written(self):
-        return self.block * _BLOCK + self.n
+        return self.size
 
     def end(self, md5):
         if not self.checked:
@@ -219,10 +221,11 @@ async def _open(host, port, ctx, until):
         raise
 
 
-async def download(url, start, sink_for, ctx, progress):
+async def download(url, start, sink_for, ctx, progress, idle=30000):
     """One attempt. sink_for(first_bytes, start) -> a sink (Image or Bundle) or
-    raises Refused; progress(sink) is called after every read. Returns the
-    sink with the whole body written (its end() not yet called)."""
+    raises Refused; progress(sink) is called after every read; idle: ms the
+    server may send nothing. Returns the sink with the whole body written
+    (its end() not yet called)."""
     buf = bytearray(_READ)
     mv = memoryview(buf)
     for hop in range(_REDIRECTS + 1):
@@ -242,9 +245,9 @@ async def download(url, start, sink_for, ctx, progress):
             location = None
             while True:
                 try:
-                    n = await asyncio.wait_for_ms(w.readinto(buf), _IDLE)  # pyright: ignore[reportAttributeAccessIssue]
+                    n = await asyncio.wait_for_ms(w.readinto(buf), idle)  # pyright: ignore[reportAttributeAccessIssue]
                 except asyncio.TimeoutError:
-                    raise Failed("the server sent nothing for %d s" % (_IDLE // 1000))
+                    raise Failed("the server sent nothing for %d s" % (idle // 1000))
                 data = mv[:n] if n else b""
                 for ev, v in resp.feed(data):
                     if ev == http.HEAD:

@@ -164,6 +164,15 @@ def scenes_service(engine=None, dname="Scenes", deactivation=False):
     return d
 
 
+def local_control_service(pop, sec):
+    """The "Local Control" service: through it the cloud hands the local control
+    PoP and its security version (1 or 2) to the phone apps of the node's users."""
+    svc = Device("Local Control", "esp.service.local_control", service=True)
+    svc.add(Param("POP", pop, "string", "esp.param.local_control_pop", READ))
+    svc.add(Param("Type", sec, "int", "esp.param.local_control_type", READ))
+    return svc
+
+
 # -- the Time service (docs/protocol.md#time-service) --------------------------
 
 

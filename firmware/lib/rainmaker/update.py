@@ -161,7 +161,8 @@ class Updater:
             def progress(s):
                 ota.progress(s.written(), time.ticks_ms())
 
-            sink = await fetch.download(url, offset, self._sink, self._context(), progress)
+            sink = await fetch.download(url, offset, self._sink, self._context(), progress,
+                                        self.agent.cfg["ota_timeout"] * 1000)
             sink.end(md5)
             if size and sink.written() != size:
                 raise fetch.Failed("size mismatch: %d bytes arrived, the job says %d" % (sink.written(), size))

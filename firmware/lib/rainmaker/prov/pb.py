@@ -2,7 +2,8 @@
 #
 # decode() reads one message into {field number: value}: a varint field is an
 # int, a length-delimited field is bytes (nested messages are decoded again by
-# the caller). Fixed32/64 fields are skipped as unknown, groups are refused.
+# the caller); items() keeps every field in order, for repeated ones.
+# Fixed32/64 fields are skipped as unknown, groups are refused.
 # Everything is bounded: field count, varint length, every length checked
 # against the buffer. Malformed input raises ValueError, never IndexError.
 #
@@ -31,15 +32,13 @@ def _varint(buf, i, end):
             raise ValueError("varint too long")
 
 
-def decode(buf, max_fields=_MAX_FIELDS):
-    """{field: int or bytes} of one message; a repeated field keeps its last value."""
-    out = {}
+def items(buf, max_fields=_MAX_FIELDS):
+    """[(field, int or bytes)] of one message in wire order, repeated fields included."""
+    out = []
     i = 0
     end = len(buf)
-    count = 0
     while i < end:
-        count += 1
-        if count > max_fields:
+        if len(out) >= max_fields:
             raise ValueError("too many fields")
         key, i = _varint(buf, i, end)
         num = key >> 3
@@ -55,13 +54,36 @@ def decode(buf, max_fields=_MAX_FIELDS):
             v = bytes(buf[i:i + n])
             i += n
         elif wt == 1 or wt == 5:
-            i += 8 if wt == 1 else 4  # unknown fixed-size field: skipped
+            i += 8 if wt == 1 else 4  # unknown fixed-size field: skipped (it still counts)
             if i > end:
                 raise ValueError("truncated fixed field")
+            out.append((0, None))
             continue
         else:
             raise ValueError("unsupported wire type %d" % wt)
-        out[num] = v
+        out.append((num, v))
+    return out
+
+
+def decode(buf, max_fields=_MAX_FIELDS):
+    """{field: int or bytes} of one message; a repeated field keeps its last value."""
+    out = {}
+    for num, v in items(buf, max_fields):
+        if num:
+            out[num] = v
+    return out
+
+
+def varints(buf, max_n):
+    """The integers of a packed repeated varint field; ValueError past max_n of them."""
+    out = []
+    i = 0
+    end = len(buf)
+    while i < end:
+        if len(out) >= max_n:
+            raise ValueError("too many packed values")
+        v, i = _varint(buf, i, end)
+        out.append(v)
     return out
 
 

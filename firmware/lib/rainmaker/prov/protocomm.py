@@ -21,16 +21,19 @@ def version_json(sec):
 
 
 class Protocomm:
-    def __init__(self, sec, endpoints, max_fails=MAX_FAILS):
+    # names: the version and session endpoints; local control has its own
+    # (esp_local_ctrl/version, esp_local_ctrl/session) and its own version text.
+    def __init__(self, sec, endpoints, max_fails=MAX_FAILS, names=("proto-ver", "prov-session"), version=None):
         self.sec = sec
         self.endpoints = endpoints  # name -> handler(plaintext) -> plaintext
         self.max_fails = max_fails
         self.fails = 0
         self.locked = False
-        self.version = version_json(sec).encode()
+        self.ver_name, self.sess_name = names
+        self.version = version or version_json(sec).encode()
 
     def known(self, name):
-        return name in ("proto-ver", "prov-session") or name in self.endpoints
+        return name in (self.ver_name, self.sess_name) or name in self.endpoints
 
     def open(self):
         """A new transport session: the previous one is closed, keys dropped."""
@@ -38,12 +41,12 @@ class Protocomm:
 
     def request(self, name, data):
         if self.locked:
-            raise Refused("provisioning is locked after %d failed handshakes" % self.fails)
+            raise Refused("locked after %d failed handshakes" % self.fails)
         if not data:
             raise Refused("empty request")
-        if name == "proto-ver":
+        if name == self.ver_name:
             return self.version
-        if name == "prov-session":
+        if name == self.sess_name:
             try:
                 return self.sec.handshake(data)
             except AuthFailed:

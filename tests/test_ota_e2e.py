@@ -1,0 +1,179 @@
+"""End to end: OTA jobs through the local cloud, on both backends. The cloud
+publishes an otaurl job, the board downloads from the local HTTPS file server
+(tools/otaserver.py), and its otastatus reports are checked against the SDK's
+statuses and order. Firmware images land in the simulated flash's other app
+slot (tools/sim/mpy/simworld/flash.py); app bundles replace the app's files.
+"""
+import hashlib
+import json
+import shutil
+import threading
+import time
+
+import pytest
+
+from tests import esp_image
+from tests.harness import Cloud, Board, ROOT
+from tools import bundle as tb
+from tools.otaserver import OtaServer, parse_fault
+from tools.sim.relay import free_port
+
+NODE = "240AC4E2E0B1"
+APP = ROOT / "tests" / "apps" / "ota_main.py"
+FINAL = ("success", "rejected")
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    c = Cloud(tmp_path_factory.mktemp("cloud")).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def server(cloud, tmp_path_factory):
+    s = OtaServer(tmp_path_factory.mktemp("ota"), cloud.workdir).start()
+    yield s
+    s.stop()
+
+
+class Rig:
+    """A board running tests/apps/ota_main.py, and how it reaches the file server."""
+
+    def __init__(self, cloud, server, backend, root, ota_timeout=None, main=APP):
+        self.cloud, self.server, self.backend = cloud, server, backend
+        args = []
+        self.port = server.port
+        if backend == "micropython":  # its sockets reach the server through its radio relay
+            self.port = free_port()
+            args = ["--relay", f"{self.port}=127.0.0.1:{server.port}"]
+        self.board = Board(cloud, root, NODE, main=main, keepalive=30, backend=backend, args=args)
+        if ota_timeout:
+            p = self.board.dir / "rainmaker.json"
+            cfg = json.loads(p.read_text())
+            cfg["ota_timeout"] = ota_timeout
+            p.write_text(json.dumps(cfg))
+        self.board.start()
+        self.board.wait_line("online as " + NODE, timeout=40)
+
+    def url(self, name):
+        return f"https://127.0.0.1:{self.port}/{name}"
+
+    def push(self, name, data, job, md5=True, version=None):
+        (self.server.root / name).write_bytes(data)
+        doc = {"ota_job_id": job, "url": self.url(name), "file_size": len(data)}
+        if md5:
+            doc["file_md5"] = hashlib.md5(data).hexdigest() if md5 is True else md5
+        if version:
+            doc["fw_version"] = version
+        since = self.cloud.mark()
+        self.cloud.publish(f"node/{NODE}/otaurl", doc)
+        return since, doc
+
+    def statuses(self, since, job):
+        out = []
+        with self.cloud._cond:
+            msgs = list(self.cloud.messages[since:])
+        for topic, payload, _ in msgs:
+            if topic.endswith(f"{NODE}/otastatus"):
+                d = json.loads(payload)
+                if d.get("ota_job_id") == job:
+                    out.append((d["status"], d["additional_info"]))
+        return out
+
+    def outcome(self, since, job, timeout=90):
+        """Statuses of the job up to its end: success, rejected, or the last attempt's failure."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.statuses(since, job)
+            if st and (st[-1][0] in FINAL or st[-1][0] == "failed" and not st[-1][1].startswith(
+                    ("OTA Attempt 1/", "OTA Attempt 2/"))):
+                return st
+            time.sleep(0.1)
+        raise AssertionError(f"job {job} did not end within {timeout} s: {self.statuses(since, job)}\n"
+                             + "\n".join(self.board.lines()[-30:]))
+
+    def stop(self):
+        self.board.stop()
+
+
+@pytest.fixture()
+def rig(cloud, server, backend, tmp_path):
+    server.clear()
+    r = Rig(cloud, server, backend, tmp_path)
+    yield r
+    r.stop()
+
+
+def _bundle(tmp_path, version, main_text, mpy):
+    fw = tmp_path / "fw"
+    shutil.copytree(ROOT / "firmware", fw, ignore=shutil.ignore_patterns("__pycache__"))
+    (fw / "main.py").write_text(main_text)
+    return tb.build(version, firmware=fw, mpy=mpy)
+
+
+def _main(version, extra=""):
+    return APP.read_text().replace('fw_version="1.0.0"', f'fw_version="{version}"') + extra
+
+
+# -- firmware images -----------------------------------------------------------
+
+
+def test_a_firmware_image_goes_from_otaurl_to_success_on_the_other_slot(rig):
+    image = esp_image.build("esp32", "2.0.0", size=96 * 1024)
+    since, _ = rig.push("fw2.bin", image, "img1", version="2.0.0")
+    st = rig.outcome(since, "img1")
+    infos = [i for _, i in st]
+    assert st[0] == ("in-progress", "Starting OTA Upgrade (HTTPS attempt 1/3)")
+    assert st[1] == ("in-progress", "Downloading Firmware Image")
+    assert ("in-progress", "Firmware Image download complete") in st
+    assert ("in-progress", "Rebooting into new firmware (after 1 HTTPS attempt)") in st
+    assert st[-1] == ("success", "OTA Upgrade finished and verified successfully")
+    pct = [int(i.split("%")[0].split()[-1]) for i in infos if i.startswith("Downloaded ")]
+    assert pct == sorted(pct) and all(0 < p < 100 for p in pct)
+    assert infos.index("Firmware Image download complete") < infos.index(
+        "Rebooting into new firmware (after 1 HTTPS attempt)") < len(infos) - 1
+    fl = rig.board.flash()
+    assert fl.boot_partition()[0] == "ota_1" and fl.state(fl.get("ota_1")) == "VALID"
+    assert fl.read(fl.get("ota_1"), 0, len(image)) == (None, image)
+    assert fl.app_desc(fl.get("ota_1")) == ("2.0.0", "micropython")
+
+
+@pytest.mark.parametrize("case", ["same-version", "other-chip", "bad-md5", "404", "truncated", "wrong-ca"])
+def test_a_bad_firmware_job_ends_with_a_clear_reason_and_the_board_keeps_its_firmware(rig, case):
+    image = esp_image.build("esp32", "2.0.0", size=40 * 1024)
+    md5 = True
+    name = "fw.bin"
+    if case == "same-version":
+        image = esp_image.build("esp32", "1.0.0", size=40 * 1024)
+    elif case == "other-chip":
+        image = esp_image.build("esp32c3", "2.0.0", size=40 * 1024)
+    elif case == "bad-md5":
+        md5 = "0" * 32
+    elif case == "404":
+        rig.server.add_fault(parse_fault("status:404,path=/fw.bin"))
+    elif case == "truncated":
+        rig.server.add_fault(parse_fault("cut:20000,path=/fw.bin"))
+    elif case == "wrong-ca":
+        rig.server.add_fault(parse_fault("wrong-ca"))
+    since, _ = rig.push(name, image, "bad-" + case, md5=md5)
+    st = rig.outcome(since, "bad-" + case)
+    want = {"same-version": ("rejected", "Same version received"),
+            "other-chip": ("rejected", "Chip mismatch: image is for esp32c3"),
+            "bad-md5": ("failed", "OTA Attempt 3/3 failed: MD5 mismatch"),
+            "404": ("failed", "OTA Attempt 3/3 failed: HTTP 404"),
+            "truncated": ("failed", "OTA Attempt 3/3 failed: "),
+            "wrong-ca": ("failed", "OTA Attempt 3/3 failed: ")}[case]
+    assert st[-1][0] == want[0] and st[-1][1].startswith(want[1]), st
+    if want[0] == "failed":
+        fails = [i for s, i in st if s == "failed"]
+        assert [f[:15] for f in fails] == ["OTA Attempt 1/3", "OTA Attempt 2/3", "OTA Attempt 3/3"]
+        starts = [i for s, i in st if i.startswith("Starting OTA Upgrade")]
+        assert starts == ["Starting OTA Upgrade (HTTPS attempt %d/3)" % n for n in (1, 2, 3)]
+    assert not any(s == "success" for s, _ in st)
+    fl = rig.board.flash()
+    assert fl.boot_partition()[0] == "ota_0"
+    # still working: a write is echoed
+    since = rig.cloud.mark()
+    rig.cloud.write(NODE, {"Plug": {"Power": True}})
+    rig.cloud.wait("params/local", NODE, since, where=lambda p: b'"Power":true' in p)
