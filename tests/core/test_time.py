@@ -169,3 +169,30 @@ def test_a_new_zone_re_arms_the_schedule_engine():
             sys.modules.pop("rainmaker.sched", None)
         else:
             sys.modules["rainmaker.sched"] = had
+
+
+def test_schedules_follow_the_zone_the_app_writes():
+    # The real chain: the apps' TZ write, the Time service, rainmaker.tz, and
+    # the schedule engine the agent uses (sched.engine()), re-armed at once.
+    from rainmaker import sched
+
+    T = 1751371200  # 2025-07-01 12:00 UTC: 14:00 in Berlin, 21:00 in Tokyo
+    old = sched._engine
+    eng = sched._engine = sched.Engine(clock=lambda: T)
+    try:
+        n, s, cfg, init = setup()
+        n.add(std.schedule_service())
+        s.take(0)
+        s.take(0)
+        s.remote(b'{"Time":{"TZ":"Europe/Berlin"}}', 0)
+        s.remote(b'{"Schedule":{"Schedules":[{"operation":"add","id":"w","name":"Wake",'
+                 b'"triggers":[{"m":480,"d":127}],"action":{"Switch":{"Power":true}}}]}}', 0)
+        eng.poll(T)
+        assert eng.schedules.get("w").due == T + 18 * 3600  # 08:00 CEST tomorrow
+        s.remote(b'{"Time":{"TZ":"Asia/Tokyo"}}', 10)
+        assert eng.next_due() == 0  # re-armed at the next poll, not at 08:00 CEST
+        eng.poll(T + 1)
+        assert eng.schedules.get("w").due == T + 11 * 3600  # 08:00 JST tomorrow
+    finally:
+        sched._engine = old
+        tz.current = tz.UTC
