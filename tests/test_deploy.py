@@ -305,6 +305,7 @@ def test_sim_deploy_sources_bundle_and_nothing_twice(tmp_path):
     got = files_of(board)
     assert "lib/rainmaker/agent.py" in got and not any(p.endswith(".mpy") for p in got)
     assert got["lib/rainmaker/agent.py"] == (ROOT / "firmware/lib/rainmaker/agent.py").read_bytes()
+    assert got["lib/rainmaker/zones.txt"] == (ROOT / "firmware/lib/rainmaker/zones.txt").read_bytes()
     assert (board / "certs" / "node.key.der").stat().st_mode & 0o777 == 0o600
     assert bundlemod.check_board_dir(board)[0] == dep.SIM_NODE_ID
     result = dep.deploy(FolderBoard(board), bundle=dep.sim_bundle(tmp_path / "ids", tmp_path / "ca")[0],
@@ -321,3 +322,11 @@ def test_sim_deploy_refuses_a_bad_bundle_before_writing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: the key does not match the certificate") and err.count("\n") == 1
     assert not board.exists()
+
+
+def test_time_zone_table_goes_with_the_agent_and_with_the_app_alone():
+    full = dep.firmware_files(mpy=True)
+    assert full["lib/rainmaker/zones.txt"][0] == (ROOT / "firmware/lib/rainmaker/zones.txt").read_bytes()
+    assert "lib/rainmaker/tz.mpy" in full
+    app = dep.firmware_files(mpy=True, app_only=True)
+    assert sorted(app) == ["boot.py", "lib/rainmaker/zones.txt", "main.py"]

@@ -39,6 +39,10 @@ ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
 # Host-side files in firmware/ that must not go to the board.
 EXCLUDE = {"manifest.py"}
+# Data the agent reads from the filesystem, copied as they are: the time zone
+# table (rainmaker.tz.lookup searches it on flash). A frozen agent needs it
+# too, so --app-only copies it as well.
+DATA = ("lib/rainmaker/zones.txt",)
 MIN_VERSION = (1, 23, 0)  # tls module, .mpy v6.3 (micropython-esp32.md, version boundaries)
 MPY_MAJOR, MPY_SUB = 6, 3
 LAST = ("boot.py", "main.py")  # committed last, in this order
@@ -77,6 +81,9 @@ def _sources(firmware):
         if "__pycache__" in p.parts or rel in EXCLUDE:
             continue
         out.append((rel, p))
+    for rel in DATA:
+        if (firmware / rel).is_file():
+            out.append((rel, firmware / rel))
     if not any(rel == "main.py" for rel, _ in out):
         raise DeployError(f"no main.py in {firmware}; give the folder that holds main.py, boot.py and lib/")
     return out
@@ -105,9 +112,12 @@ def compile_mpy(src, rel, arch=None):
 
 
 def firmware_files(firmware=FIRMWARE, mpy=True, arch=None, app_only=False):
-    """{board path: (bytes, mode)} for the app and the agent (only the app if app_only)."""
+    """{board path: (bytes, mode)} for the app and the agent (only the app and DATA if app_only)."""
     files = {}
     for rel, src in _sources(firmware):
+        if rel in DATA:
+            files[rel] = (src.read_bytes(), 0o644)
+            continue
         if app_only and "/" in rel:
             continue
         if mpy and rel.startswith("lib/"):
@@ -190,7 +200,7 @@ def deploy(board, firmware=FIRMWARE, bundle=None, mpy=None, progress=print, rese
            app_only=False):
     """Deploy firmware (and bundle files {path: (bytes, mode)}) to board; return a DeployResult.
 
-    app_only: leave lib/ alone (for firmware with the agent frozen in, see firmware/manifest.py).
+    app_only: leave lib/ alone but for DATA (for firmware with the agent frozen in, see firmware/manifest.py).
     """
     say = progress or (lambda *a, **k: None)
     t0 = time.monotonic()
@@ -217,6 +227,8 @@ def deploy(board, firmware=FIRMWARE, bundle=None, mpy=None, progress=print, rese
     remote = board.sha256(list(files))
     listings = {d: board.listdir(d) for d in dirs}
     changed, stale, leftovers = plan(files, remote, listings)
+    if app_only:
+        stale = [p for p in stale if not p.startswith("lib/")]  # lib/ is left alone, DATA aside
     if leftovers:
         board.remove(leftovers)  # from an interrupted deploy
     need = sum(len(files[p][0]) for p in changed)

@@ -880,4 +880,30 @@ def test_zone_from_the_tz_module():
             del mods["rainmaker.tz"]
         else:
             mods["rainmaker.tz"] = saved
-    assert sched.Engine().zone_now() is sched.UTC
+    # Without the module (a node with no Time service): UTC. Other tests in
+    # this process may have loaded the real one.
+    saved = mods.pop("rainmaker.tz", None)
+    try:
+        assert sched.Engine().zone_now() is sched.UTC
+    finally:
+        if saved is not None:
+            mods["rainmaker.tz"] = saved
+
+
+def test_zone_from_the_real_tz_module():
+    from rainmaker import tz
+
+    old = tz.current
+    try:
+        tz.current = tz.parse("CET-1CEST,M3.5.0,M10.5.0/3")
+        eng = sched.Engine()
+        assert eng.zone_now() is tz.current
+        eng.schedules.write([{"operation": "add", "id": "d", "name": "D", "triggers": [{"m": 480, "d": 127}],
+                              "action": {"L": {"P": True}}}], T0)
+        eng.poll(T0)
+        assert eng.schedules.get("d").due == at(2026, 3, 26, 8, 0)
+        tz.current = tz.parse("UTC0")
+        eng.poll(T0 + 1)
+        assert eng.schedules.get("d").due == 1774512000  # 08:00 UTC
+    finally:
+        tz.current = old

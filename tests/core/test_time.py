@@ -1,0 +1,198 @@
+# The Time service (docs/protocol.md#time-service): its config entry, the
+# writes the phone apps send, refusals, persistence and the zone in effect
+# (rainmaker.tz.current) after a write and after a reboot.
+from rainmaker import Node, std, log, tz
+from rainmaker.sync import Sync, CONFIG, INIT, LOCAL
+from util import js, MemStore, Logs, raises
+
+log.level = -1
+
+BERLIN = "CET-1CEST,M3.5.0,M10.5.0/3"
+
+
+def setup(store=None, default=""):
+    tz.current = tz.UTC  # as after a boot
+    n = Node("N", "T")
+    n.node_id = "N1"
+    n.add(std.switch("Switch"))
+    n.add(std.time_service(default))
+    s = Sync(n, store)
+    suffix, cfg = s.take(0)
+    assert suffix == CONFIG
+    s.connected()
+    suffix, init = s.take(0)
+    assert suffix == INIT
+    assert s.take(0) is None
+    return n, s, js(cfg), js(init)
+
+
+def test_config_is_the_sdk_s():
+    n, s, cfg, init = setup()
+    assert cfg["services"] == [{
+        "name": "Time", "type": "esp.service.time", "params": [
+            {"name": "TZ", "type": "esp.param.tz", "data_type": "string", "properties": ["read", "write"]},
+            {"name": "TZ-POSIX", "type": "esp.param.tz_posix", "data_type": "string",
+             "properties": ["read", "write"]},
+        ]}]
+    assert [d["name"] for d in cfg["devices"]] == ["Switch"]
+    assert init["Time"] == {"TZ": "", "TZ-POSIX": ""}
+    assert tz.current is tz.UTC
+
+
+def test_app_writes_an_iana_name_and_both_params_are_reported():
+    store = MemStore()
+    n, s, cfg, init = setup(store)
+    assert s.remote(b'{"Time":{"TZ":"Europe/Berlin"}}', 5) == 2
+    assert tz.current.posix == BERLIN
+    assert tz.current.offset(1751328000) == 7200  # 2025-07-01: summer time
+    suffix, payload = s.take(5)
+    assert suffix == LOCAL and js(payload) == {"Time": {"TZ": "Europe/Berlin", "TZ-POSIX": BERLIN}}
+    assert store.data["Time"] == {"TZ": "Europe/Berlin", "TZ-POSIX": BERLIN}  # on flash before the report
+    # Names are found whatever their case and with spaces for '_'.
+    s.remote(b'{"Time":{"TZ":"america/new york"}}', 2000)
+    assert tz.current.posix == "EST5EDT,M3.2.0,M11.1.0"
+    assert js(s.take(2000)[1])["Time"]["TZ-POSIX"] == "EST5EDT,M3.2.0,M11.1.0"
+
+
+def test_unknown_name_is_refused_and_the_current_zone_kept():
+    n, s, cfg, init = setup()
+    s.remote(b'{"Time":{"TZ":"Asia/Kolkata"}}', 0)
+    s.take(0)
+    logs = Logs()
+    try:
+        for bad in (b'{"Time":{"TZ":"Mars/Olympus_Mons"}}', b'{"Time":{"TZ":""}}', b'{"Time":{"TZ":5}}',
+                    b'{"Time":{"TZ":"Europe/Berlin CET-1"}}', b'{"Time":{"TZ":"' + b"x" * 3000 + b'"}}'):
+            before = logs.warnings()
+            assert s.remote(bad, 10) == 0, bad
+            assert logs.warnings() > before, bad
+            assert tz.current.posix == "IST-5:30"
+            # the refusal is answered with the values the node has
+            assert js(s.take(10)[1]) == {"Time": {"TZ": "Asia/Kolkata"}}, bad
+    finally:
+        logs.close()
+    assert n.device("Time")["TZ-POSIX"] == "IST-5:30"
+
+
+def test_posix_write_is_parsed_and_applied_or_refused():
+    n, s, cfg, init = setup()
+    assert s.remote(b'{"Time":{"TZ-POSIX":"<+0545>-5:45"}}', 0) == 1
+    assert tz.current.offset(0) == 20700 and tz.current.local(0)[3:5] == (5, 45)
+    assert js(s.take(0)[1]) == {"Time": {"TZ-POSIX": "<+0545>-5:45"}}
+    for bad in (b'{"Time":{"TZ-POSIX":"CET"}}', b'{"Time":{"TZ-POSIX":"CET-1CEST,M3.5.0"}}',
+                b'{"Time":{"TZ-POSIX":"Europe/Berlin"}}', b'{"Time":{"TZ-POSIX":false}}'):
+        assert s.remote(bad, 10) == 0, bad
+        assert tz.current.posix == "<+0545>-5:45"
+        assert js(s.take(10)[1]) == {"Time": {"TZ-POSIX": "<+0545>-5:45"}}
+    # "" means UTC, as an empty TZ does.
+    assert s.remote(b'{"Time":{"TZ-POSIX":""}}', 20) == 1 and tz.current is tz.UTC
+
+
+def test_posix_written_with_a_name_wins():
+    n, s, cfg, init = setup()
+    s.remote(b'{"Time":{"TZ":"Europe/Berlin","TZ-POSIX":"CET-1"}}', 0)
+    assert tz.current.posix == "CET-1"
+    assert js(s.take(0)[1]) == {"Time": {"TZ": "Europe/Berlin", "TZ-POSIX": "CET-1"}}
+    # a bad POSIX string does not stop a good name
+    s.remote(b'{"Time":{"TZ":"Asia/Tokyo","TZ-POSIX":"JST"}}', 10)
+    assert tz.current.posix == "JST-9"
+    assert js(s.take(10)[1]) == {"Time": {"TZ": "Asia/Tokyo", "TZ-POSIX": "JST-9"}}
+
+
+def test_stored_zone_is_in_effect_after_a_reboot():
+    store = MemStore()
+    n, s, cfg, init = setup(store)
+    s.remote(b'{"Time":{"TZ":"Australia/Lord_Howe"}}', 0)
+    s.take(0)
+    tz.current = tz.UTC  # the reboot
+    n2, s2, cfg2, init2 = setup(store)
+    assert tz.current.posix == "<+1030>-10:30<+11>-11,M10.1.0,M4.1.0"
+    assert init2["Time"] == {"TZ": "Australia/Lord_Howe", "TZ-POSIX": "<+1030>-10:30<+11>-11,M10.1.0,M4.1.0"}
+
+
+def test_bad_stored_zone_is_ignored_with_a_warning():
+    store = MemStore({"Time": {"TZ": "Nowhere", "TZ-POSIX": "XX-1"}})
+    logs = Logs()
+    try:
+        n, s, cfg, init = setup(store)
+        assert logs.warnings() == 1
+    finally:
+        logs.close()
+    assert tz.current is tz.UTC and init["Time"]["TZ-POSIX"] == ""
+
+
+def test_default_zone_and_local_changes():
+    n, s, cfg, init = setup(default="Asia/Shanghai")
+    assert tz.current.posix == "CST-8"
+    assert init["Time"] == {"TZ": "Asia/Shanghai", "TZ-POSIX": "CST-8"}
+    # a stored zone beats the default
+    n, s, cfg, init = setup(MemStore({"Time": {"TZ": "UTC", "TZ-POSIX": "UTC0"}}), default="Asia/Shanghai")
+    assert tz.current.posix == "UTC0"
+    raises(ValueError, std.time_service, "Asia/Nowhere")
+    t = n.device("Time")
+    t.update("TZ-POSIX", "EST5EDT,M3.2.0,M11.1.0")
+    assert tz.current.offset(1751328000) == -14400
+    raises(ValueError, t.update, "TZ-POSIX", "EST")
+    assert tz.current.posix == "EST5EDT,M3.2.0,M11.1.0"
+    tz.current = tz.UTC
+
+
+class _Engine:
+    def __init__(self):
+        self.rezoned = 0
+
+    def rezone(self):
+        self.rezoned += 1
+
+
+def test_a_new_zone_re_arms_the_schedule_engine():
+    import sys
+
+    class Sched:  # stands in for rainmaker.sched with its engine made
+        _engine = _Engine()
+
+    n, s, cfg, init = setup()
+    had = sys.modules.get("rainmaker.sched")
+    sys.modules["rainmaker.sched"] = Sched
+    try:
+        s.remote(b'{"Time":{"TZ":"Europe/Berlin"}}', 0)
+        assert Sched._engine.rezoned == 1
+        s.remote(b'{"Time":{"TZ":"Europe/Berlin"}}', 10)  # the same zone: nothing to re-arm
+        s.remote(b'{"Time":{"TZ-POSIX":"bad"}}', 20)  # refused: the zone stays
+        assert Sched._engine.rezoned == 1
+        s.remote(b'{"Time":{"TZ-POSIX":"CET-1"}}', 30)
+        assert Sched._engine.rezoned == 2
+        Sched._engine = None  # the module loaded, no engine made: nothing to tell
+        s.remote(b'{"Time":{"TZ":"Asia/Tokyo"}}', 40)
+        assert tz.current.posix == "JST-9"
+    finally:
+        if had is None:
+            sys.modules.pop("rainmaker.sched", None)
+        else:
+            sys.modules["rainmaker.sched"] = had
+
+
+def test_schedules_follow_the_zone_the_app_writes():
+    # The real chain: the apps' TZ write, the Time service, rainmaker.tz, and
+    # the schedule engine the agent uses (sched.engine()), re-armed at once.
+    from rainmaker import sched
+
+    T = 1751371200  # 2025-07-01 12:00 UTC: 14:00 in Berlin, 21:00 in Tokyo
+    old = sched._engine
+    eng = sched._engine = sched.Engine(clock=lambda: T)
+    try:
+        n, s, cfg, init = setup()
+        n.add(std.schedule_service())
+        s.take(0)
+        s.take(0)
+        s.remote(b'{"Time":{"TZ":"Europe/Berlin"}}', 0)
+        s.remote(b'{"Schedule":{"Schedules":[{"operation":"add","id":"w","name":"Wake",'
+                 b'"triggers":[{"m":480,"d":127}],"action":{"Switch":{"Power":true}}}]}}', 0)
+        eng.poll(T)
+        assert eng.schedules.get("w").due == T + 18 * 3600  # 08:00 CEST tomorrow
+        s.remote(b'{"Time":{"TZ":"Asia/Tokyo"}}', 10)
+        assert eng.next_due() == 0  # re-armed at the next poll, not at 08:00 CEST
+        eng.poll(T + 1)
+        assert eng.schedules.get("w").due == T + 11 * 3600  # 08:00 JST tomorrow
+    finally:
+        sched._engine = old
+        tz.current = tz.UTC
