@@ -33,7 +33,7 @@ def test_every_power_cut_during_a_switch_or_revert_is_finished_by_the_next_boot(
 @pytest.mark.parametrize("path,ok", [
     ("main.py", True), ("app.py", True), ("lib/rainmaker/agent.mpy", True), ("lib/sensors/bme.py", True),
     ("boot.py", False), ("wifi.json", False), ("rainmaker.json", False), ("certs/node.key.der", False),
-    ("ota/state.json", False), ("params.json", False), ("data/x.py", False), ("lib/readme.txt", False),
+    ("ota/state.json", False), ("params.json", False), ("data/x.py", False), ("lib/rainmaker/zones.txt", True), ("notes.txt", False),
 ])
 def test_a_bundle_writes_only_code(path, ok):
     from rainmaker.stage import allowed

@@ -31,9 +31,10 @@ def test_bundle_holds_what_deploy_installs(built):
     assert "boot.py" not in paths  # the recovery path is never replaced over the air
     assert "lib/rainmaker/http.mpy" in paths and "lib/rainmaker/prov/sec1.mpy" in paths
     assert not any(p.endswith(".py") for p in paths[:-1])
+    assert "lib/rainmaker/zones.txt" in paths  # the time-zone table travels with the agent
     assert files["main.py"] == (ROOT / "firmware" / "main.py").read_bytes()
     n = len(list((ROOT / "firmware" / "lib" / "rainmaker").rglob("*.py")))
-    assert len(paths) == n + 1
+    assert len(paths) == n + 2  # + zones.txt and main.py
     assert files["lib/rainmaker/http.mpy"][:2] == b"M\x06"  # .mpy v6
     assert rb.kind(built[:4]) == "bundle"
 

@@ -38,14 +38,14 @@ def app_version():
 
 
 def allowed(path):
-    """Only code: the agent's library and the app's modules, never boot.py,
+    """Only the library (lib/) and the app's modules at the top, never boot.py,
     credentials, settings or state (a bundle must not be able to replace the
     node's identity or the recovery path)."""
-    if path == "boot.py" or path.startswith(_ROOT + "/"):
+    if path.startswith("lib/"):
+        return True  # the library: code and its data (the time-zone table)
+    if path == "boot.py" or "/" in path:
         return False
-    if not (path.endswith(".py") or path.endswith(".mpy")):
-        return False
-    return path.startswith("lib/") or "/" not in path
+    return path.endswith(".py") or path.endswith(".mpy")
 
 
 def _counterpart(p):
@@ -54,7 +54,9 @@ def _counterpart(p):
     # the old twin is moved aside either way, and restored by a revert.
     if p.endswith(".mpy"):
         return p[:-4] + ".py"
-    return p[:-3] + ".mpy"
+    if p.endswith(".py"):
+        return p[:-3] + ".mpy"
+    return None
 
 
 def _exists(p):
@@ -98,7 +100,7 @@ class Stage:
         """The bundle's manifest has been read: check it, make room."""
         for e in manifest["files"]:
             if not allowed(e["path"]):
-                raise StageError("bundle may not write %s (only main.py, app modules and lib/)" % e["path"])
+                raise StageError("bundle may not write %s (only lib/ and the app's .py/.mpy modules)" % e["path"])
         try:
             st = os.statvfs("/")
             free = st[0] * st[3]
@@ -143,7 +145,7 @@ class Stage:
         for e in m["files"]:
             p = e["path"]
             twin = _counterpart(p)
-            if _exists(twin):
+            if twin and _exists(twin):
                 files.append((twin, "del"))
             if not _exists(p):
                 absent.append(p)

@@ -2,6 +2,7 @@
 # with the download (fetch.py), the flash slot or the staged app bundle, and
 # boot.py's switch, confirm and revert. Loaded by the agent when it starts.
 import asyncio
+import sys
 import time
 from micropython import const
 from . import log
@@ -69,8 +70,12 @@ class Updater:
                 self.acts.append(act)
 
     async def tick(self, now):
+        utc = self.utc()
+        z = sys.modules.get("rainmaker.tz")  # the Time service's zone, if the node has one
+        if z is not None and utc is not None:
+            self.ota.tz = z.current.offset(utc)  # download windows are in local time
         acts = self.acts
-        acts.extend(self.ota.tick(now, self.utc()))
+        acts.extend(self.ota.tick(now, utc))
         while acts:
             act = acts.pop(0)
             a = act[0]
