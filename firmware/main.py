@@ -1,6 +1,6 @@
 # Example app: a colour lightbulb on an LED pin, a temperature sensor that
-# reports every 30 s, and a button that toggles the light locally. Runs on the
-# ESP32, ESP32-S2, -S3, -C3 and -C6.
+# reports every 30 s, a button that toggles the light locally, and the Time,
+# System and Schedule services. Runs on the ESP32, ESP32-S2, -S3, -C3 and -C6.
 import asyncio
 import esp32
 from machine import Pin, PWM
@@ -51,7 +51,14 @@ def read_temp():
 
 node = rm.Node("Example Light", "Lightbulb", fw_version="1.0.0", model="rm-example")
 light = node.add(std.lightbulb("Light", cb=on_light))
-sensor = node.add(std.temperature_sensor("Temperature", read_temp()))
+sensor = node.add(std.temperature_sensor("Temperature", read_temp()))  # charted by the app (tsdata)
+# The services the phone apps use: the time zone they set after provisioning,
+# reboot / factory reset / Wi-Fi reset, and schedules that run on the board's
+# own clock, also when the internet is down. Remove what you do not need:
+# each costs heap.
+node.add(std.time_service())
+node.add(std.system_service())
+node.add(std.schedule_service())
 
 
 async def sense():

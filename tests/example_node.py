@@ -24,6 +24,9 @@ def example_node(node_id, temperature=0.0, platform="esp32"):
     n.node_id = node_id
     n.add(std.lightbulb("Light"))
     n.add(std.temperature_sensor("Temperature", temperature))
+    n.add(std.time_service())
+    n.add(std.system_service())
+    n.add(std.schedule_service())
     # What the agent adds by itself: the Connectivity service of the last will.
     svc = Device("Connectivity", "esp.service.connectivity", service=True)
     svc.add(Param("Connected", True, "bool", "esp.param.connected", READ))

@@ -55,7 +55,9 @@ def test_comes_online_with_config_matching_the_model(cloud, board):
     assert payload.decode() == expected_config(NODE)
     _, init = cloud.wait("params/local/init", NODE, board.first)
     p = params(init)
-    assert set(p) == {"Light", "Temperature", "Connectivity"}
+    assert set(p) == {"Light", "Temperature", "Time", "System", "Schedule", "Connectivity"}
+    assert p["Time"] == {"TZ": "", "TZ-POSIX": ""} and p["Schedule"] == {"Schedules": []}
+    assert p["System"] == {"Reboot": False, "Factory-Reset": False, "Wi-Fi-Reset": False}
     assert p["Light"] == {"Name": "Light", "Power": False, "Brightness": 100, "Hue": 0, "Saturation": 100}
     assert p["Connectivity"] == {"Connected": True}
     assert isinstance(p["Temperature"]["Temperature"], float)
