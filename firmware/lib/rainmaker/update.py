@@ -38,10 +38,12 @@ def _trial():
 class Updater:
     def __init__(self, agent):
         from .stage import app_version
+        from .node import unload
 
         self.agent = agent
         node = agent.node
         self.app = app_version()
+        unload("stage")  # loaded again only when a bundle arrives
         # What runs: the app slot and the app files. The job logic compares it
         # with what ran the download to tell a new image (or app) from a rollback.
         running = "%s:%s" % (_slot_label(), self.app)
