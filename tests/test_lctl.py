@@ -29,7 +29,7 @@ from rmaker_tools.rmaker_local_ctrl import esp_rainmaker_ctrl as ctrl  # noqa: E
 from rmaker_tools.rmaker_local_ctrl.proto import proto_lc  # noqa: E402
 
 NODE = "240AC4A1C0DE"
-PAUSE_MS = 3000  # handshakes refused this long after 5 failures (60 s on a board)
+PAUSE_MS = 1000  # handshakes refused this long after the 3rd failure (then 2, 4 ... 60 s)
 
 
 def free_udp_port():
@@ -51,7 +51,7 @@ def setup(tmp_path_factory, backend):
         # The simulator binds 127.0.0.1 only and maps the board's default ports.
         args = ["--port-map", f"8080={http_port}", "--port-map", f"5353={mdns_port}"]
     b = Board(cloud, root, NODE, main=ROOT / "tests" / "apps" / "lctl_main.py", args=args, backend=backend)
-    opts = {"pause_ms": PAUSE_MS}
+    opts = {}
     if backend == "micropython":
         # MicroPython's own sockets bind real host ports: the app is told which.
         opts.update(port=http_port, mdns_port=mdns_port, addr="127.0.0.1")

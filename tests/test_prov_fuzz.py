@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from rainmaker.prov import pb, srp
 from rainmaker.prov.assoc import UserAssoc
 from rainmaker.prov.errors import Refused
-from rainmaker.prov.httpd import MAX_BODY, MAX_HEAD, Parser, Server
+from rainmaker.prov.httpd import MAX_BODY, MAX_HEAD, MAX_CONNS, PER_PEER, Parser, Server
 from rainmaker.prov.netconfig import NetConfig
 from rainmaker.prov.protocomm import Protocomm
 from rainmaker.prov.scan import Scan, MAX_ENTRIES
@@ -152,9 +152,11 @@ def test_protocomm_sequences(v, reqs):
     net = NetConfig()
     pc = Protocomm(sec, {"prov-config": net.config, "prov-scan": Scan(lambda: []).handle,
                          "prov-ctrl": net.ctrl, "cloud_user_assoc": UserAssoc("N").handle})
+    now = 0
     for name, body in reqs:
-        refused_or_bytes(lambda b: pc.request(name, b), body)
-        assert pc.fails <= len(reqs) and pc.locked == (pc.fails >= 5)
+        now += 1500
+        refused_or_bytes(lambda b: pc.request(name, b, now), body)
+        assert pc.fails <= len(reqs) and 0 <= pc.wait(now) <= 60000  # slowed down, never locked
 
 
 HTTP_PARTS = st.one_of(
@@ -181,8 +183,8 @@ def test_http_parser_and_server(parts):
         try:
             req = p.feed(chunk)
             while req is not None:
-                assert 0 < len(req.body) <= MAX_BODY or req.method != "POST"
-                out, keep = server.handle(1, req)
+                assert 0 < len(req.body) <= MAX_BODY or (req.method != "POST" and len(req.body) <= MAX_BODY)
+                out, keep = server.handle(1, req, 0)
                 assert out is None or out.startswith(b"HTTP/1.1 ")
                 if out is None or not keep:
                     p = Parser()
@@ -191,3 +193,46 @@ def test_http_parser_and_server(parts):
         except Refused:
             p = Parser()  # the connection is closed
         assert p.head is not None or len(p.buf) <= MAX_HEAD + 4 + MAX_BODY + 300
+
+
+EVENTS = st.lists(st.tuples(st.sampled_from(["accept", "close", "proto-ver", "session", "status"]),
+                            st.integers(0, 3), st.integers(0, 9)), min_size=1, max_size=60)
+
+
+@FUZZ
+@given(EVENTS)
+def test_connection_table(events):
+    """Whatever the peers do, the table stays bounded (in all and per address),
+    and the connection carrying the session is never the one evicted."""
+    seq = [0]
+
+    def rand(n):
+        seq[0] += 1
+        return seq[0].to_bytes(n, "big")
+
+    server = Server(Protocomm(Sec0(), {"prov-config": NetConfig().config}), rand)
+    now = 0
+    ids = 0
+    for kind, peer, pick in events:
+        now += 700
+        if kind == "accept":
+            ids += 1
+            holder = server.conn
+            victim = server.accept(ids, peer, now)
+            assert victim is None or (victim != holder and victim != ids)
+            continue
+        if not server.conns:
+            continue
+        cid = server.conns[pick % len(server.conns)][0]
+        if kind == "close":
+            server.closed(cid)
+        else:
+            path, body = {"proto-ver": ("/proto-ver", b"---"), "session": ("/prov-session", b"\x52\x03\xa2\x01\x00"),
+                          "status": ("/prov-config", b"\x52\x00")}[kind]
+            req = Parser().feed(b"POST %s HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body))
+            out, keep = server.handle(cid, req, now)
+            if not keep:
+                server.closed(cid)
+        assert len(server.conns) <= MAX_CONNS
+        for p in range(4):
+            assert sum(1 for c in server.conns if c[1] == p) <= PER_PEER

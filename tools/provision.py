@@ -34,6 +34,8 @@ def parse_args(argv):
     p.add_argument("--user-id", default="sim-user", help="user id for cloud_user_assoc (default sim-user)")
     p.add_argument("--secret-key", default="sim-secret", help="secret key for cloud_user_assoc")
     p.add_argument("--poll", type=float, default=5.0, help="seconds between Wi-Fi status polls (CLI: 5)")
+    p.add_argument("--think", type=float, default=0.0,
+                   help="seconds the (scripted) user takes to pick the network, as a person at the prompt would")
     return p.parse_args(argv)
 
 
@@ -69,6 +71,7 @@ def main(argv=None):
     if args.ssid is not None:
         def pick(prompt=""):
             if "Select AP" in prompt:
+                time.sleep(args.think)  # the CLI's connection stays open meanwhile
                 names = [ap["ssid"] for ap in result["scan"] or []]
                 return str(names.index(args.ssid) + 1) if args.ssid in names else str(len(names) + 1)
             if "Enter ssid" in prompt:

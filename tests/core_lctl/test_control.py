@@ -206,7 +206,7 @@ def test_version_json_and_protocomm_endpoint_names():
     sec = Sec0()
     v = version_json(sec)
     assert js(v) == {"local_ctrl": {"ver": "v1.0", "sec_ver": 0, "sec_patch_ver": 0}}
-    pc = Protocomm(sec, {"esp_local_ctrl/control": c.handle}, 5,
+    pc = Protocomm(sec, {"esp_local_ctrl/control": c.handle},
                    ("esp_local_ctrl/version", "esp_local_ctrl/session"), v)
     assert pc.request("esp_local_ctrl/version", b"---") == v
     assert not pc.known("proto-ver") and not pc.known("prov-session")

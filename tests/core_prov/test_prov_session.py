@@ -1,6 +1,6 @@
 # Session establishment and the request model (docs/provisioning.md#request-model
 # to #security-2): handshakes for Security 0/1/2, encrypted endpoint traffic,
-# wrong PoPs, replays, truncation, the lock-out after 5 failed handshakes.
+# wrong PoPs, replays, truncation, the back-off after failed handshakes, a MemoryError.
 # CPython and the MicroPython VM.
 from rainmaker.prov import pb, srp
 from rainmaker.prov.protocomm import Protocomm
@@ -78,19 +78,113 @@ def test_sec1_session_and_encrypted_request():
     assert pc.fails == 0
 
 
-def test_sec1_wrong_pop_is_refused_counted_and_locks_after_five():
+def test_wrong_pops_slow_the_next_handshakes_down_and_never_lock():
+    from rainmaker.prov.protocomm import wait_ms
+
+    # a passer-by's guesses cost waiting time, not the board: the wait grows,
+    # is capped, and runs out by itself
+    assert [wait_ms(f) for f in range(11)] == [0, 0, 0, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000]
+    assert wait_ms(10 ** 6) == 60000
     pc = sec1_pc()
+    now = 5000
+    bad_key = pb.f_int(2, 1) + pb.f_msg(11, pb.f_msg(20, pb.f_bytes(1, b"\x09" * 31)))
     for i in range(5):
-        assert not pc.locked
-        c = Sec1Client(b"wrong-pop", bytes([i + 1]) * 32)
-        r0 = pc.request("prov-session", c.cmd0())
-        raises(AuthFailed, pc.request, "prov-session", c.cmd1(r0))
+        now += wait_ms(i)  # a patient guesser
+        if i == 4:  # a real wrong PoP (the others: a bad key, counted the same, cheaper on the VM)
+            c = Sec1Client(b"wrong-pop", bytes([i + 1]) * 32)
+            r0 = pc.request("prov-session", c.cmd0(), now)
+            raises(AuthFailed, pc.request, "prov-session", c.cmd1(r0), now)
+        else:
+            raises(AuthFailed, pc.request, "prov-session", bad_key, now)
         assert pc.fails == i + 1
-    assert pc.locked
-    # even the right PoP is refused now, and so is everything else
+    assert pc.wait(now) == 4000
+    # during the wait every handshake message is refused, uncounted; the rest is served
     c = Sec1Client(POP, b"\x42" * 32)
-    raises(Refused, pc.request, "prov-session", c.cmd0())
-    raises(Refused, pc.request, "proto-ver", b"---")
+    for t in (now, now + 1, now + 3999):
+        raises(Refused, pc.request, "prov-session", c.cmd0(), t)
+    assert pc.fails == 5 and pc.wait(now + 3000) == 1000
+    assert b'"sec_ver":1' in pc.request("proto-ver", b"---", now)
+    # after it, the right PoP works, and clears the count
+    later = now + 4000
+    r0 = pc.request("prov-session", c.cmd0(), later)
+    assert c.check(pc.request("prov-session", c.cmd1(r0), later))
+    assert pc.fails == 0 and pc.wait(later) == 0
+    assert c.decrypt(pc.request("prov-config", c.encrypt(get_status()), later)) == h("08 01 5a 02 10 02")
+
+
+def test_backoff_runs_across_the_tick_wrap_and_stays_capped():
+    pc = sec1_pc()
+    top = (1 << 30) - 10  # ticks_ms wraps at 2**30 on the board
+    for i in range(40):  # a determined guesser, waiting out each delay
+        t = (top + i * 60000) % (1 << 30)
+        raises(AuthFailed, pc.request, "prov-session", pb.f_int(2, 1) + pb.f_msg(11, pb.f_msg(20, pb.f_bytes(1, b"\x09" * 31))), t)
+    assert pc.fails == 40
+    last = (top + 39 * 60000) % (1 << 30)
+    assert pc.wait(last) == 60000 and pc.wait((last + 59999) % (1 << 30)) == 1
+    assert pc.wait((last + 60000) % (1 << 30)) == 0
+
+
+def test_memory_error_while_making_keys_is_survived():
+    # A fragmented heap can fail the key precompute or the handshake's own key
+    # generation: the request fails (connection closed), the heap is collected,
+    # the board goes on, and the next attempt works.
+    from rainmaker.prov import protocomm
+
+    class GC:  # counts collections (a real one inside the WASM VM's test frames can trap it)
+        n = 0
+
+        def collect(self):
+            GC.n += 1
+
+    real_gc = protocomm.gc
+    protocomm.gc = GC()
+    try:
+        for scheme in (1, 2):
+            _memory_error_case(scheme, GC)
+    finally:
+        protocomm.gc = real_gc
+
+
+def _memory_error_case(scheme, gc):
+    boom = [0]
+    base = counter(11)
+
+    def rand(n):
+        if boom[0]:
+            boom[0] -= 1
+            raise MemoryError("memory allocation failed")
+        return base(n)
+
+    if scheme == 1:
+        pc = Protocomm(Sec1(POP, rand=rand, ecb=ECB), {"prov-config": NetConfig().config})
+        client = lambda i: Sec1Client(POP, bytes([0x50 + i]) * 32)
+    else:
+        if not _VER:
+            _VER.append(srp.verifier(_SALT, b"wifiprov", POP))
+        pc = Protocomm(Sec2(_SALT, _VER[0], rand=rand, ecb=ECB), {"prov-config": NetConfig().config})
+        client = lambda i: Sec2Client(POP, bytes([0x60 + i]) * 32)
+    n = gc.n
+    boom[0] = 1
+    pc.idle(100)  # the precompute between requests: caught, collected
+    assert gc.n == n + 1
+    boom[0] = 1
+    pc.idle(600)  # not retried at once (each try allocates)
+    assert boom[0] == 1
+    boom[0] = 0
+    pc.idle(1100)  # retried later, and made
+    assert (pc.sec.pre if scheme == 1 else pc.sec.srp.pre) is not None
+    boom[0] = 1
+    pc.open()
+    if scheme == 1:
+        pc.sec.pre = None  # the handshake's own key generation fails this time
+    else:
+        pc.sec.srp.pre = None
+    e = raises(Refused, pc.request, "prov-session", client(0).cmd0(), 2000)
+    assert "memory" in str(e) and pc.fails == 0 and not pc.sec.established and gc.n == n + 2
+    c = client(1)
+    r0 = pc.request("prov-session", c.cmd0(), 2100)
+    assert c.check(pc.request("prov-session", c.cmd1(r0), 2100))
+    assert c.decrypt(pc.request("prov-config", c.encrypt(get_status()), 2100)) == h("08 01 5a 02 10 02")
 
 
 def test_sec1_bad_public_key_length_is_counted():

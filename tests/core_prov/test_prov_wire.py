@@ -100,30 +100,166 @@ def _req(path, body, cookie=None, method="POST"):
 
 def test_sessions_follow_the_cookie_or_the_socket():
     s = _server()
-    out, keep = s.handle(1, _req("/prov-session", sec0_cmd()))
+    out, keep = s.handle(1, _req("/prov-session", sec0_cmd()), 0)
     assert keep and out.startswith(b"HTTP/1.1 200 OK\r\n") and b"Set-Cookie: session=1\r\n" in out
     assert out.endswith(b"\r\n\r\n" + h("52 05 08 01 aa 01 00"))
     # same socket, no cookie: same session, no new cookie
-    out, _ = s.handle(1, _req("/prov-config", get_status()))
+    out, _ = s.handle(1, _req("/prov-config", get_status()), 0)
     assert b"Set-Cookie" not in out and out.endswith(h("08 01 5a 02 10 02"))
     # another socket with the cookie: same session
-    out, _ = s.handle(2, _req("/prov-config", get_status(), cookie="1"))
+    out, _ = s.handle(2, _req("/prov-config", get_status(), cookie="1"), 0)
     assert out.endswith(h("08 01 5a 02 10 02"))
     # another socket without the cookie: a new session, without the handshake
-    out, keep = s.handle(3, _req("/prov-config", get_status()))
+    out, keep = s.handle(3, _req("/prov-config", get_status()), 0)
     assert out is None and not keep
     assert s.sid == 2
     # a stale cookie: new session too
-    out, _ = s.handle(3, _req("/proto-ver", b"---", cookie="1"))
+    out, _ = s.handle(3, _req("/prov-session", sec0_cmd(), cookie="1"), 0)
     assert b"Set-Cookie: session=3\r\n" in out
+    # proto-ver is answered on any connection and leaves the session alone
+    out, keep = s.handle(4, _req("/proto-ver", b"---"), 0)
+    assert keep and b"Set-Cookie" not in out and b'"sec_ver":0' in out
+    out, _ = s.handle(3, _req("/prov-config", get_status()), 0)
+    assert s.sid == 3 and out.endswith(h("08 01 5a 02 10 02"))
 
 
 def test_unknown_endpoint_wrong_method_and_refusals():
     s = _server()
-    out, keep = s.handle(1, _req("/nope", b"x"))
+    out, keep = s.handle(1, _req("/nope", b"x"), 0)
     assert out.startswith(b"HTTP/1.1 404 Not Found\r\n") and not keep
-    out, keep = s.handle(1, _req("/proto-ver", b"", method="GET"))
+    out, keep = s.handle(1, _req("/proto-ver", b"", method="GET"), 0)
     assert out.startswith(b"HTTP/1.1 405") and not keep
-    out, keep = s.handle(1, _req("/prov-session", h("ff ff")))
+    out, keep = s.handle(1, _req("/prov-session", h("ff ff")), 0)
     assert out is None and not keep and "prov-session" in s.last_error
     assert response(200, b"ab", close=True) == b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab"
+
+
+def test_a_body_over_the_limit_is_refused_from_the_header_for_every_method():
+    # Refused as soon as the header is in: the body is never waited for, so
+    # never held in memory (a 999999-byte GET used to be buffered whole).
+    for method in (b"GET", b"PUT", b"POST", b"DELETE"):
+        for length in (b"4097", b"999999", b"99999999999999999999999"):
+            head = method + b" /proto-ver HTTP/1.1\r\nContent-Length: " + length + b"\r\n\r\n"
+            p = Parser()
+            e = raises(Refused, p.feed, head)
+            assert type(e).__name__ == "TooLarge", (method, length, e)
+            assert len(p.buf) <= len(head)
+    from rainmaker.prov.httpd import TooLarge
+
+    # header and first body bytes in one read: same
+    raises(TooLarge, Parser().feed, b"GET / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n" + b"x" * 400)
+    # within the limit a GET body is read (then answered 405), a POST one too
+    r = Parser().feed(b"GET /proto-ver HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+    assert r.method == "GET" and r.body == b"abc"
+    r = Parser().feed(b"POST /proto-ver HTTP/1.1\r\nContent-Length: 0000000003\r\n\r\nabc")
+    assert r.body == b"abc"  # leading zeros are still a small number
+    assert response(413, b"", close=True).startswith(b"HTTP/1.1 413 Content Too Large\r\n")
+    raises(Refused, Parser().feed, b"GET / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n")
+
+
+def _srv_sec1():
+    from rainmaker.prov.sec1 import Sec1
+    from aes_ref import ECB
+
+    seq = [0]
+
+    def rand(n):
+        seq[0] += 1
+        return bytes([seq[0] & 0xFF]) * n
+
+    return Server(Protocomm(Sec1(b"abcd1234", rand=rand, ecb=ECB), {"prov-config": NetConfig().config}), rand)
+
+
+def _handshake(s, cid, now, client_key=b"\x31"):
+    from provclient import Sec1Client
+
+    c = Sec1Client(b"abcd1234", client_key * 32)
+    out, keep = s.handle(cid, _req("/prov-session", c.cmd0()), now)
+    assert keep, s.last_error
+    out, keep = s.handle(cid, _req("/prov-session", c.cmd1(out.split(b"\r\n\r\n", 1)[1])), now)
+    assert keep and c.check(out.split(b"\r\n\r\n", 1)[1])
+    return c
+
+
+def test_a_connection_flood_evicts_only_the_flood():
+    from rainmaker.prov.httpd import MAX_CONNS, PER_PEER
+
+    for flood_peer in ("10.0.0.66", "192.168.4.2"):  # another address, or the client's own
+        s = _srv_sec1()
+        now = 1000
+        assert s.accept(1, "192.168.4.2", now) is None
+        s.handle(1, _req("/proto-ver", b"---"), now)
+        c = _handshake(s, 1, now)
+        evicted = []
+        for cid in range(2, 300):
+            now += 50
+            v = s.accept(cid, flood_peer, now)
+            assert v != 1
+            if v is not None:
+                evicted.append(v)
+            if cid % 3 == 0:  # some flood connections send a request, too
+                s.handle(cid, _req("/proto-ver", b"---"), now)
+            assert len(s.conns) <= MAX_CONNS
+            assert sum(1 for e in s.conns if e[1] == flood_peer) <= (MAX_CONNS if flood_peer == "192.168.4.2" else PER_PEER)
+        assert len(evicted) > 280
+        # the session's connection is still there, and the session works
+        out, keep = s.handle(1, _req("/prov-config", c.encrypt(get_status())), now)
+        assert keep and c.decrypt(out.split(b"\r\n\r\n", 1)[1]) == h("08 01 5a 02 10 02")
+
+
+def test_a_new_client_gets_in_during_a_flood_and_talkers_outrank_silent_connections():
+    s = _srv_sec1()
+    now = 0
+    from rainmaker.prov.httpd import MAX_CONNS, PER_PEER
+
+    assert MAX_CONNS > PER_PEER >= 2
+    got = [s.accept(cid, "10.0.0.66", now) for cid in range(1, PER_PEER + 2)]
+    assert got == [None] * PER_PEER + [1]  # PER_PEER per address: its oldest made room
+    # the phone connects during a flood from elsewhere: a free slot, or the flood makes room
+    assert s.accept(10, "192.168.4.2", now) in (None, 2, 3)
+    s.handle(10, _req("/proto-ver", b"---"), now)  # a client sends its first request at once
+    s.accept(11, "10.0.0.67", now)  # a second flooding address
+    for cid in range(20, 40):
+        assert s.accept(cid, "10.0.0.%d" % (66 + cid % 2), now + cid) != 10
+    # same address: a connection that has sent a request outlives silent ones
+    s = _srv_sec1()
+    s.accept(1, "a", 0)
+    s.handle(1, _req("/proto-ver", b"---"), 0)
+    for cid in range(2, 50):
+        assert s.accept(cid, "a", cid) != 1
+    # an idle connection is never closed for being idle: only for room
+    s = _srv_sec1()
+    s.accept(1, "a", 0)
+    assert s.accept(2, "b", 10 ** 8) is None and [e[0] for e in s.conns] == [1, 2]
+    s.closed(1)
+    s.closed(1)  # twice is harmless
+    assert [e[0] for e in s.conns] == [2]
+
+
+def test_an_established_session_is_not_taken_over_from_another_address():
+    from rainmaker.prov.httpd import HOLD_MS
+
+    s = _srv_sec1()
+    s.accept(1, "phone", 0)
+    c = _handshake(s, 1, 0)
+    s.accept(2, "stranger", 10)
+    from provclient import Sec1Client
+
+    intruder = Sec1Client(b"abcd1234", b"\x77" * 32)
+    out, keep = s.handle(2, _req("/prov-session", intruder.cmd0()), 20)
+    assert out is None and not keep and "another client" in s.last_error
+    out, keep = s.handle(2, _req("/proto-ver", b"---"), 20)  # answered all the same
+    assert keep
+    out, keep = s.handle(1, _req("/prov-config", c.encrypt(get_status())), HOLD_MS - 1000)
+    assert keep and c.decrypt(out.split(b"\r\n\r\n", 1)[1]) == h("08 01 5a 02 10 02")
+    # the phone's own address may start over (an app's retry on a new connection)
+    s.accept(3, "phone", HOLD_MS)
+    c2 = _handshake(s, 3, HOLD_MS, b"\x32")
+    # a session unused for HOLD_MS, or whose connection closed, can be replaced
+    t = HOLD_MS * 2 + 1
+    s.accept(4, "stranger", t)
+    _handshake(s, 4, t, b"\x33")
+    s.closed(4)
+    s.accept(5, "other", t + 1)
+    _handshake(s, 5, t + 1, b"\x34")
+    assert c2 is not None

@@ -24,8 +24,6 @@ _PREFIX = "esp_local_ctrl/"
 _MAX_CONNS = const(3)  # open connections; the oldest is closed for a new one
 _IDLE_MS = const(300000)  # an idle keep-alive connection is closed after this (apps keep one)
 _REQUEST_MS = const(10000)  # longest pause inside a request that has started
-_MAX_FAILS = const(5)  # failed handshakes before a pause...
-_PAUSE_MS = const(60000)  # ...of this long: a wrong PoP cannot be guessed, nor the owner locked out for good
 _MDNS_POLL = const(100)  # ms between looks at the mDNS socket when it is quiet
 _MDNS_MAX = const(1500)  # bytes of one mDNS datagram read (a longer one is cut, and ignored)
 _ANNOUNCE_MS = const(1000)
@@ -35,7 +33,7 @@ class LocalControl:
     """The running service. sec: 1 or 2; path: where the PoP (and for Security 2 the
     SRP salt and verifier) are kept, made once."""
 
-    def __init__(self, node, sync, sec=2, path="lctl.json", clock=time.ticks_ms, pause_ms=_PAUSE_MS):
+    def __init__(self, node, sync, sec=2, path="lctl.json", clock=time.ticks_ms):
         if sec not in (1, 2):
             log.error("lctl", "local control security must be 1 or 2; using 2")
             sec = 2
@@ -45,14 +43,15 @@ class LocalControl:
         self.pop = ident.pop
         self.sec = ident.security()
         self.control = Control(node, sync, clock)
-        self.pc = Protocomm(self.sec, {_PREFIX + "control": self.control.handle}, _MAX_FAILS,
+        # Wrong PoPs slow the next handshakes down (provisioning's back-off:
+        # brute force is infeasible, the owner is never locked out for good).
+        self.pc = Protocomm(self.sec, {_PREFIX + "control": self.control.handle},
                             (_PREFIX + "version", _PREFIX + "session"), version_json(self.sec))
         self.http = Server(self.pc)
         self.node = node
         self.conns = []  # (id, writer), oldest first
         self._ids = 0
-        self.pause_ms = pause_ms
-        self._locked_at = None
+        self._paused = 0  # failed handshakes when the back-off was last logged
         self.responder = None
 
     # -- HTTP ------------------------------------------------------------------------
@@ -72,11 +71,13 @@ class LocalControl:
                     return
                 req = parser.feed(data)
                 while req is not None:
-                    out, keep = self.http.handle(cid, req)
-                    if self.pc.locked and self._locked_at is None:
-                        self._locked_at = time.ticks_ms()
+                    now = time.ticks_ms()
+                    out, keep = self.http.handle(cid, req, now)
+                    w = self.pc.wait(now)
+                    if w and self._paused != self.pc.fails:
+                        self._paused = self.pc.fails
                         log.error("lctl", "%d failed handshakes (wrong PoP?): local control paused for %d s" % (
-                            self.pc.fails, self.pause_ms // 1000))
+                            self.pc.fails, (w + 999) // 1000))
                     if out is None:
                         log.warn("lctl", "request refused, connection closed: %s" % self.http.last_error)
                         return
@@ -97,11 +98,8 @@ class LocalControl:
             await _close(writer)
 
     def _unpause(self):
-        t = self._locked_at
-        if t is not None and time.ticks_diff(time.ticks_ms(), t) >= self.pause_ms:
-            self._locked_at = None
-            self.pc.locked = False
-            self.pc.fails = 0
+        if self._paused and not self.pc.wait(time.ticks_ms()):
+            self._paused = 0
             log.info("lctl", "local control accepts handshakes again")
 
     # -- mDNS ------------------------------------------------------------------------
@@ -219,7 +217,7 @@ async def _close(writer):
 
 
 async def serve(node, sync, sec=2, port=PORT, path="lctl.json", mdns_port=mdns.PORT, host=None,
-                announce=True, service=True, addr="0.0.0.0", pause_ms=_PAUSE_MS):
+                announce=True, service=True, addr="0.0.0.0"):
     """Serve local control until cancelled.
 
     node, sync: the agent's (agent.node, agent.sync). sec: protocomm Security 1 or
@@ -229,10 +227,10 @@ async def serve(node, sync, sec=2, port=PORT, path="lctl.json", mdns_port=mdns.P
     "Local Control" service (PoP and security) to the node, as the SDK does,
     so the phone apps get the PoP through the cloud. addr: the address the
     HTTP server and the mDNS socket bind (all interfaces by default; mDNS
-    hears the multicast group only then). pause_ms: how long handshakes are
-    refused after 5 failed ones.
+    hears the multicast group only then). Wrong PoPs slow the next
+    handshakes down as provisioning's do (prov/protocomm.py).
     """
-    lc = LocalControl(node, sync, sec, path, pause_ms=pause_ms)
+    lc = LocalControl(node, sync, sec, path)
     if service and not node.device("Local Control"):
         from . import std
 

@@ -8,7 +8,7 @@ import gc
 
 
 async def run(cfg, sta, node_id, wifi_file="wifi.json", mapping_file="mapping.json"):
-    """Provision; returns "done" (credentials stored), "timeout" or "locked"."""
+    """Provision; returns "done" (credentials stored) or "timeout"."""
     from .softap import Provisioner
 
     return await Provisioner(cfg, sta, node_id, wifi_file, mapping_file).run()

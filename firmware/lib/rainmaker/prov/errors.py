@@ -7,4 +7,4 @@ class Refused(Exception):
 
 
 class AuthFailed(Refused):
-    """A failed session handshake (bad key or proof): counted towards the lock-out."""
+    """A failed session handshake (bad key or proof): counted, and makes the next ones wait (protocomm.py)."""

@@ -11,19 +11,19 @@ from .. import log
 from ..store import Store
 from .ident import Ident
 from .protocomm import Protocomm
-from .httpd import Parser, Server
+from .httpd import Parser, Server, TooLarge, response
 from .netconfig import NetConfig, CONNECTED, AUTH_ERROR, NOT_FOUND
 from .scan import Scan
 from .assoc import UserAssoc
 
 PORT = 80
-_MAX_CONNS = const(1)  # protocomm_httpd keeps one socket open (LRU purge)
-_IDLE_MS = const(60000)  # an idle keep-alive connection is closed after this
-_REQUEST_MS = const(10000)  # longest pause inside a request that has started
+# Connections: how many, and which one makes room for a new one, is the
+# Server's rule (httpd.py). An idle connection is never closed on a timer.
+_REQUEST_MS = const(10000)  # longest pause inside a request that has started, or in a reply
 _ATTEMPTS = const(3)  # connection attempts per apply, as the SDK example
 _ATTEMPT_MS = const(15000)  # an attempt with no verdict by then failed (e.g. silent bad key)
 _LINGER_MS = const(30000)  # after joining, keep serving so the client can read "connected"
-_AFTER_READ_MS = const(1500)  # ...or this long after it has read it
+_GONE_MS = const(2000)  # ...less if it has read it and no connection was open for this long
 _QUIET_MS = const(300)  # no request for this long: precompute the next handshake key
 _FAILS = (201, 202, 203, 204, 205, 210, 211, 212)
 _NOT_FOUND = (201, 210, 211, 212)
@@ -34,6 +34,20 @@ def _disconnect(sta):
         sta.disconnect()
     except OSError:
         pass
+
+
+def _peer(writer):
+    """The client's IP address (any comparable value), from the stream's peername:
+    ("ip", port) on the board, a raw sockaddr (bytes) on some ports."""
+    try:
+        a = writer.get_extra_info("peername")
+    except Exception:
+        return None
+    if isinstance(a, tuple):
+        return a[0]
+    if isinstance(a, (bytes, bytearray)) and len(a) >= 8:
+        return bytes(a[4:8])  # sockaddr_in: family, port, then the IPv4 address
+    return a
 
 
 async def _close(writer):
@@ -62,7 +76,7 @@ class Provisioner:
             "cloud_user_assoc": self.assoc.handle,
         })
         self.http = Server(self.pc)
-        self.conns = []  # (id, writer), oldest first
+        self.tasks = {}  # connection id -> its task (as many as the Server admits)
         self._ids = 0
         self.last_request = time.ticks_ms()
 
@@ -71,38 +85,52 @@ class Provisioner:
     async def _serve(self, reader, writer):
         self._ids += 1
         cid = self._ids
-        self.conns.append((cid, writer))
-        while len(self.conns) > _MAX_CONNS:
-            await _close(self.conns.pop(0)[1])
+        victim = self.http.accept(cid, _peer(writer), time.ticks_ms())
+        if victim is not None:
+            t = self.tasks.pop(victim, None)
+            if t is not None:
+                # Cancelled, not closed from here: cancel() takes its pending read
+                # out of the poller first, then its own finally closes the socket.
+                # A socket closed while still polled crashed MicroPython's unix port.
+                t.cancel()
+        self.tasks[cid] = asyncio.current_task()
         parser = Parser()
         try:
             while True:
-                wait = _IDLE_MS if parser.head is None and not parser.buf else _REQUEST_MS
-                data = await asyncio.wait_for_ms(reader.read(512), wait)
+                if parser.head is None and not parser.buf:
+                    data = await reader.read(512)  # idle: no timeout (see httpd.py)
+                else:
+                    data = await asyncio.wait_for_ms(reader.read(512), _REQUEST_MS)
                 if not data:
                     return
-                req = parser.feed(data)
-                while req is not None:
-                    self.last_request = time.ticks_ms()
-                    out, keep = self.http.handle(cid, req)
-                    if out is None:
-                        log.warn("prov", "request refused, connection closed: %s" % self.http.last_error)
-                        return
-                    writer.write(out)
-                    await writer.drain()
-                    self.last_request = time.ticks_ms()  # handling may have taken seconds
-                    if not keep:
-                        return
-                    req = parser.feed(b"")
+                try:
+                    req = parser.feed(data)
+                    while req is not None:
+                        self.last_request = time.ticks_ms()
+                        out, keep = self.http.handle(cid, req, self.last_request)
+                        if out is None:
+                            log.warn("prov", "request refused, connection closed: %s" % self.http.last_error)
+                            return
+                        writer.write(out)
+                        await asyncio.wait_for_ms(writer.drain(), _REQUEST_MS)
+                        self.last_request = time.ticks_ms()  # handling may have taken seconds
+                        if not keep:
+                            return
+                        req = parser.feed(b"")  # a pipelined request
+                except TooLarge as e:
+                    # Said as soon as the header is in: the body is never read.
+                    log.warn("prov", "request refused: %s" % e)
+                    writer.write(response(413, b"Request body too large", close=True))
+                    await asyncio.wait_for_ms(writer.drain(), _REQUEST_MS)
+                    return
         except asyncio.TimeoutError:
             pass
         except Exception as e:  # a bad request or a bug: this connection ends, the server goes on
             log.warn("prov", "connection closed: %s" % (str(e) or type(e).__name__))
         finally:
-            for i in range(len(self.conns)):
-                if self.conns[i][0] == cid:
-                    self.conns.pop(i)
-                    break
+            if self.tasks.get(cid) is asyncio.current_task():
+                del self.tasks[cid]
+            self.http.closed(cid)
             await _close(writer)
 
     # -- the Wi-Fi station ----------------------------------------------------------
@@ -163,7 +191,7 @@ class Provisioner:
     # -- lifecycle --------------------------------------------------------------------
 
     async def run(self):
-        """Serve until the board has joined a network ("done"), or "timeout", or "locked"."""
+        """Serve until the board has joined a network ("done"), or "timeout"."""
         name = self.ident.name
         ap = network.WLAN(network.AP_IF)
         ap.active(True)
@@ -176,16 +204,19 @@ class Provisioner:
             name, self.ident.sec, "PoP " + self.ident.pop if self.ident.sec else "no PoP", ap.ifconfig()[0], self.port))
         log.info("prov", "QR %s" % self.ident.qr())
         start = time.ticks_ms()
-        joined = read = None
+        joined = read = empty = None
+        fails = 0
         result = "timeout"
         try:
             while True:
                 await asyncio.sleep_ms(100)
                 now = time.ticks_ms()
-                if self.pc.locked:
-                    log.error("prov", "%d failed handshakes (wrong PoP?): provisioning stopped until reboot" % self.pc.fails)
-                    result = "locked"
-                    break
+                if self.pc.fails != fails:
+                    fails = self.pc.fails
+                    if fails:
+                        log.warn("prov", "%d failed handshakes (wrong PoP?): the next one is accepted in %d s" % (
+                            fails, (self.pc.wait(now) + 999) // 1000))
+                empty = None if self.tasks else (empty or now)
                 creds = self.net.take()
                 if creds:
                     await self._join(creds[0], creds[1])
@@ -199,18 +230,22 @@ class Provisioner:
                     joined = joined or now
                     if self.net.reported:
                         read = read or now
-                    if (read and time.ticks_diff(now, read) > _AFTER_READ_MS) or time.ticks_diff(now, joined) > _LINGER_MS:
+                    # The client may still read the status or finish: serve up to
+                    # _LINGER_MS, less only once it has read "connected" and left.
+                    gone = read and empty and time.ticks_diff(now, empty) > _GONE_MS
+                    if gone or time.ticks_diff(now, joined) > _LINGER_MS:
                         result = "done"
                         break
                 elif time.ticks_diff(now, start) > self.timeout_ms:
                     log.warn("prov", "no credentials within %d s: provisioning stopped" % (self.timeout_ms // 1000))
                     break
-                elif not self.sec.established and time.ticks_diff(now, self.last_request) > _QUIET_MS:
-                    self.sec.idle()
+                elif time.ticks_diff(now, self.last_request) > _QUIET_MS:
+                    self.pc.idle(now)  # survives a MemoryError
         finally:
             server.close()
             await server.wait_closed()
-            while self.conns:
-                await _close(self.conns.pop()[1])
+            for t in list(self.tasks.values()):
+                t.cancel()  # each closes its own socket
+            self.tasks.clear()
             ap.active(False)
         return result
