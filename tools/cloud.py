@@ -11,6 +11,11 @@ and AWS basic-ingest ``$aws/rules/<rule>/node/<id>/<suffix>``), and keeps:
   <workdir>/traffic.log                   one JSON line per message (payload
                                           cut at 2 KB), rotated to .1 at ~1 MB
 
+With the broker and the recorder it runs the OTA file server (tools/otaserver.py):
+files in <workdir>/ota/ over HTTPS on 127.0.0.1, with a certificate from the
+same local CA, so a board that pins that CA can download them. Its address is in
+<workdir>/otaserver.json and each request goes to <workdir>/otaserver.log.
+
 CLI: ``python -m tools.cloud --help`` runs the broker and the recorder together.
 """
 
@@ -29,6 +34,8 @@ import paho.mqtt.client as mqtt
 
 from provisioning.ca import NODE_ID_RE, write_files_atomic
 from tools.broker import HOST, Broker, BrokerError, console_tls_context
+from tools.otaserver import DEFAULT_PORT as OTA_PORT
+from tools.otaserver import OtaServer, OtaServerError, parse_fault
 
 MAX_PAYLOAD_LOG = 2048
 MAX_TRAFFIC_LOG = 1_000_000
@@ -226,15 +233,36 @@ class Recorder:
         self.count += 1
 
 
-def run_cloud(workdir=".cloud", port=8883, engine="auto", stop_event=None):
-    """Run Broker + Recorder until Ctrl-C/SIGTERM (or stop_event is set)."""
+def start_ota_server(workdir, port=OTA_PORT, faults=()):
+    """The OTA file server on port, or on any free port if that one is taken
+    (a job's URL names the port, so a fixed one survives a cloud restart)."""
+    def make(p):
+        return OtaServer(Path(workdir) / "ota", workdir, p, faults, log_path=Path(workdir) / "otaserver.log",
+                         state_file=True).start()
+    try:
+        return make(port)
+    except OtaServerError as exc:
+        if not port:
+            raise
+        log.warning("%s; using any free port instead", exc)
+        return make(0)
+
+
+def run_cloud(workdir=".cloud", port=8883, engine="auto", stop_event=None, ota_port=OTA_PORT, ota_faults=()):
+    """Run Broker + Recorder + OTA file server until Ctrl-C/SIGTERM (or
+    stop_event is set); ota_port None: no file server."""
     stop_event = stop_event or threading.Event()
     broker = Broker(workdir, port, engine)
     broker.start()
-    recorder = None
+    recorder = ota = None
     try:
         recorder = Recorder(workdir, broker.host, broker.port).start()
+        if ota_port is not None:
+            ota = start_ota_server(workdir, ota_port, ota_faults)
         print(f"broker: {broker.engine} on mqtts://{broker.host}:{broker.port}", flush=True)
+        if ota is not None:
+            print(f"OTA files: {ota.root} on https://{ota.host}:{ota.port}/"
+                  + (f" (faults: {' '.join(map(repr, ota.faults))})" if ota.faults else ""), flush=True)
         print(f"CA: {Path(workdir) / 'ca' / 'ca.crt'}")
         print(f"store: {Path(workdir) / 'nodes'}  traffic: {Path(workdir) / 'traffic.log'}")
         print("Ctrl-C to stop", flush=True)
@@ -242,6 +270,8 @@ def run_cloud(workdir=".cloud", port=8883, engine="auto", stop_event=None):
             if not broker.running:
                 raise BrokerError(f"broker exited unexpectedly; see logs in {workdir}")
     finally:
+        if ota is not None:
+            ota.stop()
         if recorder is not None:
             recorder.stop()
         broker.stop()
@@ -261,14 +291,21 @@ def main(argv=None):
     p.add_argument("--port", type=int, default=8883, help="broker TLS port (default: %(default)s)")
     p.add_argument("--engine", choices=("auto", "mosquitto", "embedded"), default="auto",
                    help="broker engine (default: %(default)s)")
+    p.add_argument("--ota-port", type=int, default=OTA_PORT,
+                   help="HTTPS port of the OTA file server, 0 for any free one (default: %(default)s)")
+    p.add_argument("--no-ota", action="store_true", help="do not run the OTA file server")
+    p.add_argument("--ota-fault", action="append", default=[], metavar="SPEC",
+                   help="make the OTA file server misbehave, for testing (see python -m tools.otaserver --help)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        run_cloud(args.dir, args.port, args.engine)
+        faults = [parse_fault(f) for f in args.ota_fault]
+        run_cloud(args.dir, args.port, args.engine, ota_port=None if args.no_ota else args.ota_port,
+                  ota_faults=faults)
     except KeyboardInterrupt:
         return 0
-    except (BrokerError, TimeoutError, OSError) as exc:
+    except (BrokerError, OtaServerError, TimeoutError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
