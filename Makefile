@@ -34,7 +34,7 @@ bench: $(VENV)/.ok ## Run the benchmarks (printed, not asserted)
 	$(VPY) -m tests.bench
 
 cloud: $(VENV)/.ok ## Run only the local cloud (broker, recorder, OTA file server) in the foreground
-	$(VPY) -m tools.cloud --dir $(CLOUD)
+	$(VPY) -m tools.cloud --dir $(CLOUD) $(ARGS)
 
 console: $(VENV)/.ok ## Cloud-side console, e.g. make console ARGS="set <node> Light.Power=true"
 	$(VPY) -m tools.console --dir $(CLOUD) $(ARGS)
