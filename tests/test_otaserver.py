@@ -231,6 +231,7 @@ def test_cut_then_resume_from_the_last_whole_block(srv):
     assert first["range"] is None and first["cut"] and first["sent"] == 10000
     assert second["range"] == f"bytes={resume}-" and second["fault"] is None
     assert server.sent("/app.bin") <= SIZE + BLOCK  # about the file plus one block, not twice the file
+    assert server.starts("/app.bin") == [0, resume] and resume % BLOCK == 0
     log = [json.loads(line) for line in (srv["workdir"] / "otaserver.log").read_text().splitlines()]
     assert log[-1]["range"] == f"bytes={resume}-" and log[-2]["sent"] == 10000
 
@@ -307,12 +308,48 @@ def test_stop_releases_stalled_connections(tmp_path):
     assert otaserver.running_server(tmp_path) is None
 
 
+def test_add_file_and_starts(srv):
+    server = srv["server"]
+    url = server.add_file("sub/new.bin", b"new bytes")
+    assert url == f"https://127.0.0.1:{server.port}/sub/new.bin"
+    assert raw_get(srv, "/sub/new.bin")[1] == b"new bytes"
+    raw_get(srv, "/sub/new.bin", ["Range: bytes=4-"])
+    raw_get(srv, "/sub/new.bin", ["Range: bytes=1-2"])
+    raw_get(srv, "/sub/new.bin", method="HEAD")
+    assert wait_for(lambda: len(server.requests) == 4)
+    assert server.starts("/sub/new.bin") == [0, 4, None]
+    for bad in ("../x", "a/../../x", ".hidden", "", "a//b", "a\\b"):
+        with pytest.raises(OtaServerError):
+            server.add_file(bad, b"x")
+    assert not (srv["workdir"] / "x").exists()
+
+
 def test_running_server_ignores_a_stale_or_broken_state_file(tmp_path):
     assert otaserver.running_server(tmp_path) is None
     (tmp_path / "otaserver.json").write_text("{not json")
     assert otaserver.running_server(tmp_path) is None
     (tmp_path / "otaserver.json").write_text(json.dumps({"host": "127.0.0.1", "port": 1, "root": "x"}))
     assert otaserver.running_server(tmp_path) is None
+    # alive process, closed port
+    (tmp_path / "otaserver.json").write_text(json.dumps({"host": "127.0.0.1", "port": 1, "root": "x",
+                                                         "pid": os.getpid()}))
+    assert otaserver.running_server(tmp_path) is None
+
+
+def test_a_liveness_probe_does_not_use_up_a_fault(served, tmp_path):
+    server = OtaServer(tmp_path / "ota", served["workdir"], 0, faults=[parse_fault("wrong-ca,once")],
+                       state_file=True).start()
+    try:
+        state = json.loads((served["workdir"] / "otaserver.json").read_text())
+        assert state["port"] == server.port and state["pid"] == os.getpid()
+        for _ in range(3):
+            assert otaserver.running_server(served["workdir"])[1] == server.port
+        assert len(server.faults) == 1 and server.requests == []
+        with pytest.raises(ssl.SSLCertVerificationError):  # the fault is still there for the board
+            raw_get({"server": server}, "/x", ctx=served["ctx"])
+    finally:
+        server.stop()
+    assert otaserver.running_server(served["workdir"]) is None
 
 
 def test_port_in_use_is_a_clear_error(served, tmp_path):

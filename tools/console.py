@@ -859,7 +859,7 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 0
+        return 1 if args.cmd == "ota" else 0  # an interrupted update is not a success
     return 0
 
 
