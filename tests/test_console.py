@@ -95,7 +95,7 @@ def test_record_message_store_and_merge(tmp_path):
     assert rec(tmp_path, "node/A/params/local", b"{not json") == "ignored: malformed"
     assert rec(tmp_path, "node/A/params/local", b"[1,2]") == "ignored: not an object"
     assert rec(tmp_path, "node/A/params/local", b"\xff\xfe") == "ignored: malformed"
-    assert rec(tmp_path, "node/A/otastatus", b"anything") == "logged"
+    assert rec(tmp_path, "node/A/otastatus", b"anything") == "ota-status"  # logged; no job to close
     assert store(tmp_path, "config.json") == CONFIG
     assert store(tmp_path, "params.json") == {
         "Light": {"Name": "Desk", "Power": True, "Brightness": 10},
@@ -107,6 +107,27 @@ def test_record_message_store_and_merge(tmp_path):
     assert len(lines) == 8
     assert json.loads(lines[0])["topic"] == "$aws/rules/esp_node_config/node/A/config"
     assert store(tmp_path, "state.json")["last_topic"] == "node/A/params/local/init"
+
+
+def test_ota_job_store_closes_on_the_final_status_only(tmp_path):
+    rec = cloud.record_message
+    assert cloud.pending_ota_job(tmp_path, "A") is None
+    cloud.save_ota_job(tmp_path, "A", {"ota_job_id": "j1", "url": "https://x/y"})
+    assert cloud.pending_ota_job(tmp_path, "A")["ota_job_id"] == "j1"
+    for payload in (b"{garbage", b'{"ota_job_id":"other","status":"success"}',
+                    b'{"ota_job_id":"j1","status":"in-progress","additional_info":"Downloaded 10% Firmware Image"}',
+                    b'{"ota_job_id":"j1","status":"delayed","additional_info":"Not within download window."}',
+                    b'{"ota_job_id":"j1","status":"failed","additional_info":"OTA Attempt 2/3 failed: x"}',
+                    b'{"ota_job_id":"j1","status":"bogus"}'):
+        assert rec(tmp_path, "$aws/rules/esp_node_otastatus/node/A/otastatus", payload) == "ota-status"
+        assert cloud.pending_ota_job(tmp_path, "A") is not None, payload
+    assert rec(tmp_path, "node/A/otafetch", b'{"node_id":"A"}') == "ota-fetch"
+    rec(tmp_path, "node/A/otastatus", b'{"ota_job_id":"j1","status":"failed","additional_info":"OTA Attempt 3/3 failed: x"}')
+    assert cloud.pending_ota_job(tmp_path, "A") is None
+    assert store(tmp_path, "ota.json")["state"] == "failed"
+    (tmp_path / "nodes" / "A" / "ota.json").write_text("[1]")  # damaged: nothing pending, no crash
+    assert cloud.pending_ota_job(tmp_path, "A") is None
+    assert rec(tmp_path, "node/A/otastatus", b'{"ota_job_id":"j1","status":"success"}') == "ota-status"
 
 
 def test_traffic_log_truncates_and_rotates(tmp_path, monkeypatch):
@@ -571,6 +592,24 @@ def test_ota_wait_fetch_holds_the_job_until_the_node_asks(ota_env, fake_node, tm
     assert result == [0] and len(node.jobs) == 1
 
 
+def test_ota_queued_job_is_handed_out_by_the_cloud_on_fetch(ota_env, fake_node, tmp_path, capsys):
+    from tools.otaserver import OtaServer
+    (tmp_path / "app.rmb").write_bytes(small_bundle())
+    workdir = ota_env["workdir"]
+    node = fake_node(good_download)
+    with OtaServer(workdir / "ota", workdir, 0, state_file=True):
+        assert ota(ota_env, "B", tmp_path / "app.rmb", "--no-wait", "--wait-fetch", "--job-id", "q1") == 0
+        time.sleep(0.3)
+        assert node.jobs == []  # queued, not sent
+        assert cloud.pending_ota_job(workdir, "B")["ota_job_id"] == "q1"
+        node.fetch()  # the board boots and asks: the recorder answers
+        assert wait_for(lambda: cloud.read_json(workdir / "nodes" / "B" / "ota.json")["state"] == "success", 10)
+    assert [j["ota_job_id"] for j in node.jobs] == ["q1"] and not node.errors
+    node.fetch()  # the job is over: a fetch gets nothing
+    time.sleep(0.5)
+    assert len(node.jobs) == 1
+
+
 def test_ota_answers_a_fetch_after_a_delay(ota_env, fake_node, tmp_path, capsys):
     def script(job, node):
         if len(node.jobs) == 1:
@@ -596,7 +635,6 @@ def test_ota_answers_a_fetch_after_a_delay(ota_env, fake_node, tmp_path, capsys)
     (["../B", "{tmp}/app.rmb"], "invalid node id"),
     (["B", "{tmp}/app.rmb", "--job-id", "bad id"], "--job-id"),
     (["B", "{tmp}/app.rmb", "--job-id", "x" * 64], "--job-id"),
-    (["B", "{tmp}/app.rmb", "--no-wait", "--wait-fetch"], "leave out --no-wait"),
     (["B", "{tmp}/app.rmb", "--timeout", "0"], "--timeout"),
     (["B", "{tmp}/app.rmb", "--timeout", "nan"], "--timeout"),
 ])

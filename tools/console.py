@@ -38,7 +38,15 @@ import paho.mqtt.client as mqtt
 
 from provisioning.ca import NODE_ID_RE, NODE_ID_RULE, write_files_atomic
 from tools.broker import HOST, BrokerError, console_tls_context
-from tools.cloud import normalise_topic, parse_topic, read_json
+from tools.cloud import (  # noqa: F401  (OTA_STATUSES: part of this module's API too)
+    OTA_STATUSES,
+    normalise_topic,
+    parse_status,
+    parse_topic,
+    read_json,
+    save_ota_job,
+    status_outcome,
+)
 
 CONNECT_TIMEOUT = 5.0
 
@@ -433,12 +441,9 @@ def watch(workdir, host, port, node_id=None, count=None, timeout=None, out=sys.s
 
 # ---------------------------------------------------------------- OTA
 
-OTA_STATUSES = ("in-progress", "success", "failed", "delayed", "rejected")
 OTA_TIMEOUT = 600.0
 MAX_OTA_FILE = 16 * 1024 * 1024  # larger than any app slot
-MAX_STATUS = 4096                # an otastatus larger than this is not one
 _JOB_ID_CHARS = set(string.ascii_letters + string.digits + "-_.:")
-_ATTEMPT = re.compile(r"OTA Attempt (\d+)/(\d+) failed")
 _PROGRESS = re.compile(r"Downloaded (\d{1,3})% Firmware Image")
 
 
@@ -499,42 +504,6 @@ def build_job(job_id, url, data, version):
     return job
 
 
-def parse_status(payload):
-    """An otastatus payload as {ota_job_id, status, additional_info, ts}, or
-    None if it is not a well-formed one (a node's bug must not stop the console)."""
-    if not isinstance(payload, (bytes, bytearray)) or len(payload) > MAX_STATUS:
-        return None
-    try:
-        doc = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    if not isinstance(doc, dict) or not isinstance(doc.get("ota_job_id"), str):
-        return None
-    if doc.get("status") not in OTA_STATUSES:
-        return None
-    info = doc.get("additional_info")
-    ts = doc.get("ts")
-    return {"ota_job_id": doc["ota_job_id"], "status": doc["status"],
-            "additional_info": info[:300] if isinstance(info, str) else "",
-            "ts": ts if isinstance(ts, (int, float)) and not isinstance(ts, bool) else None}
-
-
-def status_outcome(st):
-    """'success', 'failed' or 'rejected' if this status ends the job, else None.
-
-    A failed attempt that is not the last ('OTA Attempt 1/3 failed: ...') is
-    followed by the next attempt; any other failed report ends the job.
-    """
-    if st["status"] in ("success", "rejected"):
-        return st["status"]
-    if st["status"] == "failed":
-        m = _ATTEMPT.search(st["additional_info"])
-        if m and int(m.group(1)) < int(m.group(2)):
-            return None
-        return "failed"
-    return None
-
-
 def status_progress(st):
     """The percentage of a 'Downloaded N% Firmware Image' report, else None."""
     m = _PROGRESS.search(st["additional_info"]) if st["status"] == "in-progress" else None
@@ -559,7 +528,7 @@ def follow_job(events, job_id, timeout, out=None, on_fetch=None, clock=time.mono
     ('status', payload bytes) and ('fetch', payload bytes) items.
 
     on_fetch(): called when the node asks for a job (otafetch) while this one
-    is not over, as a real cloud answers with the pending job.
+    is not over (the cloud's recorder answers it with the pending job).
     """
     out = out or sys.stdout
     deadline = clock() + timeout
@@ -615,9 +584,6 @@ def run_ota(workdir, node_id, file, version=None, job_id=None, timeout=OTA_TIMEO
     out = out or sys.stdout
     check_node_id(node_id)
     job_id = check_job_id(job_id) if job_id else new_job_id()
-    if not wait and wait_fetch:
-        raise ConsoleError("--wait-fetch holds the job until the node asks for it, so it needs the console "
-                           "to stay: leave out --no-wait")
     if timeout is not None and not 0 < timeout < 1e7:
         raise ConsoleError(f"--timeout {timeout:g}: give a number of seconds > 0")
     path = Path(file)
@@ -677,8 +643,10 @@ def run_ota(workdir, node_id, file, version=None, job_id=None, timeout=OTA_TIMEO
                 raise ConsoleError(f"no PUBACK from the broker within {CONNECT_TIMEOUT}s")
             print(f"published to {topic}: {text}", file=out, flush=True)
 
+        # The cloud's recorder answers the node's otafetch with this job until it is over.
+        save_ota_job(workdir, node_id, job)
         if wait_fetch:
-            print(f"job {job_id} waits for the node to ask (otafetch: at its boot, or after a failed job)",
+            print(f"job {job_id} waits for the node to ask (otafetch: at its boot, or after a delay)",
                   file=out, flush=True)
         else:
             send()
@@ -688,8 +656,7 @@ def run_ota(workdir, node_id, file, version=None, job_id=None, timeout=OTA_TIMEO
             return "sent"
 
         def on_fetch():
-            print("the node asked for its job (otafetch): sending it", file=out, flush=True)
-            send()
+            print("the node asked for its job (otafetch); the cloud answers with this one", file=out, flush=True)
 
         result = follow_job(events, job_id, timeout, out, on_fetch)
         if result == "timeout":
@@ -768,8 +735,9 @@ def _parser():
                     "{ota_job_id, url, file_size, file_md5, fw_version} goes to node/<id>/otaurl\n"
                     "(QoS 1); then every otastatus report for the job is printed, with a progress\n"
                     "bar for the 'Downloaded N%' steps, until success, rejected, or failed after\n"
-                    "the last attempt. If the node asks for a job meanwhile (otafetch), it gets\n"
-                    "this one again.",
+                    "the last attempt. Until then the job is the node's pending one: the cloud's\n"
+                    "recorder (make cloud, make sim) answers each otafetch from the node with it,\n"
+                    "as the RainMaker cloud does.",
         epilog="exit status: 0 success (or sent, with --no-wait), 1 failed, rejected or timeout, 2 an error\n"
                "to fix first (unknown node, no broker, missing or unusable file).\n\n"
                "examples:\n  make bundle ARGS=\"--version 1.2.0 --chip esp32 -o app.rmb\"\n"
@@ -783,8 +751,9 @@ def _parser():
     s.add_argument("--no-wait", action="store_true",
                    help="send the job and exit (needs the cloud's file server: 'make cloud')")
     s.add_argument("--wait-fetch", action="store_true",
-                   help="hold the job until the node asks for one (otafetch, at its boot), as the cloud does "
-                        "for a job created while the node was offline")
+                   help="do not send the job now: the cloud hands it out when the node asks for one "
+                        "(otafetch, at its boot), as for a job created while the node was offline; with "
+                        "--no-wait: queue the job and exit")
     return p
 
 
