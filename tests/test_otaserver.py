@@ -282,6 +282,16 @@ def test_wrong_ca_fails_verification_against_the_local_ca(srv):
     assert status_of(head) == 200
 
 
+def test_a_head_or_a_404_does_not_use_up_a_body_fault(srv):
+    server = srv["server"]
+    server.add_fault("cut:100,once")
+    assert status_of(raw_get(srv, "/app.bin", method="HEAD")[0]) == 200
+    assert status_of(raw_get(srv, "/missing.bin")[0]) == 404
+    assert len(server.faults) == 1
+    assert raw_get(srv, "/app.bin")[1] == DATA[:100]
+    assert server.faults == []
+
+
 def test_faults_limited_to_a_path(srv):
     srv["server"].add_fault("status:500,path=/sub/b.rmb")
     assert status_of(raw_get(srv, "/app.bin")[0]) == 200

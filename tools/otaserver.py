@@ -23,7 +23,9 @@ For tests it misbehaves on purpose when told to (``Fault``, ``parse_fault``):
 
 A fault may be limited to a number of requests (``,times=K``, ``,once``) and to
 one path (``,path=/name``): ``cut:8192,once,path=/app.bin`` cuts the first
-download of /app.bin only.
+download of /app.bin only. A request takes at most one fault; stall, cut and
+chunked are only taken by a GET of a file that exists, so a HEAD or a 404 does
+not use them up.
 
 Every request is recorded (``OtaServer.requests`` and, with ``log_path``, one
 JSON line each): method, path, the Range header, status, the fault applied and
@@ -261,7 +263,11 @@ class _Handler(BaseHTTPRequestHandler):
         ota.begin(entry)
         try:
             target = resolve_path(ota.root, self.path)
-            fault = ota.take_fault(urlsplit(self.path).path)
+            where = urlsplit(self.path).path
+            fault = ota.take_fault(where, kinds=("redirect", "status"))
+            if fault is None and target is not None and body:
+                # body faults only where there is a body: a HEAD or a 404 does not use one up
+                fault = ota.take_fault(where, kinds=("stall", "cut", "chunked"))
             entry["fault"] = format_fault(fault) if fault else None
             if fault and fault.kind == "redirect":
                 return self._plain(302, "Found", {"Location": ota.url(fault.arg)})
@@ -508,11 +514,12 @@ class OtaServer:
 
     # -- used by the handler threads
 
-    def take_fault(self, path, handshake=False):
-        """The first fault that applies to this request (counting it down), or None."""
+    def take_fault(self, path, handshake=False, kinds=None):
+        """The first fault of one of kinds that applies to this request
+        (counting it down), or None."""
         with self._lock:
             for f in self.faults:
-                if (f.kind == "wrong-ca") != handshake:
+                if (f.kind == "wrong-ca") != handshake or (kinds and f.kind not in kinds):
                     continue
                 if f.path is not None and f.path != path:
                     continue
