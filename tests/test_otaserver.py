@@ -367,6 +367,112 @@ def test_port_in_use_is_a_clear_error(served, tmp_path):
         OtaServer(tmp_path / "ota", served["workdir"], served["server"].port).start()
 
 
+# ------------------------------------------------------------- the board's own client
+
+MP_CLIENT = """\
+# Downloads on MicroPython as the agent does its I/O: a non-blocking TLS socket
+# under asyncio streams, the firmware's http parser, a deadline per read.
+import sys
+sys.path.insert(0, LIB)
+import asyncio, socket, ssl, json
+from rainmaker import http
+
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.verify_mode = ssl.CERT_REQUIRED
+ctx.load_verify_locations(cafile=CA)
+
+
+async def get(path, start):
+    out = {"status": None, "got": 0, "err": None, "range": None, "location": None, "chunked": None}
+    s = socket.socket()
+    s.connect(socket.getaddrinfo("127.0.0.1", PORT)[0][-1])
+    s.setblocking(False)
+    s = ctx.wrap_socket(s, server_hostname="127.0.0.1", do_handshake_on_connect=False)
+    s.setblocking(False)
+    stream = asyncio.StreamWriter(s)
+    r = http.Response()
+    try:
+        stream.write(http.request("127.0.0.1", path, start, PORT))
+        await asyncio.wait_for(stream.drain(), 3)
+        while True:
+            try:
+                data = await asyncio.wait_for(stream.read(2048), 2)
+            except asyncio.TimeoutError:
+                out["read_err"] = "timeout"
+                data = b""
+            for ev, v in r.feed(data):
+                if ev == http.HEAD:
+                    out["status"], out["range"], out["location"], out["chunked"] = v.status, v.range, v.location, v.chunked
+                elif ev == http.BODY:
+                    out["got"] += len(v)
+                elif ev == http.END:
+                    return out
+            if not data:
+                return out
+    except http.HTTPError as e:
+        out["err"] = str(e)
+    except (OSError, ValueError) as e:  # MicroPython's ssl: ValueError for a certificate it refuses
+        out["err"] = "tls: " + str(e).strip()
+    finally:
+        s.close()
+    return out
+
+
+async def main():
+    for path, start in PLAN:
+        print(json.dumps(await get(path, start)))
+
+asyncio.run(main())
+"""
+
+
+def run_micropython(env, plan):
+    """Run the downloads in plan [(path, start)] on MicroPython itself (its ssl,
+    the firmware's http parser); one JSON result per download."""
+    import subprocess
+    from pathlib import Path
+    from tools.sim.mpboard import default_micropython
+    mp = default_micropython()
+    if not mp:
+        pytest.skip("no MicroPython unix-port binary (set MICROPYTHON=/path/to/micropython32)")
+    lib = Path(__file__).resolve().parents[1] / "firmware" / "lib"
+    ca_der = credential_paths(env["workdir"])["ca_dir"] / "ca.der"
+    head = f"LIB = {str(lib)!r}\nCA = {str(ca_der)!r}\nPORT = {env['server'].port}\nPLAN = {plan!r}\n"
+    script = env["workdir"] / "mpget.py"
+    script.write_text(head + MP_CLIENT)
+    done = subprocess.run([mp, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr + done.stdout
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_micropython_client_cut_resume_chunked_redirect_stall(srv):
+    server = srv["server"]
+    server.add_file("chunk.bin", DATA[:30000])
+    server.add_fault("cut:10000,once,path=/app.bin")
+    server.add_fault("chunked:1000,path=/chunk.bin")
+    server.add_fault("redirect:/app.bin,path=/old.bin")
+    server.add_fault("stall:5000,path=/stall.bin")
+    server.add_file("stall.bin", DATA[:20000])
+    resume = 10000 // BLOCK * BLOCK
+    cut, resumed, chunked, moved, stalled = run_micropython(
+        srv, [("/app.bin", 0), ("/app.bin", resume), ("/chunk.bin", 0), ("/old.bin", 0), ("/stall.bin", 0)])
+    assert cut["status"] == 200 and cut["got"] == 10000 and "truncated" in cut["err"]
+    assert resumed["status"] == 206 and resumed["err"] is None
+    assert resumed["range"] == [resume, SIZE - 1, SIZE] and resumed["got"] == SIZE - resume
+    assert chunked["chunked"] and chunked["got"] == 30000 and chunked["err"] is None
+    assert moved["status"] == 302 and moved["location"] == server.url("/app.bin")
+    assert stalled["got"] == 5000 and "truncated" in stalled["err"]
+    assert server.starts("/app.bin") == [0, resume]
+    assert server.sent("/app.bin") == SIZE + 10000 - resume
+
+
+def test_micropython_client_refuses_the_wrong_ca(srv):
+    srv["server"].add_fault("wrong-ca,once")
+    wrong, right = run_micropython(srv, [("/app.bin", 0), ("/app.bin", 0)])
+    assert wrong["err"].startswith("tls:") and "not correctly signed" in wrong["err"] and wrong["got"] == 0
+    assert right["status"] == 200 and right["got"] == SIZE and right["err"] is None
+
+
 # ------------------------------------------------------------- pure parts
 
 @pytest.mark.parametrize("text,kind,arg,path,times", [
