@@ -33,8 +33,8 @@ typecheck: $(VENV)/.ok ## Type-check firmware/ against the ESP32 MicroPython stu
 bench: $(VENV)/.ok ## Run the benchmarks (printed, not asserted)
 	$(VPY) -m tests.bench
 
-cloud: $(VENV)/.ok ## Run only the local cloud (broker + recorder) in the foreground
-	$(VPY) -m tools.cloud --dir $(CLOUD)
+cloud: $(VENV)/.ok ## Run only the local cloud (broker, recorder, OTA file server) in the foreground
+	$(VPY) -m tools.cloud --dir $(CLOUD) $(ARGS)
 
 console: $(VENV)/.ok ## Cloud-side console, e.g. make console ARGS="set <node> Light.Power=true"
 	$(VPY) -m tools.console --dir $(CLOUD) $(ARGS)
@@ -43,7 +43,7 @@ bundle: $(VENV)/.ok ## App bundle for OTA: make bundle ARGS="--version 1.2.0 --c
 	$(VPY) -m tools.bundle $(ARGS)
 
 clean: ## Remove the simulated board and recorded cloud state (keeps the CA, identities, venv)
-	rm -rf .sim $(CLOUD)/nodes $(CLOUD)/traffic.log* .pytest_cache
+	rm -rf .sim $(CLOUD)/nodes $(CLOUD)/traffic.log* $(CLOUD)/ota $(CLOUD)/otaserver.log* .pytest_cache
 
 distclean: clean ## Also remove the venv and the whole local cloud: the CA and every key in it
 	@echo "Removing $(CLOUD) (CA and device identities) and $(VENV)."

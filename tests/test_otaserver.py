@@ -231,6 +231,7 @@ def test_cut_then_resume_from_the_last_whole_block(srv):
     assert first["range"] is None and first["cut"] and first["sent"] == 10000
     assert second["range"] == f"bytes={resume}-" and second["fault"] is None
     assert server.sent("/app.bin") <= SIZE + BLOCK  # about the file plus one block, not twice the file
+    assert server.starts("/app.bin") == [0, resume] and resume % BLOCK == 0
     log = [json.loads(line) for line in (srv["workdir"] / "otaserver.log").read_text().splitlines()]
     assert log[-1]["range"] == f"bytes={resume}-" and log[-2]["sent"] == 10000
 
@@ -281,6 +282,16 @@ def test_wrong_ca_fails_verification_against_the_local_ca(srv):
     assert status_of(head) == 200
 
 
+def test_a_head_or_a_404_does_not_use_up_a_body_fault(srv):
+    server = srv["server"]
+    server.add_fault("cut:100,once")
+    assert status_of(raw_get(srv, "/app.bin", method="HEAD")[0]) == 200
+    assert status_of(raw_get(srv, "/missing.bin")[0]) == 404
+    assert len(server.faults) == 1
+    assert raw_get(srv, "/app.bin")[1] == DATA[:100]
+    assert server.faults == []
+
+
 def test_faults_limited_to_a_path(srv):
     srv["server"].add_fault("status:500,path=/sub/b.rmb")
     assert status_of(raw_get(srv, "/app.bin")[0]) == 200
@@ -307,17 +318,159 @@ def test_stop_releases_stalled_connections(tmp_path):
     assert otaserver.running_server(tmp_path) is None
 
 
+def test_add_file_and_starts(srv):
+    server = srv["server"]
+    url = server.add_file("sub/new.bin", b"new bytes")
+    assert url == f"https://127.0.0.1:{server.port}/sub/new.bin"
+    assert raw_get(srv, "/sub/new.bin")[1] == b"new bytes"
+    raw_get(srv, "/sub/new.bin", ["Range: bytes=4-"])
+    raw_get(srv, "/sub/new.bin", ["Range: bytes=1-2"])
+    raw_get(srv, "/sub/new.bin", method="HEAD")
+    assert wait_for(lambda: len(server.requests) == 4)
+    assert server.starts("/sub/new.bin") == [0, 4, None]
+    for bad in ("../x", "a/../../x", ".hidden", "", "a//b", "a\\b"):
+        with pytest.raises(OtaServerError):
+            server.add_file(bad, b"x")
+    assert not (srv["workdir"] / "x").exists()
+
+
 def test_running_server_ignores_a_stale_or_broken_state_file(tmp_path):
     assert otaserver.running_server(tmp_path) is None
     (tmp_path / "otaserver.json").write_text("{not json")
     assert otaserver.running_server(tmp_path) is None
     (tmp_path / "otaserver.json").write_text(json.dumps({"host": "127.0.0.1", "port": 1, "root": "x"}))
     assert otaserver.running_server(tmp_path) is None
+    # alive process, closed port
+    (tmp_path / "otaserver.json").write_text(json.dumps({"host": "127.0.0.1", "port": 1, "root": "x",
+                                                         "pid": os.getpid()}))
+    assert otaserver.running_server(tmp_path) is None
+
+
+def test_a_liveness_probe_does_not_use_up_a_fault(served, tmp_path):
+    server = OtaServer(tmp_path / "ota", served["workdir"], 0, faults=[parse_fault("wrong-ca,once")],
+                       state_file=True).start()
+    try:
+        state = json.loads((served["workdir"] / "otaserver.json").read_text())
+        assert state["port"] == server.port and state["pid"] == os.getpid()
+        for _ in range(3):
+            assert otaserver.running_server(served["workdir"])[1] == server.port
+        assert len(server.faults) == 1 and server.requests == []
+        with pytest.raises(ssl.SSLCertVerificationError):  # the fault is still there for the board
+            raw_get({"server": server}, "/x", ctx=served["ctx"])
+    finally:
+        server.stop()
+    assert otaserver.running_server(served["workdir"]) is None
 
 
 def test_port_in_use_is_a_clear_error(served, tmp_path):
     with pytest.raises(OtaServerError, match="another port"):
         OtaServer(tmp_path / "ota", served["workdir"], served["server"].port).start()
+
+
+# ------------------------------------------------------------- the board's own client
+
+MP_CLIENT = """\
+# Downloads on MicroPython as the agent does its I/O: a non-blocking TLS socket
+# under asyncio streams, the firmware's http parser, a deadline per read.
+import sys
+sys.path.insert(0, LIB)
+import asyncio, socket, ssl, json
+from rainmaker import http
+
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.verify_mode = ssl.CERT_REQUIRED
+ctx.load_verify_locations(cafile=CA)
+
+
+async def get(path, start):
+    out = {"status": None, "got": 0, "err": None, "range": None, "location": None, "chunked": None}
+    s = socket.socket()
+    s.connect(socket.getaddrinfo("127.0.0.1", PORT)[0][-1])
+    s.setblocking(False)
+    s = ctx.wrap_socket(s, server_hostname="127.0.0.1", do_handshake_on_connect=False)
+    s.setblocking(False)
+    stream = asyncio.StreamWriter(s)
+    r = http.Response()
+    try:
+        stream.write(http.request("127.0.0.1", path, start, PORT))
+        await asyncio.wait_for(stream.drain(), 3)
+        while True:
+            try:
+                data = await asyncio.wait_for(stream.read(2048), 2)
+            except asyncio.TimeoutError:
+                out["read_err"] = "timeout"
+                data = b""
+            for ev, v in r.feed(data):
+                if ev == http.HEAD:
+                    out["status"], out["range"], out["location"], out["chunked"] = v.status, v.range, v.location, v.chunked
+                elif ev == http.BODY:
+                    out["got"] += len(v)
+                elif ev == http.END:
+                    return out
+            if not data:
+                return out
+    except http.HTTPError as e:
+        out["err"] = str(e)
+    except (OSError, ValueError) as e:  # MicroPython's ssl: ValueError for a certificate it refuses
+        out["err"] = "tls: " + str(e).strip()
+    finally:
+        s.close()
+    return out
+
+
+async def main():
+    for path, start in PLAN:
+        print(json.dumps(await get(path, start)))
+
+asyncio.run(main())
+"""
+
+
+def run_micropython(env, plan):
+    """Run the downloads in plan [(path, start)] on MicroPython itself (its ssl,
+    the firmware's http parser); one JSON result per download."""
+    import subprocess
+    from pathlib import Path
+    from tools.sim.mpboard import default_micropython
+    mp = default_micropython()
+    if not mp:
+        pytest.skip("no MicroPython unix-port binary (set MICROPYTHON=/path/to/micropython32)")
+    lib = Path(__file__).resolve().parents[1] / "firmware" / "lib"
+    ca_der = credential_paths(env["workdir"])["ca_dir"] / "ca.der"
+    head = f"LIB = {str(lib)!r}\nCA = {str(ca_der)!r}\nPORT = {env['server'].port}\nPLAN = {plan!r}\n"
+    script = env["workdir"] / "mpget.py"
+    script.write_text(head + MP_CLIENT)
+    done = subprocess.run([mp, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr + done.stdout
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_micropython_client_cut_resume_chunked_redirect_stall(srv):
+    server = srv["server"]
+    server.add_file("chunk.bin", DATA[:30000])
+    server.add_fault("cut:10000,once,path=/app.bin")
+    server.add_fault("chunked:1000,path=/chunk.bin")
+    server.add_fault("redirect:/app.bin,path=/old.bin")
+    server.add_fault("stall:5000,path=/stall.bin")
+    server.add_file("stall.bin", DATA[:20000])
+    resume = 10000 // BLOCK * BLOCK
+    cut, resumed, chunked, moved, stalled = run_micropython(
+        srv, [("/app.bin", 0), ("/app.bin", resume), ("/chunk.bin", 0), ("/old.bin", 0), ("/stall.bin", 0)])
+    assert cut["status"] == 200 and cut["got"] == 10000 and "truncated" in cut["err"]
+    assert resumed["status"] == 206 and resumed["err"] is None
+    assert resumed["range"] == [resume, SIZE - 1, SIZE] and resumed["got"] == SIZE - resume
+    assert chunked["chunked"] and chunked["got"] == 30000 and chunked["err"] is None
+    assert moved["status"] == 302 and moved["location"] == server.url("/app.bin")
+    assert stalled["got"] == 5000 and "truncated" in stalled["err"]
+    assert server.starts("/app.bin") == [0, resume]
+    assert server.sent("/app.bin") == SIZE + 10000 - resume
+
+
+def test_micropython_client_refuses_the_wrong_ca(srv):
+    srv["server"].add_fault("wrong-ca,once")
+    wrong, right = run_micropython(srv, [("/app.bin", 0), ("/app.bin", 0)])
+    assert wrong["err"].startswith("tls:") and "not correctly signed" in wrong["err"] and wrong["got"] == 0
+    assert right["status"] == 200 and right["got"] == SIZE and right["err"] is None
 
 
 # ------------------------------------------------------------- pure parts

@@ -8,6 +8,11 @@ and AWS basic-ingest ``$aws/rules/<rule>/node/<id>/<suffix>``), and keeps:
   <workdir>/nodes/<node_id>/params.json   params: replaced by params/local/init,
                                           updated per device by params/local
   <workdir>/nodes/<node_id>/state.json    last_seen time and topic
+  <workdir>/nodes/<node_id>/ota.json      the node's latest OTA job (written by the
+                                          console) and its state: pending until an
+                                          otastatus ends it; while pending, an otafetch
+                                          from the node is answered with it on otaurl,
+                                          as the RainMaker cloud does
   <workdir>/traffic.log                   one JSON line per message (payload
                                           cut at 2 KB), rotated to .1 at ~1 MB
 
@@ -24,6 +29,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -40,6 +46,9 @@ from tools.otaserver import OtaServer, OtaServerError, parse_fault
 MAX_PAYLOAD_LOG = 2048
 MAX_TRAFFIC_LOG = 1_000_000
 SUBSCRIPTIONS = ("node/+/#", "$aws/rules/+/node/+/#")
+OTA_STATUSES = ("in-progress", "success", "failed", "delayed", "rejected")
+MAX_STATUS = 4096  # an otastatus larger than this is not one
+_ATTEMPT = re.compile(r"OTA Attempt (\d+)/(\d+) failed")
 
 log = logging.getLogger("tools.cloud")
 
@@ -72,6 +81,73 @@ def normalise_topic(topic):
     if parsed is None:
         return topic
     return f"node/{parsed[0]}/{parsed[1]}"
+
+
+# ---------------------------------------------------------------- OTA jobs
+
+def parse_status(payload):
+    """An otastatus payload as {ota_job_id, status, additional_info, ts}, or
+    None if it is not a well-formed one (a node's bug must not stop the console)."""
+    if not isinstance(payload, (bytes, bytearray)) or len(payload) > MAX_STATUS:
+        return None
+    try:
+        doc = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("ota_job_id"), str):
+        return None
+    if doc.get("status") not in OTA_STATUSES:
+        return None
+    info = doc.get("additional_info")
+    ts = doc.get("ts")
+    return {"ota_job_id": doc["ota_job_id"], "status": doc["status"],
+            "additional_info": info[:300] if isinstance(info, str) else "",
+            "ts": ts if isinstance(ts, (int, float)) and not isinstance(ts, bool) else None}
+
+
+def status_outcome(st):
+    """'success', 'failed' or 'rejected' if this status ends the job, else None.
+
+    A failed attempt that is not the last ('OTA Attempt 1/3 failed: ...') is
+    followed by the next attempt; any other failed report ends the job.
+    """
+    if st["status"] in ("success", "rejected"):
+        return st["status"]
+    if st["status"] == "failed":
+        m = _ATTEMPT.search(st["additional_info"])
+        if m and int(m.group(1)) < int(m.group(2)):
+            return None
+        return "failed"
+    return None
+
+
+def save_ota_job(workdir, node_id, job):
+    """Make job node_id's pending OTA job: the answer to its next otafetch."""
+    ndir = node_dir(workdir, node_id)
+    ndir.mkdir(parents=True, exist_ok=True)
+    _write_json(ndir / "ota.json", {"job": job, "state": "pending", "updated": time.time()})
+
+
+def pending_ota_job(workdir, node_id):
+    """node_id's OTA job if it is not over yet, else None."""
+    doc = read_json(node_dir(workdir, node_id) / "ota.json")
+    if isinstance(doc, dict) and doc.get("state") == "pending" and isinstance(doc.get("job"), dict):
+        return doc["job"]
+    return None
+
+
+def _ota_status(ndir, payload, now):
+    """Close the pending job when a status ends it."""
+    st = parse_status(payload)
+    doc = read_json(ndir / "ota.json")
+    if st is None or not isinstance(doc, dict) or doc.get("state") != "pending":
+        return
+    job = doc.get("job")
+    if not isinstance(job, dict) or job.get("ota_job_id") != st["ota_job_id"]:
+        return
+    end = status_outcome(st)
+    if end:
+        _write_json(ndir / "ota.json", {**doc, "state": end, "updated": now})
 
 
 # ---------------------------------------------------------------- store
@@ -145,6 +221,11 @@ def record_message(workdir, topic, payload, now=None):
     ndir.mkdir(parents=True, exist_ok=True)
     _write_json(ndir / "state.json", {"last_seen": now, "last_topic": f"node/{node_id}/{suffix}"})
 
+    if suffix == "otastatus":
+        _ota_status(ndir, payload, now)
+        return "ota-status"
+    if suffix == "otafetch":
+        return "ota-fetch"
     if suffix not in ("config", "params/local/init") and not suffix.startswith("params/local"):
         return "logged"
     try:
@@ -227,10 +308,18 @@ class Recorder:
 
     def _on_message(self, client, userdata, msg):
         try:
-            record_message(self.workdir, msg.topic, msg.payload)
+            if record_message(self.workdir, msg.topic, msg.payload) == "ota-fetch":
+                self._answer_fetch(client, parse_topic(msg.topic)[0])
         except Exception:  # keep the network thread alive whatever happens
             log.exception("failed to record message on %s", msg.topic)
         self.count += 1
+
+    def _answer_fetch(self, client, node_id):
+        job = pending_ota_job(self.workdir, node_id)
+        if job is None:
+            return  # nothing pending: a real cloud says nothing either
+        log.info("otafetch from %s: sending job %s", node_id, job.get("ota_job_id"))
+        client.publish(f"node/{node_id}/otaurl", json.dumps(job, separators=(",", ":")), qos=1)
 
 
 def start_ota_server(workdir, port=OTA_PORT, faults=()):

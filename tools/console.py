@@ -9,6 +9,7 @@
   python -m tools.console schedule list|remove|enable|disable NODE_ID [ID]
   python -m tools.console scene add NODE_ID --id s1 --name Movie Light.Brightness=10
   python -m tools.console scene list|remove|activate|deactivate NODE_ID [ID]
+  python -m tools.console ota NODE_ID app.rmb [--version V] [--timeout S] [--no-wait]
 
 It connects with the privileged 'console' identity in --dir. The broker
 address comes from --port, else from DIR/broker.json (written by the broker).
@@ -21,18 +22,31 @@ one (true, 40, 2.5, null, "text", [..], {..}); anything else is a string.
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
+import queue
+import re
 import secrets
+import string
 import sys
 import threading
+import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from provisioning.ca import NODE_ID_RE, NODE_ID_RULE
+from provisioning.ca import NODE_ID_RE, NODE_ID_RULE, write_files_atomic
 from tools.broker import HOST, BrokerError, console_tls_context
-from tools.cloud import normalise_topic, parse_topic, read_json
+from tools.cloud import (  # noqa: F401  (OTA_STATUSES: part of this module's API too)
+    OTA_STATUSES,
+    normalise_topic,
+    parse_status,
+    parse_topic,
+    read_json,
+    save_ota_job,
+    status_outcome,
+)
 
 CONNECT_TIMEOUT = 5.0
 
@@ -425,6 +439,237 @@ def watch(workdir, host, port, node_id=None, count=None, timeout=None, out=sys.s
     return seen[0]
 
 
+# ---------------------------------------------------------------- OTA
+
+OTA_TIMEOUT = 600.0
+MAX_OTA_FILE = 16 * 1024 * 1024  # larger than any app slot
+_JOB_ID_CHARS = set(string.ascii_letters + string.digits + "-_.:")
+_PROGRESS = re.compile(r"Downloaded (\d{1,3})% Firmware Image")
+
+
+def describe_ota_file(data):
+    """('firmware image' | 'app bundle', version) of an OTA file, or
+    ConsoleError saying what the node would make of it."""
+    from tools import bundle as bundle_tool
+
+    reader_mod = bundle_tool._reader()  # puts firmware/lib on sys.path, with a stand-in micropython.const
+    if data[:4] == reader_mod.MAGIC:
+        # The node's own reader, told where the file ends, so a short bundle is refused too.
+        reader = reader_mod.Reader()
+        try:
+            for _ in reader.feed(data):
+                pass
+            for _ in reader.feed(b""):
+                pass
+        except reader_mod.BundleError as exc:
+            raise ConsoleError(f"not a valid bundle: {exc}; rebuild it with 'make bundle'") from None
+        return "app bundle", reader.manifest["version"]
+    if data[:1] == b"\xe9":
+        from rainmaker import image
+
+        try:
+            return "firmware image", image.info(data[:image.HEAD])["version"]
+        except image.ImageError as exc:
+            raise ConsoleError(f"not a usable firmware image: {exc}") from None
+    raise ConsoleError("the file is neither an app bundle ('make bundle') nor an ESP32 application image "
+                       "(the .app-bin of a MicroPython -OTA build, not the combined .bin flashed over USB); "
+                       "the node would refuse it")
+
+
+def check_job_id(job_id):
+    """Job ids are echoed in every otastatus and stored by the node: 1..63 plain characters."""
+    if not job_id or len(job_id) > 63 or not set(job_id) <= _JOB_ID_CHARS:
+        raise ConsoleError(f"--job-id {job_id!r}: 1 to 63 characters from A-Z a-z 0-9 - _ . :")
+    return job_id
+
+
+def new_job_id():
+    return "ota-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def ota_file_name(job_id, path):
+    """The name the file is served under: the job id and the file's own name,
+    reduced to URL-safe characters (never starting with '.', which the server
+    does not serve)."""
+    base = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in Path(path).name)
+    return f"{job_id.replace(':', '_')}-{base.lstrip('.') or 'image'}"[:120]
+
+
+def build_job(job_id, url, data, version):
+    """The otaurl payload, in the cloud's key order."""
+    job = {"ota_job_id": job_id, "url": url, "file_size": len(data),
+           "file_md5": hashlib.md5(data).hexdigest()}
+    if version:
+        job["fw_version"] = version
+    return job
+
+
+def status_progress(st):
+    """The percentage of a 'Downloaded N% Firmware Image' report, else None."""
+    m = _PROGRESS.search(st["additional_info"]) if st["status"] == "in-progress" else None
+    return min(int(m.group(1)), 100) if m else None
+
+
+def progress_bar(pct, width=30):
+    full = width * pct // 100
+    return "[" + "#" * full + "-" * (width - full) + f"] {pct:3d}%"
+
+
+def format_status(st, now=None):
+    stamp = (now or dt.datetime.now()).strftime("%H:%M:%S")
+    line = f"{stamp} {st['status']:<11} {st['additional_info']}"
+    pct = status_progress(st)
+    return line + "  " + progress_bar(pct) if pct is not None else line
+
+
+def follow_job(events, job_id, timeout, out=None, on_fetch=None, clock=time.monotonic):
+    """Print the job's statuses until it ends; returns 'success', 'failed',
+    'rejected' or 'timeout'. Transport-free: events is a queue of
+    ('status', payload bytes) and ('fetch', payload bytes) items.
+
+    on_fetch(): called when the node asks for a job (otafetch) while this one
+    is not over (the cloud's recorder answers it with the pending job).
+    """
+    out = out or sys.stdout
+    deadline = clock() + timeout
+    while True:
+        left = deadline - clock()
+        if left <= 0:
+            return "timeout"
+        try:
+            kind, payload = events.get(timeout=min(left, 0.5))
+        except queue.Empty:
+            continue
+        if kind == "fetch":
+            if on_fetch is not None:
+                on_fetch()
+            continue
+        st = parse_status(payload)
+        if st is None:
+            text = payload[:80].decode("utf-8", "replace") if isinstance(payload, (bytes, bytearray)) else "?"
+            print(f"ignored a malformed otastatus: {text!r}", file=out, flush=True)
+            continue
+        if st["ota_job_id"] != job_id:
+            continue  # another job's report (an older console run, the real cloud)
+        print(format_status(st), file=out, flush=True)
+        result = status_outcome(st)
+        if result:
+            return result
+
+
+def find_or_start_server(workdir, start=True):
+    """(base URL, served directory, server started here or None): the cloud's
+    file server if one answers, else (start=True) a new one for this process."""
+    from tools.otaserver import OtaServer, OtaServerError, running_server
+
+    found = running_server(workdir)
+    if found:
+        host, port, root = found
+        return f"https://{host}:{port}", root, None
+    if not start:
+        raise ConsoleError(f"no OTA file server is running for {workdir}: start 'make cloud' (it runs one), "
+                           "or leave out --no-wait so the console serves the file while it waits")
+    try:
+        server = OtaServer(Path(workdir) / "ota", workdir, 0, log_path=Path(workdir) / "otaserver.log").start()
+    except (OtaServerError, OSError) as exc:
+        raise ConsoleError(f"cannot start the OTA file server: {exc}") from None
+    return f"https://{server.host}:{server.port}", server.root, server
+
+
+def run_ota(workdir, node_id, file, version=None, job_id=None, timeout=OTA_TIMEOUT, wait=True,
+            wait_fetch=False, broker_port=None, out=None, ready=None):
+    """Serve FILE, send the job to node_id and (wait) follow it; returns the
+    outcome ('sent' without wait). Raises ConsoleError for anything to fix
+    first, before anything is sent. broker_port: as --port (default: DIR/broker.json)."""
+    out = out or sys.stdout
+    check_node_id(node_id)
+    job_id = check_job_id(job_id) if job_id else new_job_id()
+    if timeout is not None and not 0 < timeout < 1e7:
+        raise ConsoleError(f"--timeout {timeout:g}: give a number of seconds > 0")
+    path = Path(file)
+    if not path.is_file():
+        raise ConsoleError(f"{file}: no such file; build a bundle with 'make bundle ARGS=\"--version 1.2.0 -o app.rmb\"' "
+                           "or take the .app-bin of a MicroPython -OTA build")
+    size = path.stat().st_size
+    if not 0 < size <= MAX_OTA_FILE:
+        raise ConsoleError(f"{file} is {size} bytes: an OTA file has 1 to {MAX_OTA_FILE} bytes")
+    data = path.read_bytes()
+    kind, found_version = describe_ota_file(data)
+    if version and found_version and version != found_version:
+        print(f"warning: --version {version} but the {kind} says {found_version}; the node will report "
+              f"{found_version} once it runs it", file=sys.stderr)
+    config, _ = load_node(workdir, node_id)  # raises for an unknown node, naming the fix
+    running = ((config or {}).get("info") or {}).get("fw_version") if isinstance(config, dict) else None
+    if running and running == found_version and kind == "firmware image":
+        print(f"warning: the node reports fw_version {running} already; it will reject the image "
+              "(Same version received)", file=sys.stderr)
+    host, port = broker_address(workdir, broker_port)
+    base, root, server = find_or_start_server(workdir, start=wait)
+    client = None
+    try:
+        name = ota_file_name(job_id, path)
+        write_files_atomic({Path(root) / name: (data, 0o644)})
+        job = build_job(job_id, f"{base}/{name}", data, version or found_version)
+        text = json.dumps(job, separators=(",", ":"))
+        print(f"{kind} {path.name}, version {found_version}, {size} bytes, md5 {job['file_md5']}", file=out)
+        print(f"serving {Path(root) / name} as {job['url']}", file=out, flush=True)
+
+        events = queue.Queue()
+        subscribed = threading.Event()
+        client = connect(workdir, host, port)
+
+        def on_message(c, userdata, msg):
+            parsed = parse_topic(msg.topic)
+            if parsed and parsed[0] == node_id and parsed[1] in ("otastatus", "otafetch"):
+                events.put(("status" if parsed[1] == "otastatus" else "fetch", msg.payload))
+
+        client.on_message = on_message
+        client.on_subscribe = lambda *a: subscribed.set()
+        if wait:
+            client.subscribe([(f"node/{node_id}/otastatus", 1), (f"$aws/rules/+/node/{node_id}/otastatus", 1),
+                              (f"node/{node_id}/otafetch", 1), (f"$aws/rules/+/node/{node_id}/otafetch", 1)])
+            if not subscribed.wait(CONNECT_TIMEOUT):
+                raise ConsoleError("the broker did not acknowledge the subscription to otastatus")
+
+        topic = f"node/{node_id}/otaurl"
+
+        def send():
+            info = client.publish(topic, text, qos=1)
+            try:
+                info.wait_for_publish(CONNECT_TIMEOUT)
+            except (RuntimeError, ValueError) as exc:
+                raise ConsoleError(f"publish failed: {exc}") from None
+            if not info.is_published():
+                raise ConsoleError(f"no PUBACK from the broker within {CONNECT_TIMEOUT}s")
+            print(f"published to {topic}: {text}", file=out, flush=True)
+
+        # The cloud's recorder answers the node's otafetch with this job until it is over.
+        save_ota_job(workdir, node_id, job)
+        if wait_fetch:
+            print(f"job {job_id} waits for the node to ask (otafetch: at its boot, or after a delay)",
+                  file=out, flush=True)
+        else:
+            send()
+        if ready is not None:
+            ready()
+        if not wait:
+            return "sent"
+
+        def on_fetch():
+            print("the node asked for its job (otafetch); the cloud answers with this one", file=out, flush=True)
+
+        result = follow_job(events, job_id, timeout, out, on_fetch)
+        if result == "timeout":
+            print(f"timeout: no final status for job {job_id} within {timeout:g}s", file=out, flush=True)
+        return result
+    finally:
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+        if server is not None:
+            server.stop()
+
+
 # ---------------------------------------------------------------- CLI
 
 def _parser():
@@ -479,6 +724,36 @@ def _parser():
     s.add_argument("--name")
     s.add_argument("--info")
     s.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT, help="seconds to wait (default: %(default)s)")
+    s = sub.add_parser(
+        "ota", help="update a node over the air: serve FILE over HTTPS, send the job, follow its progress",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Update a node over the air, as the RainMaker cloud does with an OTA job.\n\n"
+                    "FILE is an app bundle (make bundle) or a firmware image (the .app-bin of a\n"
+                    "MicroPython -OTA build). It is copied to DIR/ota/ and served over HTTPS by the\n"
+                    "cloud's file server (or, if none runs, by this command while it waits), with a\n"
+                    "certificate from the local CA the node already trusts for the broker. The job\n"
+                    "{ota_job_id, url, file_size, file_md5, fw_version} goes to node/<id>/otaurl\n"
+                    "(QoS 1); then every otastatus report for the job is printed, with a progress\n"
+                    "bar for the 'Downloaded N%' steps, until success, rejected, or failed after\n"
+                    "the last attempt. Until then the job is the node's pending one: the cloud's\n"
+                    "recorder (make cloud, make sim) answers each otafetch from the node with it,\n"
+                    "as the RainMaker cloud does.",
+        epilog="exit status: 0 success (or sent, with --no-wait), 1 failed, rejected or timeout, 2 an error\n"
+               "to fix first (unknown node, no broker, missing or unusable file).\n\n"
+               "examples:\n  make bundle ARGS=\"--version 1.2.0 --chip esp32 -o app.rmb\"\n"
+               "  make console ARGS=\"ota 240AC4A1B2C3 app.rmb\"")
+    s.add_argument("node_id", metavar="NODE_ID")
+    s.add_argument("file", metavar="FILE", help="app bundle (.rmb) or firmware image (.app-bin)")
+    s.add_argument("--version", help="fw_version to announce (default: the version inside FILE)")
+    s.add_argument("--job-id", help="the job's id, 1..63 characters (default: ota-<date>-<time>-<random>)")
+    s.add_argument("--timeout", type=float, default=OTA_TIMEOUT,
+                   help="seconds to wait for the final status (default: %(default)s)")
+    s.add_argument("--no-wait", action="store_true",
+                   help="send the job and exit (needs the cloud's file server: 'make cloud')")
+    s.add_argument("--wait-fetch", action="store_true",
+                   help="do not send the job now: the cloud hands it out when the node asks for one "
+                        "(otafetch, at its boot), as for a job created while the node was offline; with "
+                        "--no-wait: queue the job and exit")
     return p
 
 
@@ -538,6 +813,10 @@ def main(argv=None):
             host, port = broker_address(args.dir, args.port)
             topic = publish_params(args.dir, args.node_id, doc, host, port, args.timeout)
             print(f"published to {topic}: {json.dumps(doc, separators=(',', ':'))}")
+        elif args.cmd == "ota":
+            result = run_ota(args.dir, args.node_id, args.file, args.version, args.job_id, args.timeout,
+                             wait=not args.no_wait, wait_fetch=args.wait_fetch, broker_port=args.port)
+            return 0 if result in ("success", "sent") else 1
         elif args.cmd == "watch":
             host, port = broker_address(args.dir, args.port)
             ready = lambda: print("watching (Ctrl-C to stop)", file=sys.stderr, flush=True)  # noqa: E731
@@ -549,7 +828,7 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 0
+        return 1 if args.cmd == "ota" else 0  # an interrupted update is not a success
     return 0
 
 

@@ -23,7 +23,9 @@ For tests it misbehaves on purpose when told to (``Fault``, ``parse_fault``):
 
 A fault may be limited to a number of requests (``,times=K``, ``,once``) and to
 one path (``,path=/name``): ``cut:8192,once,path=/app.bin`` cuts the first
-download of /app.bin only.
+download of /app.bin only. A request takes at most one fault; stall, cut and
+chunked are only taken by a GET of a file that exists, so a HEAD or a 404 does
+not use them up.
 
 Every request is recorded (``OtaServer.requests`` and, with ``log_path``, one
 JSON line each): method, path, the Range header, status, the fault applied and
@@ -50,7 +52,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from provisioning.ca import ensure_ca, issue_server, write_files_atomic
-from tools.broker import HOST, client_tls_context, credential_paths, prepare_credentials
+from tools.broker import HOST, prepare_credentials
 
 DEFAULT_PORT = 8443
 IO_TIMEOUT = 10.0       # a silent client is dropped after this (handshake, request, each write)
@@ -202,6 +204,16 @@ class _Handler(BaseHTTPRequestHandler):
         raw.settimeout(IO_TIMEOUT)
         self.tls_error = None
         self._cut_done = False
+        try:
+            hello = raw.recv(1, socket.MSG_PEEK)
+        except OSError:
+            hello = b""
+        if not hello:
+            # Connected and left without a word (a liveness probe such as
+            # running_server's): not a request, and it must not use up a fault.
+            self.tls_error = "closed before the TLS handshake"
+            super().setup()
+            return
         fault = self.server.ota.take_fault(None, handshake=True)
         ctx = self.server.ota.foreign_context() if fault else self.server.ota.context
         try:
@@ -251,7 +263,11 @@ class _Handler(BaseHTTPRequestHandler):
         ota.begin(entry)
         try:
             target = resolve_path(ota.root, self.path)
-            fault = ota.take_fault(urlsplit(self.path).path)
+            where = urlsplit(self.path).path
+            fault = ota.take_fault(where, kinds=("redirect", "status"))
+            if fault is None and target is not None and body:
+                # body faults only where there is a body: a HEAD or a 404 does not use one up
+                fault = ota.take_fault(where, kinds=("stall", "cut", "chunked"))
             entry["fault"] = format_fault(fault) if fault else None
             if fault and fault.kind == "redirect":
                 return self._plain(302, "Found", {"Location": ota.url(fault.arg)})
@@ -461,6 +477,31 @@ class OtaServer:
             self.faults.clear()
             self.requests.clear()
 
+    def add_file(self, name, data):
+        """Put data in the served directory as name (written atomically); its URL."""
+        parts = str(name).split("/")
+        if not all(p and not p.startswith(".") and "\\" not in p and "\0" not in p for p in parts):
+            raise OtaServerError(f"{name!r} is not a name this server would serve (no empty, hidden or '..' parts)")
+        write_files_atomic({self.root.joinpath(*parts): (bytes(data), 0o644)})
+        return self.url(name)
+
+    def starts(self, path):
+        """Where each GET of path asked to start: 0 without a Range, N for
+        'bytes=N-', None for any other Range. Shows how a download resumed."""
+        out = []
+        with self._lock:
+            for r in self.requests:
+                if r["path"] != path or r["method"] != "GET":
+                    continue
+                if r["range"] is None:
+                    out.append(0)
+                    continue
+                unit, _, spec = r["range"].partition("=")
+                first, dash, last = spec.strip().partition("-")
+                ok = unit.strip().lower() == "bytes" and dash and not last.strip() and first.strip().isdigit()
+                out.append(int(first) if ok else None)
+        return out
+
     def sent(self, path=None):
         """Body bytes sent in total (for one path, if given)."""
         with self._lock:
@@ -473,11 +514,12 @@ class OtaServer:
 
     # -- used by the handler threads
 
-    def take_fault(self, path, handshake=False):
-        """The first fault that applies to this request (counting it down), or None."""
+    def take_fault(self, path, handshake=False, kinds=None):
+        """The first fault of one of kinds that applies to this request
+        (counting it down), or None."""
         with self._lock:
             for f in self.faults:
-                if (f.kind == "wrong-ca") != handshake:
+                if (f.kind == "wrong-ca") != handshake or (kinds and f.kind not in kinds):
                     continue
                 if f.path is not None and f.path != path:
                     continue
@@ -533,21 +575,26 @@ class OtaServer:
 
 def running_server(workdir, timeout=1.0):
     """(host, port, root) of the file server recorded in workdir/otaserver.json
-    if it completes a TLS handshake verified against the local CA, else None."""
+    if its process is alive and its port accepts connections, else None.
+
+    Only a TCP connection, closed without a byte: the server does not count
+    that as a request, so a probe never uses up a fault meant for a board.
+    """
     try:
         doc = json.loads((Path(workdir) / STATE_FILE).read_text())
-        host, port, root = doc["host"], int(doc["port"]), Path(doc["root"])
+        host, port, root, pid = doc["host"], int(doc["port"]), Path(doc["root"]), int(doc["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    ca = credential_paths(workdir)["ca_crt"]
-    if not ca.exists():
-        return None
-    ctx = client_tls_context(ca)
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            with ctx.wrap_socket(raw, server_hostname=host):
-                return host, port, root
-    except (OSError, ssl.SSLError):
+        os.kill(pid, 0)
+    except PermissionError:
+        pass  # alive, someone else's
+    except (OSError, OverflowError):
+        return None
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return host, port, root
+    except OSError:
         return None
 
 
