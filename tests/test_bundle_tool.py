@@ -163,3 +163,9 @@ def test_fuzz_mutated_bundles_only_bundle_errors():
         res = results.pop()
         outcomes["refused" if res is None else "ok"] += 1
     assert outcomes["refused"] > 200
+
+
+def test_check_refuses_a_truncated_bundle_whatever_its_length(built, tmp_path):
+    for cut in (1, 100, 1460, 1461, 5000):
+        with pytest.raises(tb.BundleToolError, match="truncated"):
+            tb.read(built[:-cut])

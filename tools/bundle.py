@@ -87,8 +87,9 @@ def read(data, chunk=1460):
     files = {}
     cur = None
     try:
-        for i in range(0, len(data) + 1, chunk):
-            for ev, v in r.feed(data[i:i + chunk] if i < len(data) else b""):
+        pieces = [data[i:i + chunk] for i in range(0, len(data), chunk)] + [b""]  # b"": the end
+        for piece in pieces:
+            for ev, v in r.feed(piece):
                 if ev == b.FILE:
                     cur = files[v["path"]] = bytearray()
                 elif ev == b.DATA:
@@ -103,7 +104,8 @@ def main(argv=None):
         prog="python -m tools.bundle",
         description="Build an app bundle (agent + app) for an OTA update, or check one.\n\n"
                     "The bundle holds what `make deploy` installs: firmware/lib compiled with mpy-cross,\n"
-                    "boot.py and main.py as source, each with its size and SHA-256, the version first.\n"
+                    "main.py as source (never boot.py: the board's recovery path), each file with its\n"
+                    "size and SHA-256, the version first.\n"
                     "Host the file at an https URL and send that URL as an OTA job; the board tells a\n"
                     "bundle from a firmware image by its first bytes. Format: docs/ota.md.",
         epilog="examples:\n  python -m tools.bundle --version 1.2.0 --chip esp32 -o app.rmb\n"
