@@ -263,3 +263,40 @@ def test_a_bundle_that_would_replace_settings_or_the_recovery_path_is_rejected(r
     assert st[-1][0] in ("rejected", "failed") and not any(s == "success" for s, _ in st), st
     after = (rig.board.dir / path).read_bytes() if (rig.board.dir / path).exists() else None
     assert after == before
+
+
+def test_a_download_cut_by_a_wifi_drop_resumes_with_a_range_request(rig):
+    image = esp_image.build("esp32", "2.0.0", size=400 * 1024)
+    rig.server.add_fault(parse_fault("stall:150000,once,path=/fw-w.bin"))  # the drop happens mid-body
+    lsince = rig.board.mark()
+    since, _ = rig.push("fw-w.bin", image, "wifi1")
+    rig.board.wait_line("Downloaded 30% Firmware Image", lsince, timeout=60)
+    rig.board.set_air(up=False)
+    time.sleep(8)
+    rig.board.set_air(up=True)
+    st = rig.outcome(since, "wifi1", timeout=150)
+    assert st[-1] == ("success", "OTA Upgrade finished and verified successfully"), st
+    reqs = [r for r in rig.server.requests if r["path"] == "/fw-w.bin" and r["method"] == "GET"]
+    assert reqs[0]["range"] is None
+    resumed = [r for r in reqs[1:] if r["range"]]
+    assert resumed, reqs
+    start = int(resumed[0]["range"][len("bytes="):-1])
+    assert start > 0 and start % 4096 == 0 and start <= 150000
+    assert sum(r["sent"] for r in reqs) < len(image) + 150000  # not the whole file twice
+    fl = rig.board.flash()
+    assert fl.read(fl.get("ota_1"), 0, len(image))[1] == image
+
+
+def test_a_server_that_stalls_ends_each_attempt_after_ota_timeout(cloud, server, backend, tmp_path):
+    server.clear()
+    rig = Rig(cloud, server, backend, tmp_path, ota_timeout=5)
+    try:
+        image = esp_image.build("esp32", "2.0.0", size=40 * 1024)
+        rig.server.add_fault(parse_fault("stall:10000,path=/fw-s.bin"))
+        since, _ = rig.push("fw-s.bin", image, "stall1")
+        st = rig.outcome(since, "stall1", timeout=90)
+        fails = [i for s, i in st if s == "failed"]
+        assert len(fails) == 3 and fails[-1] == "OTA Attempt 3/3 failed: the server sent nothing for 5 s", st
+        assert rig.board.flash().boot_partition()[0] == "ota_0"
+    finally:
+        rig.stop()

@@ -11,6 +11,7 @@ from .store import Store
 
 _EPOCH = const(946684800)
 _TIME_VALID = const(1546300800)  # 2019-01-01 in Unix seconds
+_WIFI_WAIT = const(120000)  # ms a failed attempt waits for Wi-Fi before the next one
 
 OTA_STATE = "ota.json"
 
@@ -121,6 +122,13 @@ class Updater:
             return
         self.ota.activated(time.ticks_ms())
 
+    async def _network(self):
+        wlan = self.agent.wlan
+        waited = 0
+        while wlan is not None and not wlan.isconnected() and waited < _WIFI_WAIT:
+            await asyncio.sleep_ms(500)
+            waited += 500
+
     def _context(self):
         # Server authentication only, against the CA in rainmaker.json's
         # "ota_ca" (default: the broker's CA, as the RainMaker cloud's file
@@ -205,7 +213,11 @@ class Updater:
         except Exception as e:  # Failed, OSError (network, TLS), flash errors
             from . import diag
 
-            ota.finished(False, diag.why(e) if isinstance(e, OSError) else (str(e) or type(e).__name__), time.ticks_ms())
+            why = diag.why(e) if isinstance(e, OSError) else (str(e) or type(e).__name__)
+            # Without Wi-Fi the next attempt would fail at once and use up the
+            # job's 3 attempts in a second: it waits (bounded) for the network.
+            await self._network()
+            ota.finished(False, why, time.ticks_ms())
         finally:
             if sink is not None and hasattr(sink, "abort"):
                 try:
