@@ -3,20 +3,21 @@
 Timings are ratios against a baseline measured in the same run, because
 these machines are noisy; sizes and counts are absolute.
 
-    python -m tests.bench [heap] [wire] [roundtrip] [prov]   (default: all)
+    python -m tests.bench [heap] [wire] [roundtrip] [prov] [ota]   (default: all)
 
-heap and roundtrip boot the firmware on the MicroPython unix port too
-(micropython32, $MICROPYTHON) and skip that part without it.
+heap, roundtrip and ota boot the firmware on the MicroPython unix port too
+(micropython32, $MICROPYTHON) and skip that part without it. ota also prints
+the OTA parsers' own heap and speed (tests/bench/ota_heap.py).
 """
 import sys
 import time
 
-from tests.bench import heap, prov, roundtrip, wire
+from tests.bench import heap, ota, prov, roundtrip, wire
 
 
 def main():
     only = set(sys.argv[1:])
-    for name, mod in (("heap", heap), ("wire", wire), ("roundtrip", roundtrip), ("prov", prov)):
+    for name, mod in (("heap", heap), ("wire", wire), ("roundtrip", roundtrip), ("prov", prov), ("ota", ota)):
         if only and name not in only:
             continue
         t = time.monotonic()

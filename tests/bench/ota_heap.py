@@ -151,21 +151,28 @@ def throughput():
     return out
 
 
-def main():
-    print("heap on %s (bytes the parser keeps alive while streaming, after gc.collect())" % Path(MICROPYTHON).name)
+def report():
+    """The report's text (the same as `python -m tests.bench.ota_heap` prints)."""
+    out = ["OTA parsers alone: heap on %s (bytes the parser keeps alive while streaming, after gc.collect())"
+           % Path(MICROPYTHON).name]
     for mode in ("len", "chunked", "bundle"):
         row = []
         for n in SIZES:
             got, peak, after, done, us = guest(mode, n)
             assert got == n and done, (mode, n, got)
             row.append("%7d B body: held %5d B, after %5d B" % (n, peak, after))
-        print("  %-8s %s | %s (%.1f MB/s incl. collections)" % (mode, row[0], row[1], n / max(us, 1)))
+        out.append("  %-8s %s | %s (%.1f MB/s incl. collections)" % (mode, row[0], row[1], n / max(us, 1)))
     for mode in ("len", "chunked", "bundle"):
         guest(mode, SIZES[1], heap=SMALL)
-    print("  1.5 MB through each parser also runs in -X heapsize=%s (the imports, as .mpy, included)" % SMALL)
-    print("CPython throughput, 16 MB in 4 KB reads:")
+    out.append("  1.5 MB through each parser also runs in -X heapsize=%s (the imports, as .mpy, included)" % SMALL)
+    out.append("CPython throughput, 16 MB in 4 KB reads:")
     for mode, mbs in throughput().items():
-        print("  %-8s %7.1f MB/s" % (mode, mbs))
+        out.append("  %-8s %7.1f MB/s" % (mode, mbs))
+    return "\n".join(out)
+
+
+def main():
+    print(report())
 
 
 if __name__ == "__main__":
