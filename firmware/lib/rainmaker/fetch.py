@@ -16,9 +16,10 @@ from micropython import const
 from . import http, log
 
 _BLOCK = const(4096)
-_READ = const(1024)
+_READ = const(4096)  # one flash sector: fewer passes through the event loop
 _CONNECT = const(20000)  # ms for TCP + TLS + the response head
 _REDIRECTS = const(5)
+_BURST = const(8)  # reads taken straight from TLS between two passes of the event loop
 _HEAD = const(288)  # bytes of an image needed to check it (image.HEAD)
 
 
@@ -243,11 +244,22 @@ async def download(url, start, sink_for, ctx, progress, idle=30000):
             sink = None
             first = bytearray()
             location = None
+            burst = 0
             while True:
-                try:
-                    n = await asyncio.wait_for_ms(w.readinto(buf), idle)  # pyright: ignore[reportAttributeAccessIssue]
-                except asyncio.TimeoutError:
-                    raise Failed("the server sent nothing for %d s" % (idle // 1000))
+                # What TLS already holds is taken without a trip through the
+                # event loop: each wait there polls every socket of the board
+                # (the MQTT one too), which costs more than the read itself.
+                # Every _BURST reads it waits there anyway, so MQTT, the keeper
+                # and the watchdog get their turn.
+                n = s.readinto(buf) if burst < _BURST else None  # non-blocking: None when nothing waits
+                if n is None:
+                    burst = 0
+                    try:
+                        n = await asyncio.wait_for_ms(w.readinto(buf), idle)  # pyright: ignore[reportAttributeAccessIssue]
+                    except asyncio.TimeoutError:
+                        raise Failed("the server sent nothing for %d s" % (idle // 1000))
+                else:
+                    burst += 1
                 data = mv[:n] if n else b""
                 for ev, v in resp.feed(data):
                     if ev == http.HEAD:
