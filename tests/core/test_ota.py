@@ -715,6 +715,16 @@ def test_power_cut_after_marking_valid_before_the_puback():
     assert c.statuses() == [VERIFIED] and c.store.data == {}
 
 
+def test_the_verify_window_is_configurable():
+    r = Rig()
+    to_reboot(r)
+    b = Rig(store=r.store, fw="2.0", verify=20)
+    b.run(19000)
+    assert b.take_acts() == []
+    b.run(1000)
+    assert b.take_acts() == [("rollback",)]
+
+
 def test_a_stored_state_that_makes_no_sense_is_forgotten():
     for data in ({"job": 5, "state": "activating", "old": "1"}, {"job": "J", "state": "what", "old": "1"},
                  {"job": "J", "state": "verified"}, {"job": "x" * 80, "state": "verified", "old": "1"}):
