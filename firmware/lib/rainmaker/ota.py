@@ -125,6 +125,12 @@ class Ota:
         self.attempt = n if type(n) is int and 0 < n <= _TRIES else 1
         if old != self.running:  # the new image is running
             if st == "verified":
+                # Confirmed again: a power cut right after "verified" was
+                # saved can come before the confirm. A firmware image is then
+                # rolled back by the bootloader (not this branch), but an app
+                # bundle stays on trial across resets, and boot.py would revert
+                # it a few boots later, after "success" was reported.
+                self._acts.append(("mark_valid",))
                 self._put(job, "success", "OTA Upgrade finished and verified successfully", _FINAL)
             else:
                 self.state = VERIFYING
