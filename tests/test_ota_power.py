@@ -43,11 +43,19 @@ ROLLED_BACK = ("rejected", "Firmware rolled back")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def summary():
+def summary(request):
     yield
-    print("\nOTA power cuts: %d cut points tried, %d bricked (seed %d)" % (len(CUTS), len(BRICKED), SEED))
-    for c in CUTS:
-        print("  %-7s %-70s %s" % c)
+    # Shown without -s too: through the terminal reporter, not the captured stdout.
+    lines = ["", "OTA power cuts: %d cut points tried, %d bricked (seed %d)" % (len(CUTS), len(BRICKED), SEED)]
+    lines += ["  %-7s %-70s %s" % c for c in CUTS]
+    cap = request.config.pluginmanager.getplugin("capturemanager")
+    tr = request.config.pluginmanager.getplugin("terminalreporter")
+    if cap is None or tr is None:
+        print("\n".join(lines))
+        return
+    with cap.global_and_fixture_disabled():
+        for line in lines:
+            tr.write_line(line)
 
 
 def _final(st):
