@@ -68,6 +68,9 @@ def test_status_before_start_names_every_part(board):
     (lambda c: c.update(keepalive=1201), "keepalive must be 30..1200 s"),
     (lambda c: c.update(watchdog=5), "watchdog must be 0 (off) or 30..3600 s"),
     (lambda c: c.update(budget=[1, 2]), "budget must be [start, cap, ms per token]"),
+    (lambda c: c.update(ota_verify=19), "ota_verify must be 20..600 s"),
+    (lambda c: c.update(ota_verify=601), "ota_verify must be 20..600 s"),
+    (lambda c: c.update(ota_verify="90"), "ota_verify must be 20..600 s"),
 ])
 def test_bad_config_is_named(board, change, message):
     d, rt = board

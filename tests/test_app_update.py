@@ -49,3 +49,31 @@ def test_a_bundle_with_a_forbidden_path_is_refused_before_anything_is_written(tm
     with pytest.raises(StageError, match="may not write rainmaker.json"):
         Stage().begin({"files": [{"path": "main.py"}, {"path": "rainmaker.json"}], "total": 10})
     assert not (tmp_path / "ota").exists() and (tmp_path / "main.py").read_text() == "old"
+
+
+@pytest.mark.parametrize("before,version", [
+    ({"step": "confirmed", "version": "2.0.0", "files": [["main.py", "put"]], "absent": []}, "2.0.0"),
+    ({"step": "reverted", "version": "3.0.0", "prev": "2.0.0", "files": [["main.py", "put"]], "absent": []}, "2.0.0"),
+    (None, "-"),
+])
+def test_staging_or_dropping_a_bundle_keeps_the_version_of_the_app_in_place(tmp_path, monkeypatch, before, version):
+    # A power cut during a download (or a bundle refused or failed) must not
+    # make the node forget which app runs: it would take that app as new.
+    import json
+
+    from rainmaker.stage import Stage, app_version
+
+    monkeypatch.chdir(tmp_path)
+    if before:
+        (tmp_path / "ota").mkdir()
+        (tmp_path / "ota" / "state.json").write_text(json.dumps(before))
+    assert app_version() == version
+    s = Stage()
+    s.begin({"files": [{"path": "main.py", "size": 3}], "total": 3})
+    assert app_version() == version  # a power cut now
+    s.open({"path": "main.py"})
+    s.write(b"new")
+    s.abort()
+    assert app_version() == version and not (tmp_path / "ota" / "new").exists()
+    st = tmp_path / "ota" / "state.json"
+    assert not st.exists() if before is None else json.loads(st.read_text()) == {"step": "confirmed", "version": version}

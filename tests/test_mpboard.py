@@ -278,3 +278,19 @@ machine.reset()  # the connection vanishes with the board
     finally:
         r.stop()
         peer.close()
+
+
+@pytest.mark.parametrize("delay", [0, 60])
+def test_fs_delay_slows_every_filesystem_change(tmp_path, delay):
+    # --fs-delay (MPBOARD_FS_DELAY): rename, remove, mkdir and rmdir each take
+    # that long; reads and writes do not.
+    import os
+
+    code = ("import os, time\nt = time.ticks_ms()\nos.mkdir('d')\nopen('d/f', 'w').write('x')\n"
+            "os.rename('d/f', 'd/g')\nos.remove('d/g')\nos.rmdir('d')\n"
+            "print('took', time.ticks_diff(time.ticks_ms(), t), os.listdir('.'))\n")
+    env = dict(os.environ, MICROPYPATH=str(ROOT / "tools" / "sim" / "mpy"), MPBOARD_FS_DELAY=str(delay))
+    r = subprocess.run([MICROPYTHON, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    took = r.stdout.split()
+    assert took[0] == "took" and took[2] == "[]", r.stdout + r.stderr
+    assert (4 * delay <= int(took[1]) < 4 * delay + 1000) if delay else int(took[1]) < 50

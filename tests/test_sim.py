@@ -647,6 +647,29 @@ def test_ticks_wrap_arithmetic(tmp_path):
         rt.uninstall()
 
 
+def test_fs_delay_slows_every_filesystem_change(tmp_path):
+    # --fs-delay: rename, remove, mkdir and rmdir each take that long (a
+    # LittleFS commit on the chip), so a killed board can stop in the middle.
+    rt = Runtime(str(tmp_path), fs_delay_ms=60).install()
+    try:
+        o = rt.modules["os"]
+        t = time.monotonic()
+        o.mkdir("/d")
+        with open(os.path.join(str(tmp_path), "d", "f"), "w") as f:
+            f.write("x")
+        o.rename("/d/f", "/d/g")
+        o.remove("/d/g")
+        o.rmdir("/d")
+        assert 0.24 <= time.monotonic() - t < 2 and o.listdir("/") == []
+        rt.fs_delay = 0
+        t = time.monotonic()
+        o.mkdir("/e")
+        o.rmdir("/e")
+        assert time.monotonic() - t < 0.05
+    finally:
+        rt.uninstall()
+
+
 def test_time_os_and_import_rules(board):
     t, os_m = board.modules["time"], board.modules["os"]
     assert isinstance(t.time(), int)

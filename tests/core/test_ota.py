@@ -710,9 +710,24 @@ def test_power_cut_after_marking_valid_before_the_puback():
     c = Rig(store=b.store, fw="2.0")
     assert c.ota.state == IDLE  # confirmed: no 90 s window any more
     c.run(120000)
+    # Confirmed again at once (harmless for an image; an app bundle left on
+    # trial by a cut before its confirm would otherwise be reverted later).
+    assert c.take_acts() == [("mark_valid",)]
+    c.run(120000)
     assert c.take_acts() == []
     online(c)
     assert c.statuses() == [VERIFIED] and c.store.data == {}
+    assert c.take_acts() == []
+
+
+def test_the_verify_window_is_configurable():
+    r = Rig()
+    to_reboot(r)
+    b = Rig(store=r.store, fw="2.0", verify=20)
+    b.run(19000)
+    assert b.take_acts() == []
+    b.run(1000)
+    assert b.take_acts() == [("rollback",)]
 
 
 def test_a_stored_state_that_makes_no_sense_is_forgotten():

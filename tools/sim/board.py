@@ -4,7 +4,7 @@
                               [--pins FILE] [--pins-out FILE] [--ticks-wrap SECONDS]
                               [--rtc-synced] [--fs-size BYTES] [--port-map 80=18080]
                               [--chip esp32|esp32s2|esp32s3|esp32c3|esp32c6] [--no-strict]
-                              [--flash DIR] [--no-ota] [--app-version VERSION]
+                              [--flash DIR] [--no-ota] [--app-version VERSION] [--fs-delay MS]
 
 Prints a banner, runs boot.py then main.py (in one __main__ namespace, as MicroPython
 does) with the current directory at BOARD_DIR, and prints everything line-buffered on
@@ -66,6 +66,9 @@ def add_flash_args(p):
                         "OTA build's two app slots and otadata")
     p.add_argument("--app-version", default="1.0.0",
                    help="version in the app image a new flash folder starts with (default 1.0.0)")
+    p.add_argument("--fs-delay", type=int, default=0, metavar="MS",
+                   help="each rename, remove, mkdir and rmdir in the board's filesystem takes MS ms, as a "
+                        "flash commit does on the chip (default 0), so a test's power cut can land in one")
 
 
 def open_flash(args, board_dir, chip_name):
@@ -128,7 +131,7 @@ def main(argv=None):
     rt = _r.Runtime(board_dir, air=args.air, mac=args.mac, pins=args.pins, pins_out=args.pins_out,
                     ticks_wrap_s=args.ticks_wrap, rtc=rtc, strict=not args.no_strict,
                     fs_size=args.fs_size or fl.get("vfs")[4], port_map=_port_map(args.port_map), reset_cause=cause,
-                    argv=argv, chip=args.chip, flash=fl)
+                    argv=argv, chip=args.chip, flash=fl, fs_delay_ms=args.fs_delay)
     rt.install()
     print(banner(board_dir, rt.machine))
 

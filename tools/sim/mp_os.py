@@ -7,6 +7,7 @@ either. Everything else is CPython's os doing the work.
 
 import collections
 import os as _os
+import time as _time
 import types
 
 from .runtime import EPOCH_2000, VERSION, VERSION_DATE, oserror, plain_oserror
@@ -92,11 +93,22 @@ def make(rt):
 
     m.listdir = listdir
     m.ilistdir = ilistdir
-    m.mkdir = wrap(lambda path: _os.mkdir(bp(path)))
+    def slow(fn):
+        # --fs-delay: a change of the filesystem's metadata takes time, as a
+        # LittleFS commit to flash does on the chip (a power cut can land in it).
+        def f(*args):
+            if rt.fs_delay:
+                _time.sleep(rt.fs_delay)
+            return fn(*args)
+
+        f.__name__ = fn.__name__
+        return f
+
+    m.mkdir = slow(wrap(lambda path: _os.mkdir(bp(path))))
     m.mkdir.__name__ = "mkdir"
-    m.rmdir = wrap(lambda path: _os.rmdir(bp(path)))
-    m.remove = wrap(lambda path: _os.remove(bp(path)))
-    m.rename = wrap(lambda old, new: _os.rename(bp(old), bp(new)))
+    m.rmdir = slow(wrap(lambda path: _os.rmdir(bp(path))))
+    m.remove = slow(wrap(lambda path: _os.remove(bp(path))))
+    m.rename = slow(wrap(lambda old, new: _os.rename(bp(old), bp(new))))
     m.stat = stat
     m.statvfs = statvfs
     m.getcwd = getcwd

@@ -3,7 +3,7 @@
     python -m tools.sim.mpboard --micropython BIN --dir BOARD_DIR [--air AIR_FILE]
         [--mac AABBCCDDEEFF] [--pins FILE] [--pins-out FILE] [--heapsize 96K]
         [--relay PORT=HOST:TARGET]... [--chip esp32|esp32s2|esp32s3|esp32c3|esp32c6]
-        [--flash DIR] [--no-ota] [--app-version VERSION]
+        [--flash DIR] [--no-ota] [--app-version VERSION] [--fs-delay MS]
 
 The same firmware files as tools.sim.board, run by MicroPython's own interpreter:
 its socket, ssl (mbedTLS), asyncio, json, hashlib, os, time. Only the hardware
@@ -132,7 +132,7 @@ class Launcher:
                    MPBOARD_PINS_OUT=self.pins_out, MPBOARD_MAC=self.mac, MPBOARD_BOOT=str(self.boot),
                    MPBOARD_RESET_CAUSE=cause, MPBOARD_CHIP=self.args.chip,
                    MPBOARD_FLASH=self.flash.folder, MPBOARD_LAYOUT=self.flash.layout,
-                   MPBOARD_RUNNING=self.flash.running)
+                   MPBOARD_RUNNING=self.flash.running, MPBOARD_FS_DELAY=str(self.args.fs_delay))
         return env
 
     def run(self):

@@ -484,7 +484,8 @@ class _BoardFinder(importlib.abc.MetaPathFinder):
 class Runtime:
     def __init__(self, board_dir, air=None, mac=None, pins=None, pins_out=None,
                  ticks_wrap_s=60.0, rtc=None, strict=True, fs_size=960 * 1024,
-                 port_map=None, reset_cause=PWRON_RESET, argv=None, assoc_s=0.3, chip="esp32", flash=None):
+                 port_map=None, reset_cause=PWRON_RESET, argv=None, assoc_s=0.3, chip="esp32", flash=None,
+                 fs_delay_ms=0):
         from .mpy.simworld import chip as _chip
 
         self.chip = _chip.check(chip)  # "esp32", "esp32c3"...: os.uname(), esp32, valid pins
@@ -499,6 +500,7 @@ class Runtime:
         self.clock = BoardClock(ticks_wrap_s, rtc)
         self.strict = strict
         self.fs_size = fs_size
+        self.fs_delay = fs_delay_ms / 1000  # s each filesystem change takes (--fs-delay)
         self.port_map = dict(port_map or {})
         self.reset_cause = reset_cause
         self.argv = argv  # for machine.reset(): re-exec with the same arguments

@@ -53,6 +53,10 @@ def load_config(path="rainmaker.json"):
     ot = cfg.setdefault("ota_timeout", 30)
     if type(ot) is not int or not 5 <= ot <= 300:
         raise ConfigError("%s: ota_timeout must be 5..300 s (how long a download may stall)" % path)
+    ov = cfg.setdefault("ota_verify", 90)
+    if type(ov) is not int or not 20 <= ov <= 600:
+        raise ConfigError("%s: ota_verify must be 20..600 s (how long a new firmware or app has to reach "
+                          "the broker before it is rolled back)" % path)
     lc = cfg.setdefault("local_control", 0)
     if lc not in (0, 1, 2) or type(lc) is not int:
         raise ConfigError("%s: local_control must be 0 (off), 1 or 2 (its protocomm security)" % path)

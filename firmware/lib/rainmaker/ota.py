@@ -33,7 +33,7 @@ _FETCH_STEPS = const(5)
 _RETRY_DELAY = const(300000)  # ms before fetching again after 3 failed attempts
 _TRIES = const(3)  # download attempts per job
 _REBOOT_DELAY = const(10000)  # ms between "Rebooting into new firmware" and the reboot
-_VERIFY_WAIT = const(90000)  # ms the new image has to reach the broker
+_VERIFY_WAIT = const(90)  # s the new image has to reach the broker (SDK default; "ota_verify")
 _MAX_WAIT = const(604800)  # s: a re-fetch further away is made after this (ticks wrap)
 _SEG = const(86400000)  # ms: longest single wait on the tick clock (it wraps at 2^30)
 _MAX_TEXT = const(120)  # chars of a reason passed in by the driver
@@ -59,13 +59,16 @@ _EMPTY = ()
 
 
 class Ota:
-    def __init__(self, node_id, fw_version, store, now, slots=True, period=0, every=10, running=None):
+    def __init__(self, node_id, fw_version, store, now, slots=True, period=0, every=10, running=None,
+                 verify=_VERIFY_WAIT):
         """fw_version: sent in otafetch.
         running: names the running image, e.g. its app slot ("ota_0"); by
         default fw_version, which must then change with every image.
         slots: False on a firmware without a second app partition.
         period: hours between periodic otafetch requests (0: once per boot).
         every: percent step of the progress reports (0: none).
+        verify: s a new image (or app) has to reach the broker before it is
+        rolled back.
         """
         self.node_id = node_id
         self.fw_version = fw_version
@@ -73,6 +76,7 @@ class Ota:
         self.store = store
         self.slots = slots
         self.every = every
+        self.verify = verify * 1000  # ms
         self.tz = 0  # s east of UTC: the job's download window is in local time
         self.topic = topics.sub(node_id, "otaurl")
         self.state = IDLE
@@ -121,11 +125,17 @@ class Ota:
         self.attempt = n if type(n) is int and 0 < n <= _TRIES else 1
         if old != self.running:  # the new image is running
             if st == "verified":
+                # Confirmed again: a power cut right after "verified" was
+                # saved can come before the confirm. A firmware image is then
+                # rolled back by the bootloader (not this branch), but an app
+                # bundle stays on trial across resets, and boot.py would revert
+                # it a few boots later, after "success" was reported.
+                self._acts.append(("mark_valid",))
                 self._put(job, "success", "OTA Upgrade finished and verified successfully", _FINAL)
             else:
                 self.state = VERIFYING
-                self._at = now + _VERIFY_WAIT
-                log.info("ota", "new firmware %s: waiting up to %d s for the broker" % (self.running, _VERIFY_WAIT // 1000))
+                self._at = now + self.verify
+                log.info("ota", "new firmware %s: waiting up to %d s for the broker" % (self.running, self.verify // 1000))
         elif st == "activating":
             # Power was lost before the boot slot was switched: nothing ran.
             # The cloud still has the job in progress and hands it out again.
@@ -269,7 +279,7 @@ class Ota:
             if self.state == REBOOTING:
                 self._acts.append(("reboot",))
             elif self.state == VERIFYING:
-                log.error("ota", "new firmware did not reach the broker within %d s: rolling back" % (_VERIFY_WAIT // 1000))
+                log.error("ota", "new firmware did not reach the broker within %d s: rolling back" % (self.verify // 1000))
                 self._acts.append(("rollback",))
         if not self._acts:
             return _EMPTY

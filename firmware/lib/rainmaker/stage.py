@@ -90,6 +90,14 @@ def _mkdirs(path):
             os.mkdir(d)
 
 
+def _put_state(st):
+    import json
+
+    with open(STATE + ".tmp", "w") as f:
+        json.dump(st, f)
+    os.rename(STATE + ".tmp", STATE)
+
+
 class Stage:
     def __init__(self):
         self.manifest = None
@@ -111,6 +119,11 @@ class Stage:
         self.prev = app_version()  # before the old state goes with ota/
         _wipe(_ROOT)  # a staging from an earlier, unfinished update
         os.mkdir(_ROOT)
+        if self.prev != "-":
+            # The state file also names the app in place: a power cut during
+            # this download must not leave the node without its version (it
+            # would take the same bundle again as new).
+            _put_state({"step": "confirmed", "version": self.prev})
         os.mkdir(_NEW[:-1])
         self.manifest = manifest
 
@@ -130,13 +143,13 @@ class Stage:
             self._f = None
 
     def abort(self):
+        # Only the staged files: the state file names the app in place (and a
+        # bundle refused at its manifest has not staged anything).
         self.close()
-        _wipe(_ROOT)
+        _wipe(_NEW[:-1])
 
     def commit(self, job=None):
         """Every file is staged and verified: write the switch plan for boot.py."""
-        import json
-
         self.close()
         m = self.manifest
         assert m is not None
@@ -152,7 +165,5 @@ class Stage:
             files.append((p, "put"))
         st = {"step": "switch", "files": files, "absent": absent, "version": m["version"], "job": job,
               "prev": self.prev}
-        with open(STATE + ".tmp", "w") as f:
-            json.dump(st, f)
-        os.rename(STATE + ".tmp", STATE)
+        _put_state(st)
         return st

@@ -48,7 +48,8 @@ class Updater:
         # What runs: the app slot and the app files. The job logic compares it
         # with what ran the download to tell a new image (or app) from a rollback.
         running = "%s:%s" % (_slot_label(), self.app)
-        self.ota = Ota(node.node_id, node.fw_version, Store(OTA_STATE), time.ticks_ms(), running=running)
+        self.ota = Ota(node.node_id, node.fw_version, Store(OTA_STATE), time.ticks_ms(), running=running,
+                       verify=agent.cfg["ota_verify"])
         link = agent.link
         link.on("otaurl", self.ota.message)
         link.hooks.append(self._online)
@@ -94,7 +95,7 @@ class Updater:
                 if _trial() == "trial":
                     import boot
 
-                    boot.revert(why="the new app did not reach the broker within 90 s")
+                    boot.revert(why="the new app did not reach the broker within %d s" % self.agent.cfg["ota_verify"])
                 await self.agent.reboot("OTA: rolling back")
 
     def _mark_valid(self):

@@ -14,6 +14,25 @@ finally:
     del _path
 
 
+_delay = int(getenv("MPBOARD_FS_DELAY") or 0)  # noqa: F405 - --fs-delay MS
+if _delay:
+    # Each change of the filesystem's metadata takes time, as a LittleFS
+    # commit to flash does on the chip, so a power cut can land in one.
+    import time as _time
+
+    def _slow(fn):
+        def f(*args):
+            _time.sleep_ms(_delay)
+            return fn(*args)
+
+        return f
+
+    rename = _slow(rename)  # noqa: F405
+    remove = _slow(remove)  # noqa: F405
+    mkdir = _slow(mkdir)  # noqa: F405
+    rmdir = _slow(rmdir)  # noqa: F405
+
+
 def uname():
     from collections import namedtuple
     from simworld import chip
