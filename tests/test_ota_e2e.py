@@ -6,11 +6,12 @@ slot (tools/sim/mpy/simworld/flash.py); app bundles replace the app's files.
 """
 import hashlib
 import json
+import time
 
 import pytest
 
 from tests import esp_image
-from tests.ota_rig import NODE, bundle as _bundle, app_main as _main, cloud, server, rig  # noqa: F401 - fixtures
+from tests.ota_rig import NODE, Rig, bundle as _bundle, app_main as _main, cloud, server, rig  # noqa: F401 - fixtures
 from tools.otaserver import parse_fault
 
 # -- firmware images -----------------------------------------------------------
