@@ -51,7 +51,7 @@ def test_reboot_from_the_app(cloud, board):
     since, lsince = cloud.mark(), board.mark()
     cloud.write(NODE, {"System": {"Reboot": True}})
     _, echo = cloud.wait("params/local", NODE, since, where=lambda p: b"Reboot" in p)
-    assert json.loads(echo) == {"System": {"Reboot": True}}
+    assert json.loads(echo)["System"] == {"Reboot": True}  # (a sensor change may share the report)
     board.wait_line("Reboot requested from the app", lsince)
     board.wait_line("rebooting", lsince, timeout=10)
     _, init = cloud.wait("params/local/init", NODE, since, timeout=40)
@@ -62,7 +62,7 @@ def test_false_is_echoed_and_does_nothing(cloud, board):
     since, lsince = cloud.mark(), board.mark()
     cloud.write(NODE, {"System": {"Factory-Reset": False}})
     _, echo = cloud.wait("params/local", NODE, since, where=lambda p: b"Factory" in p)
-    assert json.loads(echo) == {"System": {"Factory-Reset": False}}
+    assert json.loads(echo)["System"] == {"Factory-Reset": False}
     time.sleep(3)
     assert not board.count("requested from the app", lsince)
     assert (board.dir / "wifi.json").exists()
