@@ -91,8 +91,11 @@ def test_a_cut_download_resumes_with_a_range_request_from_the_last_whole_sector(
     reqs = [r for r in rig.server.requests if r["path"] == "/fw-r.bin" and r["method"] == "GET"]
     assert len(reqs) == 2, reqs
     assert reqs[0]["range"] is None and reqs[0]["sent"] == 50000
-    assert reqs[1]["range"] == "bytes=%d-" % (50000 // 4096 * 4096)  # the last whole sector written
-    assert sum(r["sent"] for r in reqs) == len(image) + 50000 % 4096  # not the whole file twice
+    # The last whole sector the board wrote: a TLS record cut in flight never
+    # arrives, so that can be a sector or so before the 50,000 bytes sent.
+    start = int(reqs[1]["range"][len("bytes="):-1])
+    assert start % 4096 == 0 and 50000 - 16384 - 4096 <= start <= 50000 // 4096 * 4096, reqs
+    assert sum(r["sent"] for r in reqs) == 50000 + len(image) - start  # not the whole file twice
     fl = rig.board.flash()
     assert fl.read(fl.get("ota_1"), 0, len(image))[1] == image
 
