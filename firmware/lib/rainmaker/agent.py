@@ -4,15 +4,12 @@
 # session, sync, budget); this file only moves bytes and time between them
 # and the network, and keeps the board going whatever fails.
 import asyncio
-import errno
 import os
-import select
-import socket
 import time
 import gc
 import network
 from micropython import const
-from . import log, topics
+from . import dial, log, topics
 from .node import Device, Param, READ, TIME_SERIES, SIMPLE_TS, unload
 from .session import Session, diff
 from .link import Link, ONLINE
@@ -325,33 +322,17 @@ class Agent:
     # -- the MQTT connection ------------------------------------------------------
 
     async def _dial(self):
-        # As asyncio.open_connection() does, but the socket is ours from its
-        # creation, so _close() reaches it if the connect fails or stalls
-        # (open_connection loses it then), and the wait for TCP is bounded by
+        # The socket is ours from its creation (dial.py), so _close() reaches
+        # it if the connect fails or stalls; the wait for TCP is bounded by
         # the link's deadline.
-        host = self.cfg["mqtt_host"]
-        port = self.cfg["mqtt_port"]
-        ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]  # blocking, as in open_connection
-        s = socket.socket(ai[0], ai[1], ai[2])
-        self._sock = s
-        s.setblocking(False)
-        try:
-            s.connect(ai[-1])
-        except OSError as e:
-            if not e.args or e.args[0] != errno.EINPROGRESS:
-                raise
-        p = select.poll()
-        p.register(s, select.POLLOUT)
-        while True:
-            ready = p.poll(0)
-            if ready:
-                if ready[0][1] & (select.POLLERR | select.POLLHUP):
-                    raise OSError(errno.ECONNREFUSED)
-                break
+        def own(sock):
+            self._sock = sock
+
+        def expired():
             now = time.ticks_ms()
-            if diff(now, self.link.deadline(now)) >= 0:
-                raise OSError(errno.ETIMEDOUT)
-            await asyncio.sleep_ms(20)
+            return diff(now, self.link.deadline(now)) >= 0
+
+        s = await dial.tcp(self.cfg["mqtt_host"], self.cfg["mqtt_port"], expired, own)
         assert self.ctx is not None  # made by run() before it connects
         s = self.ctx.wrap_socket(s, server_hostname=self.cfg["server_hostname"], do_handshake_on_connect=False)
         self._sock = s

@@ -9,8 +9,6 @@
 import asyncio
 import errno
 import hashlib
-import select
-import socket
 import time
 from micropython import const
 from . import http, log
@@ -193,32 +191,26 @@ class Bundle:
 
 
 async def _open(host, port, ctx, until):
-    # As agent._dial: our own socket, so it is closed on every path.
-    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-    s = socket.socket(ai[0], ai[1], ai[2])
+    from . import dial
+
+    held = []
     try:
-        s.setblocking(False)
-        try:
-            s.connect(ai[-1])
-        except OSError as e:
-            if not e.args or e.args[0] != errno.EINPROGRESS:
-                raise
-        p = select.poll()
-        p.register(s, select.POLLOUT)
-        while True:
-            ready = p.poll(0)
-            if ready:
-                if ready[0][1] & (select.POLLERR | select.POLLHUP):
-                    raise Failed("nothing accepts connections at %s:%d" % (host, port))
-                break
-            if time.ticks_diff(time.ticks_ms(), until) >= 0:
-                raise Failed("no connection to %s:%d within %d s" % (host, port, _CONNECT // 1000))
-            await asyncio.sleep_ms(20)
+        s = await dial.tcp(host, port, lambda: time.ticks_diff(time.ticks_ms(), until) >= 0, held.append)
         t = ctx.wrap_socket(s, server_hostname=host, do_handshake_on_connect=False)
         t.setblocking(False)
         return t
+    except OSError as e:
+        for s in held:
+            s.close()
+        code = e.args[0] if e.args else None
+        if code == errno.ECONNREFUSED:
+            raise Failed("nothing accepts connections at %s:%d" % (host, port))
+        if code == errno.ETIMEDOUT:
+            raise Failed("no connection to %s:%d within %d s" % (host, port, _CONNECT // 1000))
+        raise
     except BaseException:
-        s.close()
+        for s in held:
+            s.close()
         raise
 
 
