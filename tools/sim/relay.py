@@ -190,6 +190,10 @@ class Relay:
             return e
 
     def _board_event(self, c, ev):
+        # One select() can report a socket that an earlier event of the same
+        # batch has closed already (a reset, the broker's FIN): nothing to do.
+        if c.b is None:
+            return
         if ev & selectors.EVENT_READ and c.b_eof_at is None:
             data = self._recv(c.b)
             if isinstance(data, bytes) and data:
@@ -203,6 +207,8 @@ class Relay:
         self._after(c)
 
     def _broker_event(self, c, ev):
+        if c.u is None:  # closed by an earlier event of the same select() batch
+            return
         if c.state == "connecting" and ev & selectors.EVENT_WRITE:
             if c.u.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
                 return self._end(c, "rst")  # broker unreachable: the board's connection is reset
