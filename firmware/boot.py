@@ -171,4 +171,7 @@ def _boot():
 
 if __name__ == "__main__":
     _boot()
+    # main.py runs in this same namespace: the update code would stay in its
+    # heap. (It is loaded again, as the module boot, when an update needs it.)
+    del _load, _save, _exists, _rename, _move, switch, revert, confirm, _wipe, _trial, finish, _boot
 gc.collect()
