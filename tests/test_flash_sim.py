@@ -257,10 +257,13 @@ def test_an_update_runs_on_trial_and_any_reset_before_confirming_rolls_it_back(t
 
 def test_a_large_update_fits_an_esp32_sized_heap(tmp_path, backend):
     """A 1.2 MB image streamed in 4 KB blocks, checked by set_boot() and booted, with the
-    MicroPython backend's heap at 96K: the model must not need more than the chip."""
+    MicroPython backend's heap at 112K, about what an ESP32 without PSRAM gives Python: the
+    model must not need more than the chip. (At 96K it passed or not depending on the length of
+    the checkout's path: the modules' file names live in the same heap, and a 4 KB block must
+    still be found in one piece.)"""
     images = {"big.bin": _image("esp32", "8.0.0", body=1200000)}
     _board(tmp_path, UPDATER, ["stream big.bin"], images)
-    run = Run(backend, tmp_path, args=["--heapsize", "96K"] if backend == "micropython" else [])
+    run = Run(backend, tmp_path, args=["--heapsize", "112K"] if backend == "micropython" else [])
     run.wait("DONE")
     assert run.tagged()[:3] == ["BOOT ota_0 1.0.0 1", "SET ota_1 ota_1", "BOOT ota_1 8.0.0 2"], run.lines
     assert (tmp_path / "flash" / "ota_1.bin").read_bytes()[:len(images["big.bin"])] == images["big.bin"]
