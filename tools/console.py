@@ -279,31 +279,29 @@ def _check_id(sid):
     return sid
 
 
-def schedule_op(op, sid, name=None, trigger=None, action=None, info=None):
-    """One element of a Schedules write: add/edit carry name, trigger and action."""
+def _item(op, sid, name, action, info, more=None):
+    # One element of a Schedules or Scenes write: add/edit carry name and action.
     doc = {"operation": op, "id": _check_id(sid)}
     if op in ("add", "edit"):
         if not name or len(name) > _NAME_MAX:
             raise ConsoleError(f"--name: 1..{_NAME_MAX} characters")
         if not action:
             raise ConsoleError("give the action as DEVICE.PARAM=VALUE pairs")
-        doc.update(name=name, triggers=[trigger], action=action)
+        doc["name"] = name
+        doc.update(more or {})
+        doc["action"] = action
         if info:
             doc["info"] = info
-    return {"Schedule": {"Schedules": [doc]}}
+    return doc
+
+
+def schedule_op(op, sid, name=None, trigger=None, action=None, info=None):
+    """One element of a Schedules write: add/edit carry name, trigger and action."""
+    return {"Schedule": {"Schedules": [_item(op, sid, name, action, info, {"triggers": [trigger]})]}}
 
 
 def scene_op(op, sid, name=None, action=None, info=None):
-    doc = {"operation": op, "id": _check_id(sid)}
-    if op in ("add", "edit"):
-        if not name or len(name) > _NAME_MAX:
-            raise ConsoleError(f"--name: 1..{_NAME_MAX} characters")
-        if not action:
-            raise ConsoleError("give the action as DEVICE.PARAM=VALUE pairs")
-        doc.update(name=name, action=action)
-        if info:
-            doc["info"] = info
-    return {"Scenes": {"Scenes": [doc]}}
+    return {"Scenes": {"Scenes": [_item(op, sid, name, action, info)]}}
 
 
 def _when(trig):
