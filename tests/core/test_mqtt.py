@@ -131,3 +131,18 @@ def test_reader_rejects_oversized_control_packet():
     r = mqtt.Reader(max_packet=50)
     r.feed(h("90 7f 00 01") + b"\x00" * 125)
     raises(mqtt.MQTTError, r.packets)
+
+
+def test_publish_from_pieces_is_the_joined_publish():
+    # The node config goes out as a list of pieces copied straight into the packet.
+    pieces = ['{"a":', "1", ',"name":"Kühlschrank"', b',"b":2', "}"]
+    whole = "".join(p if isinstance(p, str) else p.decode() for p in pieces)
+    for qos in (0, 1):
+        for ps in (pieces, tuple(pieces), [whole], whole, whole.encode()):
+            pkt = mqtt.publish("node/x/config", ps, qos, 7)
+            assert pkt == mqtt.publish("node/x/config", whole.encode(), qos, 7)
+            assert mqtt.size("node/x/config", ps, qos) == len(pkt)
+    big = ["x" * 100] * 200  # 20,000 bytes: a three-byte remaining length
+    assert mqtt.publish("t", big, 1, 1) == mqtt.publish("t", b"x" * 20000, 1, 1)
+    assert mqtt.parts(mqtt.parts(pieces)) == mqtt.parts(pieces)  # idempotent
+    assert mqtt.publish("t", [], 0) == mqtt.publish("t", b"", 0)

@@ -143,3 +143,27 @@ def test_update_and_item_access():
     d.update("Brightness", 40)
     d["Power"] = True
     assert d["Brightness"] == 40 and d["Power"] is True
+
+
+def test_config_pieces_join_to_the_config_and_none_is_the_whole():
+    # The agent publishes the config from pieces (no block of its whole size);
+    # they must join to exactly the config text, whatever the node holds.
+    bare = Node("N", "T")
+    bare.node_id = "N1"
+    lights = example()
+    with_svc = example()
+    with_svc.add(std.time_service())
+    with_svc.attrs.append(("serial", "42"))
+    only_svc = Node("N", "T")
+    only_svc.node_id = "N1"
+    only_svc.add(std.system_service())
+    for n in (bare, lights, with_svc, only_svc):
+        whole = n.config()
+        pieces = n.config(True)
+        assert "".join(pieces) == whole
+        js(whole)
+        if n.devices:
+            assert max(len(p) for p in pieces) < len(whole) * 3 // 4
+    assert "devices" not in js(bare.config())
+    assert js(only_svc.config())["devices"] == [] and len(js(only_svc.config())["services"]) == 1
+    assert js(with_svc.config())["attributes"] == [{"name": "serial", "value": "42"}]

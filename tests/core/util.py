@@ -19,7 +19,8 @@ def h(s):
 
 
 def js(s):
-    return json.loads(s)
+    # A list is the config as the sync engine hands it out: pieces that join to the JSON.
+    return json.loads("".join(s) if isinstance(s, list) else s)
 
 
 class MemStore:

@@ -27,13 +27,10 @@ _READ = const(1024)
 _TIME_VALID = const(599616000)
 
 _NTP_EVERY = const(3600000)  # ms between clock re-syncs (the RTC drifts seconds a day)
-_SYSTEM_DELAY = const(2000)  # ms from a System write to its action (SDK: 2 s), so its echo goes out
 _EPOCH = const(946684800)  # 1970 -> 2000: the ESP32's time() counts from 2000
 _TIME_SET = const(1546300800)  # 2019-01-01, Unix: before it the clock has not been set
 
 MAPPING = "mapping.json"  # user-node mapping from provisioning, kept until its PUBACK
-# What a factory reset forgets besides Wi-Fi and the params: the user's, never the node's.
-USER_STATE = (MAPPING, "lctl.json")
 
 
 def utc():
@@ -66,6 +63,7 @@ class Agent:
                     series = Series(utc)
         self.sync = Sync(node, Store(params), series=series)
         self.system = node.device("System")  # the System service, if the app added it
+        self._sysreq = None  # the System action asked for, if any
         self.sched = None  # the Schedule/Scenes engine, if the app added either service
         for d in node.devices:
             if d.type in ("esp.service.schedule", "esp.service.scenes"):
@@ -74,9 +72,7 @@ class Agent:
                 self.sched = sched.engine()
                 self.sched.clock = utc
                 break
-        self._system_at = None
         self._ntp_at = time.ticks_add(time.ticks_ms(), _NTP_EVERY)
-        self._reset_acked = False
         self._halted = False  # a System action is under way: no more connections
         unload("conf")  # the node is built; the config JSON loads it again when due
         will = None
@@ -161,7 +157,9 @@ class Agent:
             try:
                 req = self._services(now)
                 if req:
-                    await self._system(req)
+                    from . import system
+
+                    await system.act(self, req)
                 if self.update:
                     await self.update.tick(now)
             except Exception as e:
@@ -196,26 +194,20 @@ class Agent:
             item = series.take(utc())
             if item:
                 link.post(item[0], item[1])
+        # A System param written true asks for its action (system.py, loaded
+        # only then), carried out 2 s later so the echo reaches the app first.
+        # Once asked, the action stands, whatever is written after it.
         sysd = self.system
-        req = getattr(sysd, "request", None)
-        if not req:
+        req = self._sysreq
+        if sysd is not None and req is None:
+            for p in sysd.params:
+                if p.value is True:
+                    req = self._sysreq = p.name
+        if req is None:
             return None
-        if self._system_at is None:
-            self._system_at = now + _SYSTEM_DELAY
-            log.warn("system", "%s requested from the app: in %d s" % (req, _SYSTEM_DELAY // 1000))
-            if req == "Factory-Reset":
-                # As the SDK: the cloud is told the user mapping is void
-                # before anything is erased.
-                link.post("user/mapping", '{"node_id":"%s","user_id":"esp-rmaker","secret_key":"failed","reset":true}'
-                          % self.node.node_id, self._unmapped)
-                self._system_at += _SYSTEM_DELAY  # at most 2 s more, unless the PUBACK comes first
-        elif diff(now, self._system_at) >= 0 or self._reset_acked and diff(now, self._system_at) >= -_SYSTEM_DELAY:
-            return req
-        return None
+        from . import system
 
-    def _unmapped(self, now):
-        log.info("system", "user mapping reset acknowledged")
-        self._reset_acked = True
+        return system.due(self, req, now)
 
     async def reboot(self, why):
         """End the connection (without DISCONNECT: the broker publishes the
@@ -232,20 +224,6 @@ class Agent:
         await asyncio.sleep_ms(500)
         log.warn("system", "%s: rebooting" % why)
         machine.reset()
-
-    async def _system(self, req):
-        if req != "Reboot":
-            files = [self.wifi_file]
-            if req == "Factory-Reset":
-                files += [self.params_file] + list(USER_STATE)
-                self.sync.store = None  # the keeper must not write the params back
-            for f in files:
-                try:
-                    os.remove(f)
-                except OSError:
-                    pass
-            log.warn("system", "%s: %s erased" % (req, ", ".join(files)))
-        await self.reboot(req)
 
     async def run(self):
         """Supervise forever: Wi-Fi, then MQTT; on any failure, log, back off and retry."""

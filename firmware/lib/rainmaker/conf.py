@@ -132,6 +132,9 @@ def _device(self):
 
 
 def _node(self):
+    # A list of pieces, each at most a device long: the agent copies them
+    # straight into the MQTT packet (mqtt.parts), so building the config
+    # never needs a block of its whole size besides the packet.
     info = _obj((
         ("name", _j(self.name)),
         ("fw_version", _j(self.fw_version)),
@@ -142,23 +145,28 @@ def _node(self):
         ("project_name", _j(self.project_name)),
         ("platform", _j(self.platform)),
     ))
-    devs = svcs = None
-    if self.devices:
-        devs = "[" + ",".join(_device(d) for d in self.devices if not d.service) + "]"
-        svcs = "[" + ",".join(_device(d) for d in self.devices if d.service) + "]"
-    return _obj((
+    out = [_obj((
         ("node_id", _j(self.node_id)),
         ("config_version", _j(CONFIG_VERSION)),
         ("info", info),
         ("attributes", _attrs(self.attrs)),
-        ("devices", devs),
-        ("services", svcs),
-    ))
+    ))[:-1]]  # the object stays open for the lists
+    if self.devices:
+        for key, svc in (("devices", False), ("services", True)):
+            sep = ',"%s":[' % key
+            for d in self.devices:
+                if d.service == svc:
+                    out.append(sep + _device(d))
+                    sep = ","
+            out.append("]" if sep == "," else sep + "]")
+    out.append("}")
+    return out
 
 
-def config(obj):
+def config(obj, parts=False):
     if isinstance(obj, Param):
         return _param(obj)
     if isinstance(obj, Device):
         return _device(obj)
-    return _node(obj)
+    out = _node(obj)
+    return out if parts else "".join(out)

@@ -62,25 +62,53 @@ def connect(client_id, keepalive=120, clean=True, will=None):
     return _packet(CONNECT, head + payload)
 
 
+def parts(payload):
+    """The payload as a list of bytes pieces. A payload is bytes, str, or a
+    list of str/bytes pieces: a large JSON built in pieces (the node config)
+    is copied straight into the packet, never joined into one string first,
+    so no large block is needed besides the packet itself. Idempotent: a
+    caller that needs size() and publish() converts once."""
+    if isinstance(payload, (list, tuple)):
+        return [p.encode() if isinstance(p, str) else p for p in payload]
+    return [payload.encode() if isinstance(payload, str) else payload]
+
+
 def size(topic, payload, qos):
     """Length of the PUBLISH that publish() would build, without building it."""
-    n = 2 + len(topic.encode() if isinstance(topic, str) else topic) + len(payload) + (2 if qos else 0)
+    n = 2 + len(topic.encode() if isinstance(topic, str) else topic) + (2 if qos else 0)
+    for p in parts(payload):
+        n += len(p)
     return n + 2 + (n > 127) + (n > 16383) + (n > 2097151)
 
 
 def publish(topic, payload, qos=0, pid=0, dup=False, retain=False):
-    """PUBLISH, built in one bytearray (the payload is copied once)."""
+    """PUBLISH, built in one allocation of its exact size (payload: see parts())."""
     if qos not in (0, 1):
         raise MQTTError("only QoS 0 and 1 are supported")
-    if isinstance(payload, str):
-        payload = payload.encode()
-    t = _str(topic)
-    out = bytearray((PUBLISH | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0),))
-    out += _varint(len(t) + len(payload) + (2 if qos else 0))
-    out += t
+    payload = parts(payload)
+    t = topic.encode() if isinstance(topic, str) else topic
+    if len(t) > 0xFFFF:
+        raise MQTTError("string longer than 65535 bytes")
+    n = 2 + len(t) + (2 if qos else 0)
+    for p in payload:
+        n += len(p)
+    head = _varint(n)
+    i = 1 + len(head)
+    out = bytearray(i + n)
+    out[0] = PUBLISH | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+    out[1:i] = head
+    out[i] = len(t) >> 8
+    out[i + 1] = len(t) & 0xFF
+    i += 2
+    out[i:i + len(t)] = t
+    i += len(t)
     if qos:
-        out += pid.to_bytes(2, "big")
-    out += payload
+        out[i] = pid >> 8
+        out[i + 1] = pid & 0xFF
+        i += 2
+    for p in payload:
+        out[i:i + len(p)] = p
+        i += len(p)
     return out
 
 

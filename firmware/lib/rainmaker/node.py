@@ -247,10 +247,11 @@ class Node:
         if self.listener:
             self.listener.changed(param, remote)
 
-    def config(self):
-        """This object's part of the node config JSON (built by conf.py, loaded for it)."""
+    def config(self, parts=False):
+        """The node config JSON (built by conf.py, loaded for it); with parts,
+        as a list of pieces that join to it, for mqtt.publish()."""
         try:
-            return _conf().config(self)
+            return _conf().config(self, parts)
         finally:
             unload("conf")  # built once per boot and after a reconfiguration
 

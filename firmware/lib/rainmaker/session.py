@@ -96,8 +96,7 @@ class Session:
         """Returns (pid, bytes). pid is 0 for QoS 0. Raises if the window is full."""
         if qos and not self.can_publish():
             raise mqtt.MQTTError("too many unacknowledged publishes")
-        if isinstance(payload, str):
-            payload = payload.encode()
+        payload = mqtt.parts(payload)  # encoded once for size() and publish()
         n = mqtt.size(topic, payload, qos)
         if n > self.max_out:
             raise ValueError("publish of %d bytes exceeds the broker limit of %d" % (n, self.max_out))

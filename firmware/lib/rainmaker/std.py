@@ -84,19 +84,6 @@ _SYSTEM = ("Reboot", "esp.param.reboot"), ("Factory-Reset", "esp.param.factory-r
     ("Wi-Fi-Reset", "esp.param.wifi-reset")
 
 
-def _system(device, values, source):
-    # A write of true asks for the action; the agent carries it out 2 s
-    # later, as the SDK does, so the echo of the write reaches the app first.
-    for pname, _ in _SYSTEM:
-        if values.get(pname) is True:
-            device.request = pname
-    return None
-
-
-class _System(Device):
-    request = None  # the param whose write of true asked for an action
-
-
 def system_service(reboot=True, factory_reset=True, wifi_reset=True):
     """The System service: reboot, factory reset and Wi-Fi reset from the app.
 
@@ -105,7 +92,9 @@ def system_service(reboot=True, factory_reset=True, wifi_reset=True):
     (rainmaker.json and its certificates), so the board can be provisioned
     and added again by a new user.
     """
-    d = _System("System", "esp.service.system", _system, service=True)
+    # No callback: a param written true is the request, and the agent carries
+    # it out 2 s later (rainmaker.system), after its echo.
+    d = Device("System", "esp.service.system", service=True)
     for (pname, ptype), on in zip(_SYSTEM, (reboot, factory_reset, wifi_reset)):
         if on:
             d.add(Param(pname, False, "bool", ptype, READ | WRITE))

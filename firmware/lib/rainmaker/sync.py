@@ -182,7 +182,7 @@ class Sync:
         the cloud is never told a value that a power cut would lose.
         """
         if self.config_due:
-            payload = self.node.config()
+            payload = self.node.config(True)  # pieces: see mqtt.parts()
             self.config_due = False
             return CONFIG, payload
         if self._persist and self.store and (self.init_due or self._due is not None):
