@@ -59,6 +59,7 @@ sensor = node.add(std.temperature_sensor("Temperature", read_temp()))  # charted
 node.add(std.time_service())
 node.add(std.system_service())
 node.add(std.schedule_service())
+del std  # needed only to build the node: run() then frees its code (about 4 KB of heap)
 
 
 async def sense():

@@ -74,7 +74,11 @@ class Agent:
                 break
         self._ntp_at = time.ticks_add(time.ticks_ms(), _NTP_EVERY)
         self._halted = False  # a System action is under way: no more connections
-        unload("conf")  # the node is built; the config JSON loads it again when due
+        # The node is built: conf is loaded again only for the config JSON,
+        # std (the builders) never again. An app that keeps its own name for
+        # std keeps the module (the example deletes it).
+        unload("conf")
+        unload("std")
         will = None
         if connectivity:
             # Always the plain topic, as the SDK does.

@@ -162,81 +162,6 @@ def local_control_service(pop, sec):
     return svc
 
 
-# -- the Time service (docs/protocol.md#time-service) --------------------------
-
-
-class _Posix(Param):
-    # The TZ-POSIX param: only a parseable POSIX TZ string (or "", meaning
-    # UTC) passes check(), and every value it takes, whether written, restored
-    # from flash at boot or set locally, becomes tz.current at once.
-
-    def check(self, v):
-        err, v = Param.check(self, v)
-        if err is None and v:
-            from . import tz
-
-            try:
-                tz.parse(v)
-            except ValueError as e:
-                return str(e), None
-        return err, v
-
-    @property
-    def value(self):
-        return self._v
-
-    @value.setter
-    def value(self, v):
-        from . import tz
-
-        self._v = v
-        old = tz.current
-        if not v:
-            tz.current = tz.UTC
-        elif old.posix != v:  # the restored or echoed zone is often the one in effect
-            tz.current = tz.parse(v)
-        if tz.current is not old:
-            _rezone()
-
-
-def _rezone():
-    # Schedules armed in the old zone fire at the wrong wall time: tell the
-    # schedule engine, if this node has one, to re-arm them at once rather
-    # than at its next due time. Looked up, not imported: a node without
-    # schedules never loads that module.
-    import sys
-
-    m = sys.modules.get("rainmaker.sched")
-    e = getattr(m, "_engine", None) if m is not None else None
-    if e is not None:
-        e.rezone()
-
-
-def _time_write(dev, values, source):
-    # A TZ name is looked up and, if known, both params change; a TZ-POSIX
-    # written in the same message wins, as the SDK applies it second.
-    out = {}
-    name = values.get("TZ")
-    if name is not None:
-        from . import tz, log
-
-        try:
-            posix = tz.lookup(name)
-        except OSError as e:
-            posix = None
-            log.error("time", str(e))
-        else:
-            if posix is None:
-                log.warn("time", "unknown time zone %r: give an IANA name such as Europe/Berlin, "
-                         "or write TZ-POSIX" % (name,))
-        if posix is not None:
-            out["TZ"] = name
-            out["TZ-POSIX"] = posix
-    if "TZ-POSIX" in values:
-        out["TZ-POSIX"] = values["TZ-POSIX"]
-    return out
-
-
 def time_service(default=""):
     """The "Time" service: the node's time zone, set by the phone apps after provisioning.
 
@@ -245,12 +170,8 @@ def time_service(default=""):
     rainmaker.tz.current: UTC until a zone is written or restored, or the IANA
     name `default` ("Asia/Shanghai" is the C SDK's).
     """
-    from . import tz
+    # Built by tz.py, where its params' code lives: this module is needed only
+    # while the node is built, and the agent drops it then.
+    from .tz import service
 
-    posix = (tz.lookup(default) or "") if default else ""
-    if default and not posix:
-        raise ValueError("default time zone %r is not in the IANA table" % (default,))
-    d = Device("Time", "esp.service.time", _time_write, service=True)
-    d.add(Param("TZ", default if posix else "", "string", "esp.param.tz", READ | WRITE | PERSIST))
-    d.add(_Posix("TZ-POSIX", posix, "string", "esp.param.tz_posix", READ | WRITE | PERSIST))
-    return d
+    return service(default)

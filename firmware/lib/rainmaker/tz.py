@@ -10,6 +10,7 @@
 # every time (tz.current.local(t)), never keep it, so a new zone takes effect
 # at once.
 from micropython import const
+from .node import Device, Param, READ, WRITE, PERSIST
 
 _DAY = const(86400)
 _MAX_NAME = const(48)  # the longest IANA name is 32 chars
@@ -297,3 +298,87 @@ def lookup(name):
         except UnicodeError:  # a damaged table; the caller parses what it gets anyway
             return None
     return None
+
+
+# -- the Time service's params (docs/protocol.md#time-service) ------------------
+# Their code lives here, with the zone they set, so that std.py (which builds
+# the service) holds nothing the running node needs.
+
+class _Posix(Param):
+    # The TZ-POSIX param: only a parseable POSIX TZ string (or "", meaning
+    # UTC) passes check(), and every value it takes, whether written,
+    # restored from flash at boot or set locally, becomes `current` at once.
+
+    def check(self, v):
+        err, v = Param.check(self, v)
+        if err is None and v:
+            try:
+                parse(v)
+            except ValueError as e:
+                return str(e), None
+        return err, v
+
+    @property
+    def value(self):
+        return self._v
+
+    @value.setter
+    def value(self, v):
+        global current
+        self._v = v
+        old = current
+        if not v:
+            current = UTC
+        elif old.posix != v:  # the restored or echoed zone is often the one in effect
+            current = parse(v)
+        if current is not old:
+            _rezone()
+
+
+def _rezone():
+    # Schedules armed in the old zone fire at the wrong wall time: tell the
+    # schedule engine, if this node has one, to re-arm them at once rather
+    # than at its next due time. Looked up, not imported: a node without
+    # schedules never loads that module.
+    import sys
+
+    m = sys.modules.get("rainmaker.sched")
+    e = getattr(m, "_engine", None) if m is not None else None
+    if e is not None:
+        e.rezone()
+
+
+def _time_write(dev, values, source):
+    # A TZ name is looked up and, if known, both params change; a TZ-POSIX
+    # written in the same message wins, as the SDK applies it second.
+    out = {}
+    name = values.get("TZ")
+    if name is not None:
+        from . import log
+
+        try:
+            posix = lookup(name)
+        except OSError as e:
+            posix = None
+            log.error("time", str(e))
+        else:
+            if posix is None:
+                log.warn("time", "unknown time zone %r: give an IANA name such as Europe/Berlin, "
+                         "or write TZ-POSIX" % (name,))
+        if posix is not None:
+            out["TZ"] = name
+            out["TZ-POSIX"] = posix
+    if "TZ-POSIX" in values:
+        out["TZ-POSIX"] = values["TZ-POSIX"]
+    return out
+
+
+def service(default=""):
+    """The Time service (std.time_service() builds it through this)."""
+    posix = (lookup(default) or "") if default else ""
+    if default and not posix:
+        raise ValueError("default time zone %r is not in the IANA table" % (default,))
+    d = Device("Time", "esp.service.time", _time_write, service=True)
+    d.add(Param("TZ", default if posix else "", "string", "esp.param.tz", READ | WRITE | PERSIST))
+    d.add(_Posix("TZ-POSIX", posix, "string", "esp.param.tz_posix", READ | WRITE | PERSIST))
+    return d
