@@ -1,8 +1,10 @@
 # Test app (deployed as main.py by tests/test_ota_idle.py): the plug of
 # ota_main.py, plus one task that prints the rainmaker modules loaded when
-# the test writes a sequence number into mods.req in the board's folder:
-#   MODS <seq> <module,module,...>
+# the test writes a sequence number into mods.req in the board's folder,
+# with the heap in use after a collection (-1 where there is no gc.mem_alloc):
+#   MODS <seq> <heap> <module,module,...>
 import asyncio
+import gc
 import os
 import sys
 import rainmaker as rm
@@ -18,7 +20,10 @@ async def probe():
         except OSError:
             continue
         os.remove("mods.req")
-        print("MODS %s %s" % (seq, ",".join(sorted(m[10:] for m in sys.modules if m.startswith("rainmaker.")))))
+        mods = ",".join(sorted(m[10:] for m in sys.modules if m.startswith("rainmaker.")))
+        gc.collect()
+        used = gc.mem_alloc() if hasattr(gc, "mem_alloc") else -1
+        print("MODS %s %d %s" % (seq, used, mods))
 
 
 node = rm.Node("OTA Plug", "Switch", fw_version="1.0.0")
