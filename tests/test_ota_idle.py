@@ -2,7 +2,10 @@
 online and its otafetch acknowledged, rainmaker.ota, rainmaker.update and the
 download code are unloaded (on MicroPython a module's bytecode lives in the
 heap), and the next otaurl job loads them again and runs as before, also
-after a Wi-Fi drop and after the reboot into a new image.
+after a Wi-Fi drop and after the reboot into a new image. End to end on both
+backends, and in-process on the CPython sim for what the agent itself holds
+(the link's hooks, sources and otaurl handler) and for a job that finds no
+memory to load the code.
 """
 import os
 import time
@@ -100,3 +103,116 @@ def test_the_ota_code_is_unloaded_once_settled_and_a_later_job_still_runs(idle_r
     if rig.backend == "micropython":
         print("heap in use, idle, before and after each job:", used)
         assert max(used[1:]) - min(used[1:]) <= 256, used
+
+
+# -- in-process, on the CPython sim: what the agent holds before and after the drop --
+
+
+@pytest.fixture
+def sim_board(tmp_path, monkeypatch):
+    import sys
+
+    from provisioning.ca import ensure_ca
+    from tools.sim.runtime import Runtime
+    from tools.simulate import prepare_board
+
+    d = tmp_path / "board"
+    ensure_ca(tmp_path / "cloud" / "ca")
+    prepare_board(tmp_path / "cloud", d, tmp_path / "air.json", "240AC4ABCDE0", 8883)
+    monkeypatch.chdir(d)
+    for name in [m for m in sys.modules if m == "rainmaker" or m.startswith("rainmaker.")]:
+        monkeypatch.delitem(sys.modules, name)
+    rt = Runtime(d, air=tmp_path / "air.json", mac="240AC4ABCDE0").install()
+    yield rt
+    rt.uninstall()
+
+
+def _now(coro):
+    """Runs a coroutine that must not wait."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    raise AssertionError("it waited")
+
+
+def _loaded():
+    import sys
+
+    return {m[10:] for m in sys.modules if m.startswith("rainmaker.")} & OTA_CODE
+
+
+def _settle(a, now):
+    """The first connect, its otafetch and the PUBACK, as the link would drive them."""
+    u = a.update
+    a.link.hooks[0](now)
+    u.ota.tick(now + 5000, None)
+    assert u.ota.take(now + 5000, 100)[0] == "otafetch"
+    u.ota.sent(7, now + 5000)
+    u.ota.puback(7, now + 5100)
+
+
+def test_the_agent_drops_every_hook_of_the_ota_code_and_a_job_loads_it_again(sim_board):
+    rt = sim_board
+    rm = rt.import_module("rainmaker")
+    agent = rt.import_module("rainmaker.agent")
+    std = rt.import_module("rainmaker.std")
+    node = rm.Node("Idle Test", "Test")
+    node.add(std.switch("Plug"))
+    a = agent.Agent(node)
+    topic = "node/240AC4ABCDE0/otaurl"
+    assert a.update is not None and {"ota", "update"} <= _loaded()  # loaded at start, as before
+    assert len(a.link.hooks) == 1 and len(a.link.sources) == 1
+    _now(a._ota_tick(1000))
+    assert a.update is not None  # the first connect and its otafetch are still to come
+    _settle(a, 1000)
+    _now(a._ota_tick(7000))
+    assert a.update is None and not _loaded()
+    assert a.link.hooks == [] and a.link.sources == [] and a.link.handlers[topic] == a._otaurl
+    # A job: the resident handler loads the code again and hands the job over.
+    a.link.handlers[topic](b'{"ota_job_id":"J9","url":"http://h/f.bin"}', 8000)
+    u = a.update
+    assert u is not None and {"ota", "update"} <= _loaded()
+    assert a.link.hooks == [u.hook] and a.link.sources == [u.ota] and a.link.handlers[topic] == u.ota.message
+    u.hook(9000)  # a reconnect: its answer goes out, and no second otafetch this boot
+    u.ota.tick(20000, None)
+    sent = []
+    while True:
+        item = u.ota.take(20000, 100)
+        if item is None:
+            break
+        sent.append(item)
+        u.ota.sent(20 + len(sent), 20000)
+        u.ota.puback(20 + len(sent), 20100)
+    assert [x[0] for x in sent] == ["otastatus"] and '"J9","status":"failed"' in sent[0][1], sent
+    _now(a._ota_tick(21000))
+    assert a.update is None and not _loaded() and a.link.hooks == [] and a.link.sources == []
+    # The next job, a good one, runs.
+    a.link.handlers[topic](b'{"ota_job_id":"J10","url":"https://h/f.bin","file_size":10}', 22000)
+    u = a.update
+    assert u is not None and u.ota.job == "J10"
+    assert u.ota.tick(22000, None)[0][0] == "download"
+
+
+def test_a_job_that_cannot_load_the_ota_code_is_dropped_with_a_clear_error(sim_board, capsys):
+    rt = sim_board
+    rm = rt.import_module("rainmaker")
+    agent = rt.import_module("rainmaker.agent")
+    std = rt.import_module("rainmaker.std")
+    node = rm.Node("Idle Test", "Test")
+    node.add(std.switch("Plug"))
+    a = agent.Agent(node)
+    _settle(a, 1000)
+    _now(a._ota_tick(7000))
+    assert a.update is None
+
+    def no_memory():
+        raise MemoryError("memory allocation failed, allocating 2048 bytes")
+
+    a._ota_load = no_memory
+    a.link.handlers["node/240AC4ABCDE0/otaurl"](b'{"ota_job_id":"J9","url":"https://h/f.bin"}', 8000)
+    assert "OTA job dropped: the OTA code could not be loaded: memory allocation failed" in capsys.readouterr().out
+    assert a.update is None and a.link.handlers["node/240AC4ABCDE0/otaurl"] == a._otaurl
+    del a._ota_load  # memory again: the next job loads it
+    a.link.handlers["node/240AC4ABCDE0/otaurl"](b'{"ota_job_id":"J10","url":"https://h/f.bin"}', 9000)
+    assert a.update is not None and a.update.ota.job == "J10"
