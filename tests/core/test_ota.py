@@ -812,3 +812,116 @@ def test_the_running_slot_tells_the_images_apart_when_the_version_does_not():
     back = Rig(store=r.store, running="ota_1")  # rolled back into the slot it left
     online(back)
     assert back.statuses() == [ROLLED_BACK]
+
+
+# -- idle: when the driver may drop the job logic (and its code) --------------------
+
+
+def test_idle_only_once_the_first_otafetch_is_acknowledged():
+    r = Rig()
+    assert r.ota.idle() is None  # the first connect and its otafetch are still to come
+    r.run(20000)
+    assert r.ota.idle() is None
+    online(r)
+    assert r.ota.idle() is None  # the otafetch is due in 5 s
+    r.ack = False
+    r.run(5000)
+    assert len(r.fetch_times()) == 1 and r.ota.idle() is None  # waiting for its PUBACK
+    r.ota.puback(r.pid, r.now)
+    assert r.ota.idle() == (None,)
+    online(r)  # a reconnect changes nothing: no fetch, no work
+    r.run(3600000, 10000)
+    assert r.ota.idle() == (None,) and len(r.fetch_times()) == 1
+
+
+def test_an_unacknowledged_otafetch_keeps_it_busy_through_the_retries():
+    r = Rig()
+    online(r)
+    r.ack = False
+    r.run(5000 + 60000)  # no PUBACK: a retry is scheduled
+    assert r.ota.idle() is None
+    r.ack = True
+    r.run(30000)
+    assert len(r.fetch_times()) == 2 and r.ota.idle() == (None,)
+
+
+def test_not_idle_while_a_job_runs_or_a_status_waits():
+    r = Rig()
+    online(r)
+    r.run(5000)
+    assert r.ota.idle() == (None,)
+    r.ota.message(JOB, r.now)
+    assert r.ota.idle() is None  # WAITING
+    r.step()
+    assert r.take_acts()[0][0] == "download" and r.ota.idle() is None  # RUNNING
+    r.spare = 0
+    r.ota.checked(r.now, "Chip mismatch")  # rejected: the job ends, its status waits for the link
+    assert r.ota.state == IDLE and r.ota.idle() is None
+    r.spare = 100
+    r.flush()
+    assert r.statuses()[-1] == ("rejected", "Chip mismatch") and r.ota.idle() == ("J1",)
+
+
+def test_a_failed_job_stays_busy_until_its_refetch_is_acknowledged():
+    r = Rig()
+    online(r)
+    r.run(5000)
+    r.job()
+    for _ in range(3):
+        r.take_acts()
+        r.ota.finished(False, "HTTP 404", r.now)
+        r.step()
+    assert r.statuses()[-1][1].startswith("OTA Attempt 3/3 failed") and r.ota.state == IDLE
+    r.run(300000 - 1000)
+    assert r.ota.idle() is None  # the re-fetch 5 min later is a timer
+    r.run(1000)
+    assert len(r.fetch_times()) == 2 and r.ota.idle() == ("J1",)
+
+
+def test_a_stored_state_keeps_it_busy_until_the_final_status_is_acknowledged():
+    r = Rig()
+    to_reboot(r)
+    assert r.ota.idle() is None  # REBOOTING
+    b = Rig(store=r.store, fw="2.0")
+    assert b.ota.state == VERIFYING and b.ota.idle() is None
+    b.ack = False
+    online(b)
+    assert b.statuses() == [VERIFIED] and b.ota.idle() is None  # the store is cleared on the PUBACK
+    b.ota.puback(b.pid, b.now)
+    assert b.store.data == {}
+    b.ack = True
+    b.run(5000)
+    assert len(b.fetch_times()) == 1 and b.ota.idle() == (None,)
+    old = Rig(store=MemStore({"job": "J2", "state": "rebooting-into-new", "old": "1.0"}), fw="1.0")
+    online(old)  # rolled back: "rejected" is sent and acknowledged
+    old.run(5000)
+    assert old.statuses() == [ROLLED_BACK] and old.ota.idle() == (None,)
+    v = Rig(store=MemStore({"job": "J3", "state": "verified", "old": "1.0"}), fw="2.0")
+    assert v.ota.idle() is None and v.take_acts() == []
+    v.step()
+    assert v.take_acts() == [("mark_valid",)]
+
+
+def test_never_idle_with_a_periodic_fetch():
+    r = Rig(period=1)
+    online(r)
+    r.run(3600000 + 5000, 10000)
+    assert len(r.fetch_times()) == 2 and r.ota.idle() is None
+
+
+def test_a_carried_ota_sends_no_second_otafetch_and_knows_the_last_job():
+    r = Rig()
+    online(r)
+    r.run(5000)
+    r.job(b'{"ota_job_id":"J1","url":"http://h"}')
+    carry = r.ota.idle()
+    assert carry == ("J1",)
+    c = Rig(store=r.store, carry=carry)  # the driver dropped r and loaded it again for a message
+    assert c.ota.idle() == carry  # nothing to do until then
+    c.job(b'{"url":"https://h"}')  # no job id: answered on the last one, as before the drop
+    assert [(d["ota_job_id"], d["status"]) for d in c.status_docs()] == [("J1", "failed")]
+    online(c)  # later reconnects: still no otafetch
+    c.run(60000)
+    assert c.fetch_times() == []
+    c.job()
+    assert c.take_acts()[0][0] == "download"

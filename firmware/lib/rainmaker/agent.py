@@ -88,11 +88,10 @@ class Agent:
         self.budget = Budget(time.ticks_ms(), b[0], b[1], b[2])
         self.link = Link(self.session, self.sync, self.budget, node.node_id,
                          self.cfg["topics"] == "ingest", connectivity)
-        self.update = None
+        self.update = None  # the OTA driver while it has work; loaded at start (a stored job, the otafetch)
+        self._ota_carry = None
         if ota:  # OTA jobs on node/<id>/otaurl: firmware images and app bundles
-            from .update import Updater
-
-            self.update = Updater(self)
+            self._ota_load()
         self.ctx = None
         self.wlan = None
         self.state = "starting"
@@ -165,7 +164,7 @@ class Agent:
 
                     await system.act(self, req)
                 if self.update:
-                    await self.update.tick(now)
+                    await self._ota_tick(now)
             except Exception as e:
                 log.error("agent", "service: %s" % (str(e) or type(e).__name__))
             if self._wdt:
@@ -212,6 +211,34 @@ class Agent:
         from . import system
 
         return system.due(self, req, now)
+
+    # -- OTA: its code stays in the heap only while it has work -----------------
+
+    def _ota_load(self):
+        from .update import Updater
+
+        u = self.update = Updater(self, self._ota_carry)
+        return u
+
+    async def _ota_tick(self, now):
+        u = self.update
+        assert u is not None  # the keeper calls this only with one
+        await u.tick(now)
+        carry = u.idle()
+        if carry is not None:
+            self._ota_carry = carry
+            self.update = None
+            u.close(self._otaurl)  # the rest of this boot's OTA work starts with an otaurl
+
+    def _otaurl(self, payload, now):
+        # otaurl while the OTA code is unloaded: it is loaded and gets the job.
+        try:
+            u = self._ota_load()
+        except Exception as e:  # MemoryError, most likely: the next job may find more
+            self.link.on("otaurl", self._otaurl)
+            log.error("ota", "OTA job dropped: the OTA code could not be loaded: %s" % (str(e) or type(e).__name__))
+            return
+        u.ota.message(payload, now)
 
     async def reboot(self, why):
         """End the connection (without DISCONNECT: the broker publishes the

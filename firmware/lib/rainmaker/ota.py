@@ -60,7 +60,7 @@ _EMPTY = ()
 
 class Ota:
     def __init__(self, node_id, fw_version, store, now, slots=True, period=0, every=10, running=None,
-                 verify=_VERIFY_WAIT):
+                 verify=_VERIFY_WAIT, carry=None):
         """fw_version: sent in otafetch.
         running: names the running image, e.g. its app slot ("ota_0"); by
         default fw_version, which must then change with every image.
@@ -69,6 +69,9 @@ class Ota:
         every: percent step of the progress reports (0: none).
         verify: s a new image (or app) has to reach the broker before it is
         rolled back.
+        carry: what idle() returned when the driver dropped the previous Ota
+        of this boot (it was idle): this one goes on from there, and the
+        once-per-boot otafetch is not sent again.
         """
         self.node_id = node_id
         self.fw_version = fw_version
@@ -103,6 +106,9 @@ class Ota:
         self._utc = None
         self._utc_at = 0
         self._old = None  # after a reboot: the image that downloaded the running one
+        if carry:
+            self._first = False
+            self._last = carry[0]
         self._boot(now)
 
     # -- after a reboot ---------------------------------------------------------
@@ -343,6 +349,17 @@ class Ota:
 
     def pending(self):
         return len(self._q)
+
+    def idle(self):
+        """None while there is work: a job, a stored state to finish, a status
+        to send, the first otafetch or its PUBACK, a timer (a re-fetch, the
+        periodic fetch, a reboot or a rollback). Otherwise a tuple for carry=:
+        the driver may drop this Ota (and its code) until the next otaurl, as
+        nothing happens here until then, on reconnects either."""
+        if (self.state != IDLE or self._q or self._acts or self._first or self._fetch or self._fetch_ready
+                or self._fetch_pid or self._auto or self._at is not None or self._final_pid):
+            return None
+        return (self._last,)
 
     # -- inside ---------------------------------------------------------------
 

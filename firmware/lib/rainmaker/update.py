@@ -1,6 +1,8 @@
 # The driver of OTA jobs: carries out what the job logic (ota.py) decides,
 # with the download (fetch.py), the flash slot or the staged app bundle, and
-# boot.py's switch, confirm and revert. Loaded by the agent when it starts.
+# boot.py's switch, confirm and revert. Loaded by the agent when it starts,
+# and dropped with the rest of the OTA code (close()) while it has nothing to
+# do: the agent then keeps only a small otaurl handler, which loads it again.
 import asyncio
 import sys
 import time
@@ -14,6 +16,9 @@ _TIME_VALID = const(1546300800)  # 2019-01-01 in Unix seconds
 _WIFI_WAIT = const(120000)  # ms a failed attempt waits for Wi-Fi before the next one
 
 OTA_STATE = "ota.json"
+# Loaded only for OTA work: unloaded by close(). (boot: the module boot.py
+# becomes when an update confirms or reverts an app.)
+_CODE = ("update", "ota", "otajob", "fetch", "http", "bundle", "image", "stage")
 
 
 def _slot_label():
@@ -37,7 +42,8 @@ def _trial():
 
 
 class Updater:
-    def __init__(self, agent):
+    def __init__(self, agent, carry=None):
+        """carry: what idle() returned when the agent dropped the previous one."""
         from .stage import app_version
         from .node import unload
 
@@ -49,15 +55,35 @@ class Updater:
         # with what ran the download to tell a new image (or app) from a rollback.
         running = "%s:%s" % (_slot_label(), self.app)
         self.ota = Ota(node.node_id, node.fw_version, Store(OTA_STATE), time.ticks_ms(), running=running,
-                       verify=agent.cfg["ota_verify"])
+                       verify=agent.cfg["ota_verify"], carry=carry)
         link = agent.link
-        link.on("otaurl", self.ota.message)
-        link.hooks.append(self._online)
+        self.hook = self._online  # one bound method: close() removes this very object
+        link.hooks.append(self.hook)
         link.sources.append(self.ota)
+        link.on("otaurl", self.ota.message)
         self.task = None
         self.acts = []  # actions taken from the job logic, not yet carried out
         self.sink = None
         self.kind = None  # "image" or "bundle": what the current job's file turned out to be
+
+    def idle(self):
+        """None while there is OTA work, else carry= for the next Updater."""
+        if self.task is not None or self.acts or self.sink is not None:
+            return None
+        return self.ota.idle()
+
+    def close(self, handler):
+        """Unhook from the link, hand otaurl to handler and unload the OTA
+        code. Nothing of it may stay referenced, or its bytecode stays too."""
+        from .node import unload
+
+        link = self.agent.link
+        link.on("otaurl", handler)
+        link.hooks.remove(self.hook)
+        link.sources.remove(self.ota)
+        for name in _CODE:
+            unload(name)
+        sys.modules.pop("boot", None)
 
     def utc(self):
         t = int(time.time()) + (_EPOCH if time.gmtime(0)[0] == 2000 else 0)

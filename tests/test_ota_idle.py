@@ -1,0 +1,218 @@
+"""The OTA code is in the heap only while it has work to do: once the node is
+online and its otafetch acknowledged, rainmaker.ota, rainmaker.update and the
+download code are unloaded (on MicroPython a module's bytecode lives in the
+heap), and the next otaurl job loads them again and runs as before, also
+after a Wi-Fi drop and after the reboot into a new image. End to end on both
+backends, and in-process on the CPython sim for what the agent itself holds
+(the link's hooks, sources and otaurl handler) and for a job that finds no
+memory to load the code.
+"""
+import os
+import time
+
+import pytest
+
+from tests import esp_image
+from tests.ota_rig import NODE, Rig, cloud, server  # noqa: F401 - fixtures
+from tests.harness import ROOT
+
+APP = ROOT / "tests" / "apps" / "ota_mods_main.py"
+OTA_CODE = {"ota", "update", "otajob", "fetch", "http", "bundle", "image", "stage"}
+
+_seq = [0]
+
+
+def reading(board, timeout=10):
+    """(heap in use or -1, the rainmaker modules loaded) on the running board (its probe task answers)."""
+    _seq[0] += 1
+    tmp = board.dir / "mods.req.tmp"
+    tmp.write_text(str(_seq[0]))
+    os.replace(tmp, board.dir / "mods.req")
+    line = board.wait_line("MODS %d " % _seq[0], timeout=timeout)
+    _, _, used, mods = line.split()[-4:]
+    return int(used), set(mods.split(","))
+
+
+def modules(board):
+    return reading(board)[1]
+
+
+def dropped(board):
+    """Waits (up to 5 s) for the OTA code to be dropped; returns the last reading."""
+    end = time.monotonic() + 5
+    while True:
+        r = reading(board)
+        if not r[1] & OTA_CODE or time.monotonic() > end:
+            return r
+        time.sleep(0.2)
+
+
+def settled(rig, since, timeout=15):
+    """Waits for the otafetch after a connect and for the OTA code to be dropped; returns the modules."""
+    rig.cloud.wait("otafetch", NODE, since, timeout=timeout)
+    return dropped(rig.board)[1]
+
+
+@pytest.fixture(params=["micropython", "cpython"])
+def idle_rig(cloud, server, request, tmp_path):  # noqa: F811
+    server.clear()
+    since = cloud.mark()
+    r = Rig(cloud, server, request.param, tmp_path, main=APP)
+    r.since = since
+    yield r
+    r.stop()
+
+
+def test_the_ota_code_is_unloaded_once_settled_and_a_later_job_still_runs(idle_rig):
+    rig = idle_rig
+    board = rig.board
+    mods = settled(rig, rig.since)
+    assert not mods & OTA_CODE, mods
+    assert {"agent", "link", "session"} <= mods  # the probe does see the firmware's modules
+    # A Wi-Fi drop while idle: the reconnect does not need the OTA code.
+    lines = board.mark()
+    board.set_air(up=False)
+    time.sleep(4)
+    board.set_air(up=True)
+    board.wait_line("online as " + NODE, lines, timeout=60)
+    mods = modules(board)
+    assert not mods & OTA_CODE, mods
+    # A job after all that: the otaurl handler loads the OTA code again.
+    image = esp_image.build("esp32", "2.0.0", size=40 * 1024)
+    since, _ = rig.push("fw-idle.bin", image, "idle1", version="2.0.0")
+    st = rig.outcome(since, "idle1")
+    assert st[0] == ("in-progress", "Starting OTA Upgrade (HTTPS attempt 1/3)"), st
+    assert st[-1] == ("success", "OTA Upgrade finished and verified successfully"), st
+    fl = board.flash()
+    assert fl.boot_partition()[0] == "ota_1" and fl.state(fl.get("ota_1")) == "VALID"
+    assert fl.read(fl.get("ota_1"), 0, len(image))[1] == image
+    # The new image confirmed itself, reported success and fetched: idle again.
+    mods = settled(rig, since)
+    assert not mods & OTA_CODE, mods
+    # Jobs that end at once (same version) are still answered, on the job's own
+    # id, and each leaves the heap where it was: nothing of the OTA code stays
+    # referenced once it is dropped.
+    used = [dropped(board)[0]]
+    for job in ("idle2", "idle3", "idle4"):
+        since, _ = rig.push("fw-idle.bin", image, job)
+        st = rig.outcome(since, job)
+        assert st[-1][0] == "rejected" and st[-1][1].startswith("Same version received"), st
+        u, mods = dropped(board)
+        assert not mods & OTA_CODE, mods
+        used.append(u)
+    if rig.backend == "micropython":
+        print("heap in use, idle, before and after each job:", used)
+        assert max(used[1:]) - min(used[1:]) <= 256, used
+
+
+# -- in-process, on the CPython sim: what the agent holds before and after the drop --
+
+
+@pytest.fixture
+def sim_board(tmp_path, monkeypatch):
+    import sys
+
+    from provisioning.ca import ensure_ca
+    from tools.sim.runtime import Runtime
+    from tools.simulate import prepare_board
+
+    d = tmp_path / "board"
+    ensure_ca(tmp_path / "cloud" / "ca")
+    prepare_board(tmp_path / "cloud", d, tmp_path / "air.json", "240AC4ABCDE0", 8883)
+    monkeypatch.chdir(d)
+    for name in [m for m in sys.modules if m == "rainmaker" or m.startswith("rainmaker.")]:
+        monkeypatch.delitem(sys.modules, name)
+    rt = Runtime(d, air=tmp_path / "air.json", mac="240AC4ABCDE0").install()
+    yield rt
+    rt.uninstall()
+
+
+def _now(coro):
+    """Runs a coroutine that must not wait."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    raise AssertionError("it waited")
+
+
+def _loaded():
+    import sys
+
+    return {m[10:] for m in sys.modules if m.startswith("rainmaker.")} & OTA_CODE
+
+
+def _settle(a, now):
+    """The first connect, its otafetch and the PUBACK, as the link would drive them."""
+    u = a.update
+    a.link.hooks[0](now)
+    u.ota.tick(now + 5000, None)
+    assert u.ota.take(now + 5000, 100)[0] == "otafetch"
+    u.ota.sent(7, now + 5000)
+    u.ota.puback(7, now + 5100)
+
+
+def test_the_agent_drops_every_hook_of_the_ota_code_and_a_job_loads_it_again(sim_board):
+    rt = sim_board
+    rm = rt.import_module("rainmaker")
+    agent = rt.import_module("rainmaker.agent")
+    std = rt.import_module("rainmaker.std")
+    node = rm.Node("Idle Test", "Test")
+    node.add(std.switch("Plug"))
+    a = agent.Agent(node)
+    topic = "node/240AC4ABCDE0/otaurl"
+    assert a.update is not None and {"ota", "update"} <= _loaded()  # loaded at start, as before
+    assert len(a.link.hooks) == 1 and len(a.link.sources) == 1
+    _now(a._ota_tick(1000))
+    assert a.update is not None  # the first connect and its otafetch are still to come
+    _settle(a, 1000)
+    _now(a._ota_tick(7000))
+    assert a.update is None and not _loaded()
+    assert a.link.hooks == [] and a.link.sources == [] and a.link.handlers[topic] == a._otaurl
+    # A job: the resident handler loads the code again and hands the job over.
+    a.link.handlers[topic](b'{"ota_job_id":"J9","url":"http://h/f.bin"}', 8000)
+    u = a.update
+    assert u is not None and {"ota", "update"} <= _loaded()
+    assert a.link.hooks == [u.hook] and a.link.sources == [u.ota] and a.link.handlers[topic] == u.ota.message
+    u.hook(9000)  # a reconnect: its answer goes out, and no second otafetch this boot
+    u.ota.tick(20000, None)
+    sent = []
+    while True:
+        item = u.ota.take(20000, 100)
+        if item is None:
+            break
+        sent.append(item)
+        u.ota.sent(20 + len(sent), 20000)
+        u.ota.puback(20 + len(sent), 20100)
+    assert [x[0] for x in sent] == ["otastatus"] and '"J9","status":"failed"' in sent[0][1], sent
+    _now(a._ota_tick(21000))
+    assert a.update is None and not _loaded() and a.link.hooks == [] and a.link.sources == []
+    # The next job, a good one, runs.
+    a.link.handlers[topic](b'{"ota_job_id":"J10","url":"https://h/f.bin","file_size":10}', 22000)
+    u = a.update
+    assert u is not None and u.ota.job == "J10"
+    assert u.ota.tick(22000, None)[0][0] == "download"
+
+
+def test_a_job_that_cannot_load_the_ota_code_is_dropped_with_a_clear_error(sim_board, capsys):
+    rt = sim_board
+    rm = rt.import_module("rainmaker")
+    agent = rt.import_module("rainmaker.agent")
+    std = rt.import_module("rainmaker.std")
+    node = rm.Node("Idle Test", "Test")
+    node.add(std.switch("Plug"))
+    a = agent.Agent(node)
+    _settle(a, 1000)
+    _now(a._ota_tick(7000))
+    assert a.update is None
+
+    def no_memory():
+        raise MemoryError("memory allocation failed, allocating 2048 bytes")
+
+    a._ota_load = no_memory
+    a.link.handlers["node/240AC4ABCDE0/otaurl"](b'{"ota_job_id":"J9","url":"https://h/f.bin"}', 8000)
+    assert "OTA job dropped: the OTA code could not be loaded: memory allocation failed" in capsys.readouterr().out
+    assert a.update is None and a.link.handlers["node/240AC4ABCDE0/otaurl"] == a._otaurl
+    del a._ota_load  # memory again: the next job loads it
+    a.link.handlers["node/240AC4ABCDE0/otaurl"](b'{"ota_job_id":"J10","url":"https://h/f.bin"}', 9000)
+    assert a.update is not None and a.update.ota.job == "J10"
