@@ -66,13 +66,16 @@ class Agent:
                     series = Series(utc)
         self.sync = Sync(node, Store(params), series=series)
         self.system = node.device("System")  # the System service, if the app added it
-        self.sched = None  # the Schedule/Scenes engine, if the app added either service
+        # What polls the schedules and scenes, if the app added either service:
+        # std's Keeper, which loads rainmaker.sched only while it has work, or
+        # the app's own sched.Engine.
+        self.sched = None
         for d in node.devices:
-            if d.type in ("esp.service.schedule", "esp.service.scenes"):
-                from . import sched
-
-                self.sched = sched.engine()
-                self.sched.clock = utc
+            eng = getattr(d, "engine", None)
+            if eng is not None and d.type in ("esp.service.schedule", "esp.service.scenes"):
+                self.sched = eng
+                if eng.clock is None:
+                    eng.clock = utc
                 break
         self._system_at = None
         self._ntp_at = time.ticks_add(time.ticks_ms(), _NTP_EVERY)

@@ -22,6 +22,11 @@
 #   back of more than a day (the clock was wrong when `due` was computed)
 #   re-arms from the corrected time.
 # - A change of time zone re-arms every schedule from now.
+#
+# This module is large and is not kept in the heap: std's Keeper loads it for
+# a piece of work (serve(), at the end) and drops it. Each time, the engine is
+# rebuilt from the params, whose values are the lists with every ts; so the
+# rules above hold across loads as across reboots.
 import json
 import sys
 from micropython import const
@@ -738,12 +743,39 @@ class Engine:
         return self.schedules.next_due()
 
 
-_engine = None
-
-
-def engine():
-    """The node's engine, made on first use (std's services use it by default)."""
-    global _engine
-    if _engine is None:
-        _engine = Engine()
-    return _engine
+def serve(k, now=None, name=None, ops=None):
+    """Do the work of std's resident keeper k: poll at now, or answer a write of
+    ops to the param name. An engine is built for it from the params, which hold
+    every schedule and its next occurrence (ts), and from the little k keeps
+    between runs; what it must keep goes back into k, and the engine is dropped.
+    Returns what the poll or the write returns."""
+    d = k.scenes
+    e = Engine(clock=k.clock, deactivation=d is not None and ("deactivation_support", "yes") in d.attrs)
+    sc = e.schedules
+    for part, d in ((sc, k.schedules), (e.scenes, k.scenes)):
+        if d is not None:
+            part.device = d
+            part.param = d.params[0]
+            part._sync()
+    if k.last is not None:
+        # A poll has checked these ts against the clock since boot; the
+        # keeper has seen every pass since (a clock step back included).
+        for s in sc.list:
+            s.restored = False
+        sc.last = k.last
+        sc._zone = UTC if k.zone is None else k.zone
+    sc.rezone = k.moved
+    e.scenes.queue = k.queue
+    if name is None:
+        out = e.poll(now)
+        if now is not None and now >= CLOCK_SET:  # (before, poll() checked nothing)
+            z = sc._zone
+            k.zone = None if z is UTC else z  # no object of this module may stay
+            k.last = now
+    else:
+        out = (sc if name == "Schedules" else e.scenes).answer(ops)
+        sc.param = None  # the param takes the answer after this returns: the list is newer
+    k.moved = sc.rezone
+    k.queue = e.scenes.queue
+    k.at = e.next_due()
+    return out

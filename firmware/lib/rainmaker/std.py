@@ -1,6 +1,8 @@
 # Standard RainMaker devices and params (docs/protocol.md#standard-types): the names, types,
 # bounds and UI hints that the phone apps know how to draw.
-from .node import Param, Device, READ, WRITE, TIME_SERIES, PERSIST
+import sys
+from micropython import const
+from .node import Param, Device, READ, WRITE, TIME_SERIES, PERSIST, unload
 
 
 def name(value, pname="Name"):
@@ -112,34 +114,115 @@ def system_service(reboot=True, factory_reset=True, wifi_reset=True):
     return d
 
 
-# Schedules and scenes live in rainmaker.sched, loaded only by a node that
-# offers them. The engine's driver calls engine.poll(now) and hands each
-# (payload, source) to the param sync (docs/protocol.md#schedules).
+# Schedules and scenes live in rainmaker.sched (docs/protocol.md#schedules),
+# which is large. By default it is loaded only while it has work: a write to
+# Schedules or Scenes, a schedule falling due, a new time zone, the first poll
+# after boot. The rest of the time only the Keeper below stays in the heap; the
+# lists themselves are the params' values. The agent calls poll(now) of the
+# object in each service's `engine`; each (payload, source) it returns goes to
+# the param sync.
+
+_DAY = const(86400)
+_MAX = const(10)  # schedules, and scenes (sched.MAX)
 
 
-def _bind(part, service):
-    # A write to the param goes to the engine's list, which answers with the
-    # new list: the param sync stores, persists and reports that.
-    p = service.params[0]
-    part.param = p
-    part.device = service
-    part.seen = p.value
+def _current():
+    # The zone in effect (rainmaker.tz.current), or None: tz is not loaded.
+    m = sys.modules.get("rainmaker.tz")
+    return getattr(m, "current", None) if m is not None else None
+
+
+class Keeper:
+    """The schedule engine's resident part: when it is next needed, and the
+    little the params do not hold. Only plain values: nothing of rainmaker.sched
+    may stay referenced, or its code would stay in the heap."""
+
+    def __init__(self):
+        self.at = 0  # Unix s at which the engine is needed; 0: at the next poll; None: no schedule armed
+        self.last = None  # the last polled now; None: no poll since boot (the restored ts are unchecked)
+        self.zone = None  # tz.current at the last poll (None: no tz module)
+        self.moved = False  # the Time service changed the zone: re-arm at the next poll
+        self.queue = []  # scene (de)activations waiting for the next poll: [(action, source)]
+        self.clock = None  # set by the agent: Unix s, to arm a schedule when it is written
+        self.schedules = None  # the Schedule and Scenes service devices
+        self.scenes = None
+
+    def _run(self, now, name=None, ops=None):
+        from . import sched
+
+        try:
+            return sched.serve(self, now, name, ops)
+        finally:
+            unload("sched")
+
+    def poll(self, now):
+        """[(params-write bytes, source)] to hand to the param sync: what fell due by now."""
+        at = self.at
+        last = self.last
+        # A step back of up to a day never re-arms anything (the engine keeps
+        # the next occurrence so that nothing fires twice): no need to load it.
+        if last is None or (at is not None and at <= now) or now < last - _DAY or _current() is not self.zone:
+            return self._run(now)
+        self.last = now
+        return ()
+
+    def write(self, device, values, source):
+        """The services' param callback: the engine answers with the new list."""
+        name = device.params[0].name
+        return {name: self._run(None, name, values[name])}
+
+    def rezone(self):
+        """The time zone changed: re-arm every schedule at the next poll."""
+        # Not while there is no clock: that is the zone restored at boot (the
+        # agent sets the clock once the params are restored), the zone the
+        # persisted ts were armed in. Re-arming would skip what fell due
+        # during the reboot.
+        if self.clock is not None:
+            self.moved = True
+            self.at = 0
+
+
+_keeper = None
+
+
+class _Service(Device):
+    def __init__(self, dname, dtype, engine):
+        Device.__init__(self, dname, dtype, service=True)
+        self.engine = engine  # what the agent polls: a Keeper, or the app's own sched.Engine
+
+
+def _service(engine, part, dname, dtype, pname, ptype):
+    global _keeper
+    k = engine
+    if k is None:
+        if _keeper is None or getattr(_keeper, part) is not None:
+            _keeper = Keeper()  # one per node: a second node (tests) gets its own
+        k = _keeper
+    d = _Service(dname, dtype, k)
+    d.add(Param(pname, [], "array", ptype, READ | WRITE | PERSIST, (0, _MAX)))
+    if engine is None:
+        d.cb = k.write
+        setattr(k, part, d)
+    else:
+        # The app's own sched.Engine, resident: a write goes to its list, which
+        # answers with the new list; the param sync stores, persists and reports that.
+        p = d.params[0]
+        e = getattr(engine, part)
+        e.param = p
+        e.device = d
+        e.seen = p.value
+        d.cb = lambda device, values, source: {pname: e.answer(values[pname])}
+    return d
 
 
 def schedule_service(engine=None, dname="Schedule"):
-    """The Schedule service: param Schedules (array, persisted, at most 10)."""
-    from . import sched
+    """The Schedule service: param Schedules (array, persisted, at most 10).
 
-    e = engine or sched.engine()
-    part = e.schedules
-
-    def cb(device, values, source):
-        return {"Schedules": part.answer(values["Schedules"])}
-
-    d = Device(dname, "esp.service.schedule", cb, service=True)
-    d.add(Param("Schedules", [], "array", "esp.param.schedules", READ | WRITE | PERSIST, (0, sched.MAX)))
-    _bind(part, d)
-    return d
+    engine: a rainmaker.sched.Engine to keep in the heap (tests, apps with
+    their own zone or clock); None loads the engine only when it has work.
+    """
+    return _service(engine, "schedules", dname, "esp.service.schedule",
+                    "Schedules", "esp.param.schedules")
 
 
 def scenes_service(engine=None, dname="Scenes", deactivation=False):
@@ -148,19 +231,10 @@ def scenes_service(engine=None, dname="Scenes", deactivation=False):
     deactivation: whether "deactivate" re-applies a scene's action with source
     "Scene Deactivate" (the app offers it only when this is "yes").
     """
-    from . import sched
-
-    e = engine or sched.engine()
-    part = e.scenes
-    part.deactivation = deactivation
-
-    def cb(device, values, source):
-        return {"Scenes": part.answer(values["Scenes"])}
-
-    d = Device(dname, "esp.service.scenes", cb, service=True)
+    if engine:
+        engine.scenes.deactivation = deactivation  # (the Keeper reads the attribute below)
+    d = _service(engine, "scenes", dname, "esp.service.scenes", "Scenes", "esp.param.scenes")
     d.attrs.append(("deactivation_support", "yes" if deactivation else "no"))
-    d.add(Param("Scenes", [], "array", "esp.param.scenes", READ | WRITE | PERSIST, (0, sched.MAX)))
-    _bind(part, d)
     return d
 
 
@@ -211,16 +285,10 @@ class _Posix(Param):
 
 
 def _rezone():
-    # Schedules armed in the old zone fire at the wrong wall time: tell the
-    # schedule engine, if this node has one, to re-arm them at once rather
-    # than at its next due time. Looked up, not imported: a node without
-    # schedules never loads that module.
-    import sys
-
-    m = sys.modules.get("rainmaker.sched")
-    e = getattr(m, "_engine", None) if m is not None else None
-    if e is not None:
-        e.rezone()
+    # Schedules armed in the old zone fire at the wrong wall time: have them
+    # re-armed at the next poll rather than at their next due time.
+    if _keeper is not None:
+        _keeper.rezone()
 
 
 def _time_write(dev, values, source):
