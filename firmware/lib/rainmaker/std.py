@@ -126,12 +126,6 @@ _DAY = const(86400)
 _MAX = const(10)  # schedules, and scenes (sched.MAX)
 
 
-def _current():
-    # The zone in effect (rainmaker.tz.current), or None: tz is not loaded.
-    m = sys.modules.get("rainmaker.tz")
-    return getattr(m, "current", None) if m is not None else None
-
-
 class Keeper:
     """The schedule engine's resident part: when it is next needed, and the
     little the params do not hold. Only plain values: nothing of rainmaker.sched
@@ -161,7 +155,9 @@ class Keeper:
         last = self.last
         # A step back of up to a day never re-arms anything (the engine keeps
         # the next occurrence so that nothing fires twice): no need to load it.
-        if last is None or (at is not None and at <= now) or now < last - _DAY or _current() is not self.zone:
+        # The zone in effect (rainmaker.tz.current), or None: tz is not loaded.
+        z = getattr(sys.modules.get("rainmaker.tz"), "current", None)
+        if last is None or (at is not None and at <= now) or now < last - _DAY or z is not self.zone:
             return self._run(now)
         self.last = now
         return ()
@@ -185,12 +181,6 @@ class Keeper:
 _keeper = None
 
 
-class _Service(Device):
-    def __init__(self, dname, dtype, engine):
-        Device.__init__(self, dname, dtype, service=True)
-        self.engine = engine  # what the agent polls: a Keeper, or the app's own sched.Engine
-
-
 def _service(engine, part, dname, dtype, pname, ptype):
     global _keeper
     k = engine
@@ -198,7 +188,8 @@ def _service(engine, part, dname, dtype, pname, ptype):
         if _keeper is None or getattr(_keeper, part) is not None:
             _keeper = Keeper()  # one per node: a second node (tests) gets its own
         k = _keeper
-    d = _Service(dname, dtype, k)
+    d = Device(dname, dtype, service=True)
+    setattr(d, "engine", k)  # what the agent polls: the Keeper, or the app's own sched.Engine
     d.add(Param(pname, [], "array", ptype, READ | WRITE | PERSIST, (0, _MAX)))
     if engine is None:
         d.cb = k.write
