@@ -153,10 +153,10 @@ class Keeper:
         """[(params-write bytes, source)] to hand to the param sync: what fell due by now."""
         at = self.at
         last = self.last
-        # A step back of up to a day never re-arms anything (the engine keeps
-        # the next occurrence so that nothing fires twice): no need to load it.
         # The zone in effect (rainmaker.tz.current), or None: tz is not loaded.
         z = getattr(sys.modules.get("rainmaker.tz"), "current", None)
+        # A clock step back of up to a day never re-arms anything (the engine
+        # keeps the next occurrence so that nothing fires twice): no need to load it.
         if last is None or (at is not None and at <= now) or now < last - _DAY or z is not self.zone:
             return self._run(now)
         self.last = now
