@@ -606,7 +606,7 @@ def test_reboot_keeps_a_countdown_and_disabled_state():
 def test_stored_garbage_is_skipped_not_fatal():
     good = {"name": "G", "id": "g", "enabled": True, "action": {"Light": {"Power": True}},
             "triggers": [{"m": 60, "d": 127, "ts": 0}]}
-    store = MemStore({"Schedule": {"Schedules": [{"id": 5}, "x", good, {"id": "b", "name": "B"}]}})
+    store = MemStore({"Schedule": {"Schedules": [{"id": 5}, "x", good, {"id": "b", "name": "B"}, good]}})
     n, s, eng, clock, app = setup(store=store)
     assert eng.next_due() == 0  # restored but not armed: poll now
     eng.poll(T0)
@@ -907,3 +907,187 @@ def test_zone_from_the_real_tz_module():
         assert eng.schedules.get("d").due == 1774512000  # 08:00 UTC
     finally:
         tz.current = old
+
+
+# -- the default: the Keeper (keeper.py), rainmaker.sched loaded only while it has work ------
+
+BERLIN = "CET-1CEST,M3.5.0,M10.5.0/3"  # the zone EU stands for
+
+
+def lazy(t=T0, store=None):
+    from rainmaker import tz
+
+    tz.current = tz.parse(BERLIN)
+    app = App()
+    n = Node("N", "T")
+    n.node_id = "N1"
+    n.add(std.lightbulb("Light", cb=app))
+    n.add(std.schedule_service())
+    n.add(std.scenes_service(deactivation=True))
+    k = n.device("Schedule").engine
+    assert n.device("Scenes").engine is k
+    clock = Clock(t)
+    k.clock = clock
+    s = Sync(n, store)
+    s.take(0)
+    s.connected()
+    s.take(0)
+    return n, s, k, clock, app
+
+
+def resident():
+    return "rainmaker.sched" in sys.modules
+
+
+def _no_load(*args):
+    raise AssertionError("rainmaker.sched loaded with nothing to do")
+
+
+def test_the_engine_is_loaded_only_while_it_has_work():
+    from rainmaker import tz
+
+    store = MemStore()
+    try:
+        n, s, k, clock, app = lazy(store=store)
+        write(s, EVE)
+        assert not resident()  # the write was answered, and the engine dropped
+        assert one(n, "ab12")["triggers"][0]["ts"] == at(2026, 3, 25, 18, 30)
+        reported(s)
+        assert k.at == at(2026, 3, 25, 18, 30) and k.last is None
+        assert drive(k, s, T0) == [] and not resident()  # the first poll after boot always runs
+        assert k.at == at(2026, 3, 25, 18, 30)
+        k._run = _no_load  # passes with nothing due do not load it
+        for t in (T0 + 1, T0 + 3600, T0 - 3600, at(2026, 3, 25, 18, 29)):
+            assert drive(k, s, t) == []
+        del k._run
+        t = at(2026, 3, 25, 18, 30)
+        assert drive(k, s, t) == ["Schedule"] and not resident()
+        assert app.calls == [("Light", {"Power": True}, "Schedule")]
+        assert k.at == at(2026, 3, 26, 18, 30)
+        assert reported(s)["Schedule"]["Schedules"][0]["triggers"][0]["ts"] == at(2026, 3, 26, 18, 30)
+        # A step back of an hour over the occurrence: nothing fires twice.
+        assert drive(k, s, t - 3600) == [] and drive(k, s, t + 5) == [] and app.calls[1:] == []
+        # Scenes: activated by the next poll, not inside the write.
+        write(s, {"Scenes": {"Scenes": [{"operation": "add", "id": "sc", "name": "S",
+                                         "action": {"Light": {"Brightness": 10}}}]}})
+        write(s, {"Scenes": {"Scenes": [{"operation": "activate", "id": "sc"}]}})
+        assert not resident() and len(app.calls) == 1 and k.at == 0
+        assert drive(k, s, t + 10) == ["Scene Activate"] and not resident()
+        assert app.calls[-1] == ("Light", {"Brightness": 10}, "Scene Activate")
+        assert k.at == at(2026, 3, 26, 18, 30) and k.queue == []
+        # A new zone (set here without the Time service) re-arms at the next poll.
+        tz.current = tz.parse("UTC0")
+        assert drive(k, s, t + 20) == [] and not resident()
+        assert k.at == T0 + 6 * 3600 + 1800  # 18:30 UTC, today
+        tz.current = tz.parse(BERLIN)
+        assert drive(k, s, t + 30) == []
+        assert k.at == at(2026, 3, 26, 18, 30)
+        reported(s)
+        # Powered off from 18:29 the next day to 18:33: fired once at boot, not again.
+        t2 = at(2026, 3, 26, 18, 30)
+        n2, s2, k2, clock2, app2 = lazy(t2 + 180, store)
+        assert drive(k2, s2, t2 + 180) == ["Schedule"] and not resident()
+        assert drive(k2, s2, t2 + 200) == [] and len(app2.calls) == 1
+        reported(s2)
+        n3, s3, k3, clock3, app3 = lazy(t2 + 210, store)
+        assert drive(k3, s3, t2 + 210) == [] and app3.calls == []
+        assert k3.at == at(2026, 3, 27, 18, 30)
+        # A step back of a month (the clock ran ahead when ts was set): re-armed.
+        assert drive(k3, s3, at(2026, 2, 20, 12, 0)) == []
+        assert k3.at == at(2026, 2, 20, 18, 30)
+    finally:
+        tz.current = tz.UTC
+
+
+def test_a_write_before_the_first_poll_keeps_the_restored_check():
+    # After a reboot the restored ts are unchecked until a poll has run: a
+    # write in between must not lose the missed occurrence (10 min late at most).
+    from rainmaker import tz
+
+    store = MemStore()
+    try:
+        n, s, k, clock, app = lazy(store=store)
+        write(s, EVE)
+        reported(s)
+        t = at(2026, 3, 25, 18, 30)
+        n2, s2, k2, clock2, app2 = lazy(t + 300, store)
+        write(s2, {"Schedule": {"Schedules": [{"operation": "add", "id": "x", "name": "X",
+                                               "triggers": [{"m": 1200, "d": 127}], "action": {"Light": {"Power": False}}}]}})
+        assert not resident() and k2.at == 0
+        assert drive(k2, s2, t + 300) == ["Schedule"] and not resident()
+        assert app2.calls == [("Light", {"Power": True}, "Schedule")]
+        assert k2.at == at(2026, 3, 25, 20, 0)
+        # More than 10 min late: skipped, re-armed for the next day.
+        reported(s2)
+        n3, s3, k3, clock3, app3 = lazy(at(2026, 3, 25, 20, 0) + sched.CATCHUP + 1, store)
+        assert drive(k3, s3, at(2026, 3, 25, 20, 0) + sched.CATCHUP + 1) == [] and app3.calls == []
+        assert one(n3, "x")["triggers"][0]["ts"] == at(2026, 3, 26, 20, 0)
+    finally:
+        tz.current = tz.UTC
+
+
+def test_the_zone_restored_at_boot_does_not_re_arm():
+    # The Time service's zone and the schedules are restored together; the
+    # persisted ts were armed in that zone, so what fell due during the reboot
+    # still fires (a re-arm from now would skip it).
+    from rainmaker import tz
+
+    store = MemStore()
+    try:
+        n, s, k, clock, app = lazy(store=store)
+        write(s, EVE)
+        reported(s)
+        store.data["Time"] = {"TZ": "Europe/Berlin", "TZ-POSIX": BERLIN}
+        tz.current = tz.UTC  # as at boot
+        t = at(2026, 3, 25, 18, 30)
+        n2 = Node("N", "T")
+        n2.node_id = "N1"
+        app2 = App()
+        n2.add(std.lightbulb("Light", cb=app2))
+        n2.add(std.time_service())
+        n2.add(std.schedule_service())
+        k2 = n2.device("Schedule").engine
+        s2 = Sync(n2, store)  # restores the zone and the list
+        assert tz.current.posix == BERLIN
+        k2.clock = Clock(t + 180)  # what the agent does next
+        s2.take(0)
+        s2.connected()
+        s2.take(0)
+        assert drive(k2, s2, t + 180) == ["Schedule"] and not resident()
+        assert app2.calls == [("Light", {"Power": True}, "Schedule")]
+        assert k2.at == at(2026, 3, 26, 18, 30)
+        # A zone written later re-arms.
+        s2.remote(b'{"Time":{"TZ":"Asia/Tokyo"}}', 0)
+        assert k2.at == 0
+        assert drive(k2, s2, t + 200) == []
+        assert one(n2, "ab12")["triggers"][0]["ts"] == 1774517400  # 2026-03-26 18:30 JST
+    finally:
+        tz.current = tz.UTC
+
+
+def test_no_reference_keeps_the_engine_in_the_heap():
+    # Out of sys.modules is not enough: any object of rainmaker.sched left
+    # referenced (a closure, an engine, sched.UTC) keeps its code in the heap.
+    # Measured on MicroPython (gc.mem_alloc); not on the WASI VM, where a
+    # collection during a test corrupts the heap (tests/vm.py), nor CPython.
+    import gc
+    from rainmaker import tz
+
+    if not hasattr(gc, "mem_alloc") or getattr(sys.implementation, "_build", "") == "wasi":
+        return
+    try:
+        n, s, k, clock, app = lazy()
+        write(s, EVE)
+        reported(s)
+        drive(k, s, T0)  # names interned by the first import stay in the pool: measure from here
+        t = at(2026, 3, 25, 18, 30)
+        gc.collect()
+        a = gc.mem_alloc()
+        for i in range(3):
+            assert drive(k, s, t + i * DAY) == ["Schedule"] and not resident()
+            reported(s)
+        gc.collect()
+        grown = gc.mem_alloc() - a
+        assert grown < 3000, "%d bytes more after 3 runs of the engine" % grown
+    finally:
+        tz.current = tz.UTC

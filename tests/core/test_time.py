@@ -136,63 +136,54 @@ def test_default_zone_and_local_changes():
     tz.current = tz.UTC
 
 
-class _Engine:
-    def __init__(self):
-        self.rezoned = 0
-
-    def rezone(self):
-        self.rezoned += 1
-
-
-def test_a_new_zone_re_arms_the_schedule_engine():
-    import sys
-
-    class Sched:  # stands in for rainmaker.sched with its engine made
-        _engine = _Engine()
-
+def test_a_new_zone_re_arms_the_schedules():
     n, s, cfg, init = setup()
-    had = sys.modules.get("rainmaker.sched")
-    sys.modules["rainmaker.sched"] = Sched
-    try:
-        s.remote(b'{"Time":{"TZ":"Europe/Berlin"}}', 0)
-        assert Sched._engine.rezoned == 1
-        s.remote(b'{"Time":{"TZ":"Europe/Berlin"}}', 10)  # the same zone: nothing to re-arm
-        s.remote(b'{"Time":{"TZ-POSIX":"bad"}}', 20)  # refused: the zone stays
-        assert Sched._engine.rezoned == 1
-        s.remote(b'{"Time":{"TZ-POSIX":"CET-1"}}', 30)
-        assert Sched._engine.rezoned == 2
-        Sched._engine = None  # the module loaded, no engine made: nothing to tell
-        s.remote(b'{"Time":{"TZ":"Asia/Tokyo"}}', 40)
-        assert tz.current.posix == "JST-9"
-    finally:
-        if had is None:
-            sys.modules.pop("rainmaker.sched", None)
-        else:
-            sys.modules["rainmaker.sched"] = had
+    n.add(std.schedule_service())
+    k = n.device("Schedule").engine  # the Keeper (keeper.py): rainmaker.sched loads only when it has work
+    k.clock = lambda: 1800000000  # as the agent does once the params are restored
+    k.at = 1800000000
+    s.remote(b'{"Time":{"TZ":"Europe/Berlin"}}', 0)
+    assert k.moved and k.at == 0
+    k.moved, k.at = False, 1800000000
+    s.remote(b'{"Time":{"TZ":"Europe/Berlin"}}', 10)  # the same zone: nothing to re-arm
+    s.remote(b'{"Time":{"TZ-POSIX":"bad"}}', 20)  # refused: the zone stays
+    assert not k.moved and k.at == 1800000000
+    s.remote(b'{"Time":{"TZ-POSIX":"CET-1"}}', 30)
+    assert k.moved and k.at == 0
+    tz.current = tz.UTC
 
 
 def test_schedules_follow_the_zone_the_app_writes():
     # The real chain: the apps' TZ write, the Time service, rainmaker.tz, and
-    # the schedule engine the agent uses (sched.engine()), re-armed at once.
-    from rainmaker import sched
+    # the schedules of the Keeper (keeper.py) (what the agent polls), re-armed at once.
+    import sys
 
     T = 1751371200  # 2025-07-01 12:00 UTC: 14:00 in Berlin, 21:00 in Tokyo
-    old = sched._engine
-    eng = sched._engine = sched.Engine(clock=lambda: T)
     try:
         n, s, cfg, init = setup()
         n.add(std.schedule_service())
+        k = n.device("Schedule").engine
+        k.clock = lambda: T
         s.take(0)
         s.take(0)
+
+        def ts():
+            return n.device("Schedule")["Schedules"][0]["triggers"][0]["ts"]
+
         s.remote(b'{"Time":{"TZ":"Europe/Berlin"}}', 0)
         s.remote(b'{"Schedule":{"Schedules":[{"operation":"add","id":"w","name":"Wake",'
                  b'"triggers":[{"m":480,"d":127}],"action":{"Switch":{"Power":true}}}]}}', 0)
-        eng.poll(T)
-        assert eng.schedules.get("w").due == T + 18 * 3600  # 08:00 CEST tomorrow
+        assert k.poll(T) == []
+        assert ts() == T + 18 * 3600  # 08:00 CEST tomorrow
+        assert k.at == T + 18 * 3600 and "rainmaker.sched" not in sys.modules
         s.remote(b'{"Time":{"TZ":"Asia/Tokyo"}}', 10)
-        assert eng.next_due() == 0  # re-armed at the next poll, not at 08:00 CEST
-        eng.poll(T + 1)
-        assert eng.schedules.get("w").due == T + 11 * 3600  # 08:00 JST tomorrow
+        assert k.at == 0  # re-armed at the next poll, not at 08:00 CEST
+        assert k.poll(T + 1) == []
+        assert ts() == T + 11 * 3600  # 08:00 JST tomorrow
+        assert k.at == T + 11 * 3600
+        # A zone set without the Time service (tz.current replaced) is seen too.
+        tz.current = tz.parse("UTC0")
+        assert k.poll(T + 2) == []
+        assert ts() == T + 20 * 3600  # 08:00 UTC tomorrow
     finally:
-        sched._engine = old
         tz.current = tz.UTC

@@ -64,13 +64,16 @@ class Agent:
         self.sync = Sync(node, Store(params), series=series)
         self.system = node.device("System")  # the System service, if the app added it
         self._sysreq = None  # the System action asked for, if any
-        self.sched = None  # the Schedule/Scenes engine, if the app added either service
+        # What polls the schedules and scenes, if the app added either service:
+        # the Keeper, which loads rainmaker.sched only while it has work, or
+        # the app's own sched.Engine.
+        self.sched = None
         for d in node.devices:
-            if d.type in ("esp.service.schedule", "esp.service.scenes"):
-                from . import sched
-
-                self.sched = sched.engine()
-                self.sched.clock = utc
+            eng = getattr(d, "engine", None)
+            if eng is not None and d.type in ("esp.service.schedule", "esp.service.scenes"):
+                self.sched = eng
+                if eng.clock is None:
+                    eng.clock = utc
                 break
         self._ntp_at = time.ticks_add(time.ticks_ms(), _NTP_EVERY)
         self._halted = False  # a System action is under way: no more connections

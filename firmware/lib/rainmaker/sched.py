@@ -22,6 +22,11 @@
 #   back of more than a day (the clock was wrong when `due` was computed)
 #   re-arms from the corrected time.
 # - A change of time zone re-arms every schedule from now.
+#
+# This module is large and is not kept in the heap: the Keeper (keeper.py) loads it for
+# a piece of work (serve(), at the end) and drops it. Each time, the engine is
+# rebuilt from the params, whose values are the lists with every ts; so the
+# rules above hold across loads as across reboots.
 import json
 import sys
 from micropython import const
@@ -347,18 +352,17 @@ def parse_trigger(ts, s):
     return None
 
 
-class Schedules:
-    """The Schedules param's engine (docs/protocol.md#schedules)."""
+class _Part:
+    """What the Schedules and Scenes params share: a list of elements with ids,
+    rebuilt from the param value, reported whole after each write."""
 
-    def __init__(self, engine):
-        self.engine = engine
+    what = tag = pname = ""  # "schedule", its log tag and its param's name, in texts
+
+    def __init__(self):
         self.list = []
-        self.param = None  # bound by std.schedule_service()
+        self.param = None  # bound by std.schedule_service() / scenes_service()
         self.device = None
         self.seen = None  # the param value this list was built from or gave
-        self.last = None  # the last polled now
-        self._zone = None  # the zone the schedules were armed in
-        self.rezone = False  # set when the zone changed in place: re-arm at the next poll
         self.changed = False  # the report differs from what the param holds
 
     def get(self, id):
@@ -377,17 +381,10 @@ class Schedules:
             self.seen = p.value
             self.changed = False
 
-    def write(self, ops, now=None):
-        """Apply a write (list of operations). Returns the refusals (texts)."""
-        self._sync()
-        if now is None:
-            now = self.engine.now()
-        return self.apply(ops, now)
-
     def apply(self, ops, now, init=False):
         errs = []
         if not isinstance(ops, list):
-            errs.append("Schedules must be a list of operations")
+            errs.append("%s must be a list of operations" % self.pname)
         elif len(ops) > MAX:
             errs.append("%d operations in one write; at most %d" % (len(ops), MAX))
         else:
@@ -399,38 +396,84 @@ class Schedules:
                     err = "out of memory"
                 if err:
                     eid = e.get("id") if isinstance(e, dict) else None
-                    errs.append("schedule %d (%s): %s" % (i, eid if isinstance(eid, str) else "?", err))
+                    errs.append("%s %d (%s): %s" % (self.what, i, eid if isinstance(eid, str) else "?", err))
         for e in errs:
-            log.warn("sched", ("stored " if init else "") + e)
+            log.warn(self.tag, ("stored " if init else "") + e)
         return errs
 
+    def write(self, ops, now=None):
+        """Apply a write (list of operations). Returns the refusals (texts)."""
+        self._sync()
+        return self.apply(ops, now)
+
     def _one(self, e, now, init):
+        return "not an engine"  # each kind of list has its own
+
+    def _find(self, e, init, ops):
+        """(error, op, old) of an element: its checked id and operation, and the
+        element it names (None exactly when op is "add")."""
         if not isinstance(e, dict):
-            return "must be an object"
+            return "must be an object", None, None
         id = e.get("id")
         if not isinstance(id, str) or not 0 < len(id) <= _ID:
-            return "id must be a string of 1..%d chars" % _ID
+            return "id must be a string of 1..%d chars" % _ID, None, None
         old = self.get(id)
-        if init:
-            op = "add"
-        else:
-            op = _op(e.get("operation"), ("add", "edit", "remove", "enable", "disable"))
-            if op is None:
-                return "operation must be add, edit, remove, enable or disable"
+        op = "add" if init else _op(e.get("operation"), ops)  # stored elements are added
+        if op is None:
+            return "operation must be %s or %s" % (", ".join(ops[:-1]), ops[-1]), None, None
         if op == "edit" and old is None:
             op = "add"  # as the SDK: editing an unknown id adds it
         if op == "add":
             if old is not None:
-                return "id already exists; use edit"
+                return "id already exists; use edit", None, None
             if len(self.list) >= MAX:
-                return "already %d schedules, the most this node keeps; remove one first" % MAX
-            return self._set(e, Sched(id), None, now, init)
-        if old is None:
-            return "no schedule with this id"
-        if op == "remove":
+                return "already %d %ss, the most this node keeps; remove one first" % (MAX, self.what), None, None
+        elif old is None:
+            return "no %s with this id" % self.what, None, None
+        elif op == "remove":
             self.list.remove(old)
             self.changed = True
-            return None
+        return None, op, old
+
+    def report(self):
+        return [s.report() for s in self.list]
+
+    def answer(self, ops):
+        """A write from the param sync: apply it, return the list to store and report."""
+        self.write(ops)
+        rep = self.report()
+        self.changed = False
+        self.seen = rep
+        return rep
+
+
+class Schedules(_Part):
+    """The Schedules param's engine (docs/protocol.md#schedules)."""
+
+    what = "schedule"
+    tag = "sched"
+    pname = "Schedules"
+
+    def __init__(self, engine):
+        _Part.__init__(self)
+        self.engine = engine
+        self.last = None  # the last polled now
+        self._zone = None  # the zone the schedules were armed in
+        self.rezone = False  # set when the zone changed in place: re-arm at the next poll
+
+    def write(self, ops, now=None):
+        """Apply a write (list of operations). Returns the refusals (texts)."""
+        self._sync()
+        if now is None:
+            now = self.engine.now()
+        return self.apply(ops, now)
+
+    def _one(self, e, now, init):
+        err, op, old = self._find(e, init, ("add", "edit", "remove", "enable", "disable"))
+        if err or op == "remove":
+            return err
+        if old is None:
+            return self._set(e, Sched(e["id"]), None, now, init)
         if op == "edit":
             return self._set(e, old.copy(), old, now, init)
         old.enabled = op == "enable"
@@ -579,17 +622,6 @@ class Schedules:
                     t = s.due
         return t
 
-    def report(self):
-        return [s.report() for s in self.list]
-
-    def answer(self, ops):
-        """A write from the param sync: apply it, return the list to store and report."""
-        self.write(ops)
-        rep = self.report()
-        self.changed = False
-        self.seen = rep
-        return rep
-
     def publish(self):
         """Put a changed report into the bound param (reported and persisted by the param sync)."""
         if not self.changed:
@@ -620,93 +652,33 @@ class Scene:
         return o
 
 
-class Scenes:
+class Scenes(_Part):
     """The Scenes param's engine (docs/protocol.md#scenes)."""
 
+    what = "scene"
+    tag = "scenes"
+    pname = "Scenes"
+
     def __init__(self, deactivation=False):
+        _Part.__init__(self)
         self.deactivation = deactivation
-        self.list = []
         self.queue = []  # (action, source) for the driver
-        self.param = None
-        self.device = None
-        self.seen = None
-        self.changed = False  # add/edit/remove happened: report
 
-    def get(self, id):
-        for s in self.list:
-            if s.id == id:
-                return s
-        return None
-
-    def _sync(self):
-        p = self.param
-        if p is not None and p.value is not self.seen:
-            self.list = []
-            self.apply(p.value, True)
-            self.seen = p.value
-            self.changed = False
-
-    def write(self, ops):
-        self._sync()
-        return self.apply(ops)
-
-    def apply(self, ops, init=False):
-        errs = []
-        if not isinstance(ops, list):
-            errs.append("Scenes must be a list of operations")
-        elif len(ops) > MAX:
-            errs.append("%d operations in one write; at most %d" % (len(ops), MAX))
-        else:
-            for i in range(len(ops)):
-                e = ops[i]
-                err = self._one(e, init)
-                if err:
-                    eid = e.get("id") if isinstance(e, dict) else None
-                    errs.append("scene %d (%s): %s" % (i, eid if isinstance(eid, str) else "?", err))
-        for e in errs:
-            log.warn("scenes", ("stored " if init else "") + e)
-        return errs
-
-    def _one(self, e, init):
-        if not isinstance(e, dict):
-            return "must be an object"
-        id = e.get("id")
-        if not isinstance(id, str) or not 0 < len(id) <= _ID:
-            return "id must be a string of 1..%d chars" % _ID
-        old = self.get(id)
-        if init:
-            op = "add"
-        else:
-            op = _op(e.get("operation"), ("add", "edit", "remove", "activate", "deactivate"))
-            if op is None:
-                return "operation must be add, edit, remove, activate or deactivate"
-        if op == "edit" and old is None:
-            op = "add"
-        if op == "add":
+    def _one(self, e, now, init):
+        err, op, old = self._find(e, init, ("add", "edit", "remove", "activate", "deactivate"))
+        if err or op == "remove":
+            return err
+        if old is None or op == "edit":
+            s = Scene(e["id"])
             if old is not None:
-                return "id already exists; use edit"
-            if len(self.list) >= MAX:
-                return "already %d scenes, the most this node keeps; remove one first" % MAX
-            s = Scene(id)
-            err = _common(e, s, True, _SCENE_INFO)
+                s.name, s.info, s.flags, s.action = old.name, old.info, old.flags, old.action
+            err = _common(e, s, old is None, _SCENE_INFO)
             if err:
                 return err
-            self.list.append(s)
-            self.changed = True
-            return None
-        if old is None:
-            return "no scene with this id"
-        if op == "remove":
-            self.list.remove(old)
-            self.changed = True
-            return None
-        if op == "edit":
-            s = Scene(id)
-            s.name, s.info, s.flags, s.action = old.name, old.info, old.flags, old.action
-            err = _common(e, s, False, _SCENE_INFO)
-            if err:
-                return err
-            self.list[self.list.index(old)] = s
+            if old is None:
+                self.list.append(s)
+            else:
+                self.list[self.list.index(old)] = s
             self.changed = True
             return None
         if op == "deactivate" and not self.deactivation:
@@ -715,17 +687,6 @@ class Scenes:
             return "too many scene activations waiting"
         self.queue.append((old.action, "Scene Activate" if op == "activate" else "Scene Deactivate"))
         return None
-
-    def report(self):
-        return [s.report() for s in self.list]
-
-    def answer(self, ops):
-        """A write from the param sync: apply it, return the list to store and report."""
-        self.write(ops)
-        rep = self.report()
-        self.changed = False
-        self.seen = rep
-        return rep
 
 
 def payload(action):
@@ -782,12 +743,39 @@ class Engine:
         return self.schedules.next_due()
 
 
-_engine = None
-
-
-def engine():
-    """The node's engine, made on first use (std's services use it by default)."""
-    global _engine
-    if _engine is None:
-        _engine = Engine()
-    return _engine
+def serve(k, now=None, name=None, ops=None):
+    """Do the work of std's resident keeper k: poll at now, or answer a write of
+    ops to the param name. An engine is built for it from the params, which hold
+    every schedule and its next occurrence (ts), and from the little k keeps
+    between runs; what it must keep goes back into k, and the engine is dropped.
+    Returns what the poll or the write returns."""
+    d = k.scenes
+    e = Engine(clock=k.clock, deactivation=d is not None and ("deactivation_support", "yes") in d.attrs)
+    sc = e.schedules
+    for part, d in ((sc, k.schedules), (e.scenes, k.scenes)):
+        if d is not None:
+            part.device = d
+            part.param = d.params[0]
+            part._sync()
+    if k.last is not None:
+        # A poll has checked these ts against the clock since boot; the
+        # keeper has seen every pass since (a clock step back included).
+        for s in sc.list:
+            s.restored = False
+        sc.last = k.last
+        sc._zone = UTC if k.zone is None else k.zone
+    sc.rezone = k.moved
+    e.scenes.queue = k.queue
+    if name is None:
+        out = e.poll(now)
+        if now is not None and now >= CLOCK_SET:  # (before, poll() checked nothing)
+            z = sc._zone
+            k.zone = None if z is UTC else z  # no object of this module may stay
+            k.last = now
+    else:
+        out = (sc if name == "Schedules" else e.scenes).answer(ops)
+        sc.param = None  # the param takes the answer after this returns: the list is newer
+    k.moved = sc.rezone
+    k.queue = e.scenes.queue
+    k.at = e.next_due()
+    return out

@@ -101,34 +101,18 @@ def system_service(reboot=True, factory_reset=True, wifi_reset=True):
     return d
 
 
-# Schedules and scenes live in rainmaker.sched, loaded only by a node that
-# offers them. The engine's driver calls engine.poll(now) and hands each
-# (payload, source) to the param sync (docs/protocol.md#schedules).
-
-
-def _bind(part, service):
-    # A write to the param goes to the engine's list, which answers with the
-    # new list: the param sync stores, persists and reports that.
-    p = service.params[0]
-    part.param = p
-    part.device = service
-    part.seen = p.value
+# Schedules and scenes: rainmaker.keeper builds them (docs/protocol.md#schedules).
 
 
 def schedule_service(engine=None, dname="Schedule"):
-    """The Schedule service: param Schedules (array, persisted, at most 10)."""
-    from . import sched
+    """The Schedule service: param Schedules (array, persisted, at most 10).
 
-    e = engine or sched.engine()
-    part = e.schedules
+    engine: a rainmaker.sched.Engine to keep in the heap (tests, apps with
+    their own zone or clock); None loads the engine only when it has work.
+    """
+    from .keeper import service
 
-    def cb(device, values, source):
-        return {"Schedules": part.answer(values["Schedules"])}
-
-    d = Device(dname, "esp.service.schedule", cb, service=True)
-    d.add(Param("Schedules", [], "array", "esp.param.schedules", READ | WRITE | PERSIST, (0, sched.MAX)))
-    _bind(part, d)
-    return d
+    return service(engine, "schedules", dname, "esp.service.schedule", "Schedules", "esp.param.schedules")
 
 
 def scenes_service(engine=None, dname="Scenes", deactivation=False):
@@ -137,19 +121,12 @@ def scenes_service(engine=None, dname="Scenes", deactivation=False):
     deactivation: whether "deactivate" re-applies a scene's action with source
     "Scene Deactivate" (the app offers it only when this is "yes").
     """
-    from . import sched
+    if engine:
+        engine.scenes.deactivation = deactivation  # (the Keeper reads the attribute below)
+    from .keeper import service
 
-    e = engine or sched.engine()
-    part = e.scenes
-    part.deactivation = deactivation
-
-    def cb(device, values, source):
-        return {"Scenes": part.answer(values["Scenes"])}
-
-    d = Device(dname, "esp.service.scenes", cb, service=True)
+    d = service(engine, "scenes", dname, "esp.service.scenes", "Scenes", "esp.param.scenes")
     d.attrs.append(("deactivation_support", "yes" if deactivation else "no"))
-    d.add(Param("Scenes", [], "array", "esp.param.scenes", READ | WRITE | PERSIST, (0, sched.MAX)))
-    _bind(part, d)
     return d
 
 

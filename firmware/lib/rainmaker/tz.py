@@ -336,16 +336,14 @@ class _Posix(Param):
 
 
 def _rezone():
-    # Schedules armed in the old zone fire at the wrong wall time: tell the
-    # schedule engine, if this node has one, to re-arm them at once rather
-    # than at its next due time. Looked up, not imported: a node without
-    # schedules never loads that module.
+    # Schedules armed in the old zone fire at the wrong wall time: have them
+    # re-armed at the next poll rather than at their next due time. Looked
+    # up, not imported: a node without schedules never loads that module.
     import sys
 
-    m = sys.modules.get("rainmaker.sched")
-    e = getattr(m, "_engine", None) if m is not None else None
-    if e is not None:
-        e.rezone()
+    k = getattr(sys.modules.get("rainmaker.keeper"), "_keeper", None)
+    if k is not None:
+        k.rezone()
 
 
 def _time_write(dev, values, source):
