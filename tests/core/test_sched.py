@@ -1091,3 +1091,22 @@ def test_no_reference_keeps_the_engine_in_the_heap():
         assert grown < 3000, "%d bytes more after 3 runs of the engine" % grown
     finally:
         tz.current = tz.UTC
+
+
+def test_empty_lists_never_load_the_engine():
+    # A node that offers schedules but has none (the example app until the
+    # user adds one) never pays for the engine, not even at the first poll.
+    from rainmaker import tz
+
+    n, s, k, clock, app = lazy()
+    try:
+        k._run = _no_load
+        for t in (T0, T0 + 1, T0 + 3600, T0 - 2 * 86400):  # the first poll, then a step back of two days
+            assert drive(k, s, t) == []
+        tz.current = tz.parse("UTC0")  # a new zone: nothing to re-arm either
+        assert drive(k, s, T0 + 10) == [] and k.at is None and k.zone is tz.current
+        del k._run
+        write(s, EVE)  # the first schedule: the engine answers, and is dropped again
+        assert not resident() and k.at == at(2026, 3, 25, 19, 30)  # 18:30 in UTC0, as CET
+    finally:
+        tz.current = tz.UTC

@@ -12,6 +12,7 @@ from .node import Param, Device, READ, WRITE, PERSIST, unload
 
 _DAY = const(86400)
 _MAX = const(10)  # schedules, and scenes (sched.MAX)
+_CLOCK_SET = const(1546300800)  # 2019-01-01 (sched.CLOCK_SET): an earlier clock has not been set
 
 
 class Keeper:
@@ -46,9 +47,21 @@ class Keeper:
         # A clock step back of up to a day never re-arms anything (the engine
         # keeps the next occurrence so that nothing fires twice): no need to load it.
         if last is None or (at is not None and at <= now) or now < last - _DAY or z is not self.zone:
-            return self._run(now)
+            if self.queue or self._lists() or now < _CLOCK_SET:
+                return self._run(now)
+            # No schedule and no scene: nothing the engine could arm or fire
+            # (a node whose lists are empty never loads it).
+            self.at = None
+            self.moved = False
+            self.zone = z
         self.last = now
         return ()
+
+    def _lists(self):
+        for d in (self.schedules, self.scenes):
+            if d is not None and d.params[0].value:
+                return True
+        return False
 
     def write(self, device, values, source):
         """The services' param callback: the engine answers with the new list."""
