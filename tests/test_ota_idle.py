@@ -47,7 +47,7 @@ def dropped(board):
         time.sleep(0.2)
 
 
-def settled(rig, since, timeout=15):
+def settled(rig, since, timeout=25):
     """Waits for the otafetch after a connect and for the OTA code to be dropped; returns the modules."""
     rig.cloud.wait("otafetch", NODE, since, timeout=timeout)
     return dropped(rig.board)[1]
@@ -143,9 +143,11 @@ def _loaded():
 
 
 def _settle(a, now):
-    """The first connect, its otafetch and the PUBACK, as the link would drive them."""
+    """The boot's load of the OTA code (the keeper does it 3 s after the node is
+    online), its otafetch and the PUBACK, as the link would drive them."""
+    a._ota_boot(now)
     u = a.update
-    a.link.hooks[0](now)
+    assert u is not None and a.link.hooks == [u.hook]
     u.ota.tick(now + 5000, None)
     assert u.ota.take(now + 5000, 100)[0] == "otafetch"
     u.ota.sent(7, now + 5000)
@@ -161,11 +163,12 @@ def test_the_agent_drops_every_hook_of_the_ota_code_and_a_job_loads_it_again(sim
     node.add(std.switch("Plug"))
     a = agent.Agent(node)
     topic = "node/240AC4ABCDE0/otaurl"
-    assert a.update is not None and {"ota", "update"} <= _loaded()  # loaded at start, as before
-    assert len(a.link.hooks) == 1 and len(a.link.sources) == 1
-    _now(a._ota_tick(1000))
-    assert a.update is not None  # the first connect and its otafetch are still to come
+    # Nothing to finish from an earlier boot: not loaded at start (not in the
+    # heap at connect), only the resident otaurl handler is there.
+    assert a.update is None and not _loaded() and a._ota_late
+    assert a.link.hooks == [] and a.link.sources == [] and a.link.handlers[topic] == a._otaurl
     _settle(a, 1000)
+    assert not a._ota_late
     _now(a._ota_tick(7000))
     assert a.update is None and not _loaded()
     assert a.link.hooks == [] and a.link.sources == [] and a.link.handlers[topic] == a._otaurl
@@ -216,3 +219,51 @@ def test_a_job_that_cannot_load_the_ota_code_is_dropped_with_a_clear_error(sim_b
     del a._ota_load  # memory again: the next job loads it
     a.link.handlers["node/240AC4ABCDE0/otaurl"](b'{"ota_job_id":"J10","url":"https://h/f.bin"}', 9000)
     assert a.update is not None and a.update.ota.job == "J10"
+
+
+def test_a_stored_job_loads_the_ota_code_at_start(sim_board):
+    # A job or a new app's trial left by the last boot must be finished from the
+    # first connect (the new image is confirmed there), so its code loads at once.
+    rt = sim_board
+    rm = rt.import_module("rainmaker")
+    agent = rt.import_module("rainmaker.agent")
+    std = rt.import_module("rainmaker.std")
+    for name, text in (("ota.json", "{}"), ("ota.json", '{"job":"J1","state":"rebooting-into-new","old":"x"}')):
+        with open(name, "w") as f:
+            f.write(text)
+        node = rm.Node("Idle Test", "Test")
+        node.add(std.switch("Plug"))
+        a = agent.Agent(node)
+        if text == "{}":  # what a finished job leaves: nothing to do
+            assert a.update is None and a._ota_late
+        else:
+            assert a.update is not None and not a._ota_late and a.link.hooks == [a.update.hook]
+        os.remove(name)
+
+
+def test_a_job_pushed_before_the_boot_load_runs_and_needs_no_otafetch(sim_board):
+    rt = sim_board
+    rm = rt.import_module("rainmaker")
+    agent = rt.import_module("rainmaker.agent")
+    std = rt.import_module("rainmaker.std")
+    node = rm.Node("Idle Test", "Test")
+    node.add(std.switch("Plug"))
+    a = agent.Agent(node)
+    topic = "node/240AC4ABCDE0/otaurl"
+    assert a.update is None and a._ota_late
+    a.link.handlers[topic](b'{"ota_job_id":"J7","url":"http://h/f.bin"}', 2000)
+    u = a.update
+    assert u is not None and not a._ota_late and u.ota.job is None  # http: refused
+    u.ota.tick(3000, None)
+    sent = []
+    while True:
+        item = u.ota.take(3000, 100)
+        if item is None:
+            break
+        sent.append(item)
+        u.ota.sent(30 + len(sent), 3000)
+        u.ota.puback(30 + len(sent), 3100)
+    # The job is answered; no otafetch, whose answer the pushed job already is.
+    assert [x[0] for x in sent] == ["otastatus"] and '"J7"' in sent[0][1], sent
+    _now(a._ota_tick(4000))
+    assert a.update is None and not _loaded()

@@ -143,9 +143,12 @@ def measure(dep, cloud, req, root, mpy, n=1000):
         why = wait_online(b, node, 30)
         if why:
             raise RuntimeError("MicroPython board not online: " + why)
-        # Settled: the Connected re-report comes 5 s after the SUBACK.
+        # Settled: the Connected re-report comes 5 s after the SUBACK, and the
+        # boot's otafetch (about 8 s after it), after whose PUBACK the agent
+        # drops the OTA code at its next pass (250 ms).
         cloud.wait("params/local", node, since=m, timeout=15, where=lambda p: b'"Connected":true' in p)
-        time.sleep(0.3)  # its PUBACK
+        cloud.wait("otafetch", node, since=m, timeout=30)
+        time.sleep(1.0)
         online = heap_reading(b)
         check_files(online, mpy)
         done = writes(req, node, n)

@@ -9,12 +9,10 @@ import time
 import gc
 import network
 from micropython import const
-from . import dial, log, topics
-from .node import Device, Param, READ, TIME_SERIES, SIMPLE_TS, unload
-from .session import Session, diff
-from .link import Link, ONLINE
-from .sync import Sync
-from .budget import Budget
+from . import dial, log
+from .node import unload
+from .session import diff
+from .link import ONLINE
 from .store import Store
 
 _TICK = const(50)  # ms between housekeeping passes of a live connection
@@ -26,6 +24,7 @@ _READ = const(1024)
 # RTC has not been set, and certificate validity cannot be checked.
 _TIME_VALID = const(599616000)
 
+_OTA_LATE = const(3000)  # ms online before the OTA code is loaded for the boot's otafetch
 _NTP_EVERY = const(3600000)  # ms between clock re-syncs (the RTC drifts seconds a day)
 _EPOCH = const(946684800)  # 1970 -> 2000: the ESP32's time() counts from 2000
 _TIME_SET = const(1546300800)  # 2019-01-01, Unix: before it the clock has not been set
@@ -36,6 +35,18 @@ MAPPING = "mapping.json"  # user-node mapping from provisioning, kept until its 
 def utc():
     """Unix seconds, whichever epoch the port's time() counts from."""
     return int(time.time()) + (_EPOCH if time.gmtime(0)[0] == 2000 else 0)
+
+
+def _ota_state():
+    # Is there an OTA job or a new app's trial to finish? ota.json holds "{}"
+    # once a job is over.
+    for f in ("ota.json", "ota/state.json"):
+        try:
+            if os.stat(f)[6] > 2:
+                return True
+        except OSError:
+            pass
+    return False
 
 
 class Agent:
@@ -49,32 +60,9 @@ class Agent:
         node.node_id = self.cfg["node_id"]
         self.wifi_file = wifi
         self.params_file = params
-        if connectivity and not node.device("Connectivity"):
-            # The SDK's Connectivity service: the LWT flips it to false.
-            svc = Device("Connectivity", "esp.service.connectivity", service=True)
-            svc.add(Param("Connected", True, "bool", "esp.param.connected", READ))
-            node.add(svc)
-        series = None
-        for d in node.devices:
-            for p in d.params:
-                if p.props & (TIME_SERIES | SIMPLE_TS) and series is None:
-                    from .series import Series
-
-                    series = Series(utc)
-        self.sync = Sync(node, Store(params), series=series)
-        self.system = node.device("System")  # the System service, if the app added it
+        # The node's services the agent serves (config.py: run once).
+        self.sync, self.system, self.sched = c.prepare(node, params, connectivity, utc)
         self._sysreq = None  # the System action asked for, if any
-        # What polls the schedules and scenes, if the app added either service:
-        # the Keeper, which loads rainmaker.sched only while it has work, or
-        # the app's own sched.Engine.
-        self.sched = None
-        for d in node.devices:
-            eng = getattr(d, "engine", None)
-            if eng is not None and d.type in ("esp.service.schedule", "esp.service.scenes"):
-                self.sched = eng
-                if eng.clock is None:
-                    eng.clock = utc
-                break
         self._ntp_at = time.ticks_add(time.ticks_ms(), _NTP_EVERY)
         self._halted = False  # a System action is under way: no more connections
         # The node is built: conf is loaded again only for the config JSON,
@@ -82,19 +70,19 @@ class Agent:
         # std keeps the module (the example deletes it).
         unload("conf")
         unload("std")
-        will = None
-        if connectivity:
-            # Always the plain topic, as the SDK does.
-            will = (topics.sub(node.node_id, "params/local"), b'{"Connectivity":{"Connected":false}}', 1, False)
-        self.session = Session(node.node_id, self.cfg["keepalive"], will)
-        b = self.cfg["budget"]
-        self.budget = Budget(time.ticks_ms(), b[0], b[1], b[2])
-        self.link = Link(self.session, self.sync, self.budget, node.node_id,
-                         self.cfg["topics"] == "ingest", connectivity)
-        self.update = None  # the OTA driver while it has work; loaded at start (a stored job, the otafetch)
+        self.session, self.budget, self.link = c.link(self.cfg, node.node_id, self.sync, connectivity)
+        self.update = None  # the OTA driver while it has work
         self._ota_carry = None
+        self._ota_late = False
         if ota:  # OTA jobs on node/<id>/otaurl: firmware images and app bundles
-            self._ota_load()
+            if _ota_state():
+                self._ota_load()  # a job or a new app's trial to finish: from the start
+            else:
+                # Loaded for the boot's otafetch once the node is online and
+                # settled, so its code is not in the heap at connect, when the
+                # config is built; a job pushed before that loads it at once.
+                self._ota_late = True
+                self.link.on("otaurl", self._otaurl)
         self.ctx = None
         self.wlan = None
         self.state = "starting"
@@ -168,6 +156,8 @@ class Agent:
                     await system.act(self, req)
                 if self.update:
                     await self._ota_tick(now)
+                elif self._ota_late and self.state == "online" and diff(now, self.since) >= _OTA_LATE:
+                    self._ota_boot(now)
             except Exception as e:
                 log.error("agent", "service: %s" % (str(e) or type(e).__name__))
             if self._wdt:
@@ -220,8 +210,22 @@ class Agent:
     def _ota_load(self):
         from .update import Updater
 
-        u = self.update = Updater(self, self._ota_carry)
+        # Loaded by a pushed job before the boot's otafetch: that job is the
+        # answer the otafetch would get, so none is sent (carry).
+        carry = self._ota_carry or ((None,) if self._ota_late else None)
+        self._ota_late = False
+        u = self.update = Updater(self, carry)
         return u
+
+    def _ota_boot(self, now):
+        self._ota_late = False
+        try:
+            u = self._ota_load()
+        except Exception as e:  # MemoryError, most likely
+            log.error("ota", "no memory for the OTA code: no job check this boot; jobs the cloud pushes are still taken (%s)"
+                      % (str(e) or type(e).__name__))
+            return
+        u._online(now)  # the link's hook that the just-loaded driver missed: the otafetch
 
     async def _ota_tick(self, now):
         u = self.update

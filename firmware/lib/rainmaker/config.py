@@ -67,6 +67,53 @@ def load_config(path="rainmaker.json"):
     return cfg
 
 
+def prepare(node, params, connectivity, clock):
+    """The node's parts the agent serves: (Sync, the System service or None,
+    what polls the schedules or None). Adds the Connectivity service."""
+    from .node import Device, Param, READ, TIME_SERIES, SIMPLE_TS
+    from .sync import Sync
+
+    if connectivity and not node.device("Connectivity"):
+        # The SDK's Connectivity service: the LWT flips it to false.
+        svc = Device("Connectivity", "esp.service.connectivity", service=True)
+        svc.add(Param("Connected", True, "bool", "esp.param.connected", READ))
+        node.add(svc)
+    series = None
+    sched = None
+    for d in node.devices:
+        for p in d.params:
+            if p.props & (TIME_SERIES | SIMPLE_TS) and series is None:
+                from .series import Series
+
+                series = Series(clock)
+        # What polls the schedules and scenes, if the app added either service:
+        # the Keeper, which loads rainmaker.sched only while it has work, or
+        # the app's own sched.Engine.
+        eng = getattr(d, "engine", None)
+        if sched is None and eng is not None and d.type in ("esp.service.schedule", "esp.service.scenes"):
+            sched = eng
+            if eng.clock is None:
+                eng.clock = clock
+    return Sync(node, Store(params), series=series), node.device("System"), sched
+
+
+def link(cfg, node_id, sync, connectivity):
+    """(Session, Budget, Link) for the node, from the bundle's settings."""
+    from . import topics
+    from .budget import Budget
+    from .link import Link
+    from .session import Session
+
+    will = None
+    if connectivity:
+        # Always the plain topic, as the SDK does.
+        will = (topics.sub(node_id, "params/local"), b'{"Connectivity":{"Connected":false}}', 1, False)
+    session = Session(node_id, cfg["keepalive"], will)
+    b = cfg["budget"]
+    budget = Budget(time.ticks_ms(), b[0], b[1], b[2])
+    return session, budget, Link(session, sync, budget, node_id, cfg["topics"] == "ingest", connectivity)
+
+
 def _exists(path):
     try:
         os.stat(path)
