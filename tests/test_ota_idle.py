@@ -127,6 +127,15 @@ def sim_board(tmp_path, monkeypatch):
     rt.uninstall()
 
 
+def _agent(rt):
+    """An agent for a one-switch node on the sim board, not started."""
+    rm = rt.import_module("rainmaker")
+    std = rt.import_module("rainmaker.std")
+    node = rm.Node("Idle Test", "Test")
+    node.add(std.switch("Plug"))
+    return rt.import_module("rainmaker.agent").Agent(node)
+
+
 def _now(coro):
     """Runs a coroutine that must not wait."""
     try:
@@ -142,6 +151,19 @@ def _loaded():
     return {m[10:] for m in sys.modules if m.startswith("rainmaker.")} & OTA_CODE
 
 
+def _drain(u, now, pid):
+    """Everything the job logic has to send at now, each acknowledged at once (pids from pid+1)."""
+    u.ota.tick(now, None)
+    sent = []
+    while True:
+        item = u.ota.take(now, 100)
+        if item is None:
+            return sent
+        sent.append(item)
+        u.ota.sent(pid + len(sent), now)
+        u.ota.puback(pid + len(sent), now + 100)
+
+
 def _settle(a, now):
     """The boot's load of the OTA code (the keeper does it 3 s after the node is
     online), its otafetch and the PUBACK, as the link would drive them."""
@@ -155,13 +177,7 @@ def _settle(a, now):
 
 
 def test_the_agent_drops_every_hook_of_the_ota_code_and_a_job_loads_it_again(sim_board):
-    rt = sim_board
-    rm = rt.import_module("rainmaker")
-    agent = rt.import_module("rainmaker.agent")
-    std = rt.import_module("rainmaker.std")
-    node = rm.Node("Idle Test", "Test")
-    node.add(std.switch("Plug"))
-    a = agent.Agent(node)
+    a = _agent(sim_board)
     topic = "node/240AC4ABCDE0/otaurl"
     # Nothing to finish from an earlier boot: not loaded at start (not in the
     # heap at connect), only the resident otaurl handler is there.
@@ -178,15 +194,7 @@ def test_the_agent_drops_every_hook_of_the_ota_code_and_a_job_loads_it_again(sim
     assert u is not None and {"ota", "update"} <= _loaded()
     assert a.link.hooks == [u.hook] and a.link.sources == [u.ota] and a.link.handlers[topic] == u.ota.message
     u.hook(9000)  # a reconnect: its answer goes out, and no second otafetch this boot
-    u.ota.tick(20000, None)
-    sent = []
-    while True:
-        item = u.ota.take(20000, 100)
-        if item is None:
-            break
-        sent.append(item)
-        u.ota.sent(20 + len(sent), 20000)
-        u.ota.puback(20 + len(sent), 20100)
+    sent = _drain(u, 20000, 20)
     assert [x[0] for x in sent] == ["otastatus"] and '"J9","status":"failed"' in sent[0][1], sent
     _now(a._ota_tick(21000))
     assert a.update is None and not _loaded() and a.link.hooks == [] and a.link.sources == []
@@ -198,13 +206,7 @@ def test_the_agent_drops_every_hook_of_the_ota_code_and_a_job_loads_it_again(sim
 
 
 def test_a_job_that_cannot_load_the_ota_code_is_dropped_with_a_clear_error(sim_board, capsys):
-    rt = sim_board
-    rm = rt.import_module("rainmaker")
-    agent = rt.import_module("rainmaker.agent")
-    std = rt.import_module("rainmaker.std")
-    node = rm.Node("Idle Test", "Test")
-    node.add(std.switch("Plug"))
-    a = agent.Agent(node)
+    a = _agent(sim_board)
     _settle(a, 1000)
     _now(a._ota_tick(7000))
     assert a.update is None
@@ -224,16 +226,10 @@ def test_a_job_that_cannot_load_the_ota_code_is_dropped_with_a_clear_error(sim_b
 def test_a_stored_job_loads_the_ota_code_at_start(sim_board):
     # A job or a new app's trial left by the last boot must be finished from the
     # first connect (the new image is confirmed there), so its code loads at once.
-    rt = sim_board
-    rm = rt.import_module("rainmaker")
-    agent = rt.import_module("rainmaker.agent")
-    std = rt.import_module("rainmaker.std")
     for name, text in (("ota.json", "{}"), ("ota.json", '{"job":"J1","state":"rebooting-into-new","old":"x"}')):
         with open(name, "w") as f:
             f.write(text)
-        node = rm.Node("Idle Test", "Test")
-        node.add(std.switch("Plug"))
-        a = agent.Agent(node)
+        a = _agent(sim_board)
         if text == "{}":  # what a finished job leaves: nothing to do
             assert a.update is None and a._ota_late
         else:
@@ -242,27 +238,13 @@ def test_a_stored_job_loads_the_ota_code_at_start(sim_board):
 
 
 def test_a_job_pushed_before_the_boot_load_runs_and_needs_no_otafetch(sim_board):
-    rt = sim_board
-    rm = rt.import_module("rainmaker")
-    agent = rt.import_module("rainmaker.agent")
-    std = rt.import_module("rainmaker.std")
-    node = rm.Node("Idle Test", "Test")
-    node.add(std.switch("Plug"))
-    a = agent.Agent(node)
+    a = _agent(sim_board)
     topic = "node/240AC4ABCDE0/otaurl"
     assert a.update is None and a._ota_late
     a.link.handlers[topic](b'{"ota_job_id":"J7","url":"http://h/f.bin"}', 2000)
     u = a.update
     assert u is not None and not a._ota_late and u.ota.job is None  # http: refused
-    u.ota.tick(3000, None)
-    sent = []
-    while True:
-        item = u.ota.take(3000, 100)
-        if item is None:
-            break
-        sent.append(item)
-        u.ota.sent(30 + len(sent), 3000)
-        u.ota.puback(30 + len(sent), 3100)
+    sent = _drain(u, 3000, 30)
     # The job is answered; no otafetch, whose answer the pushed job already is.
     assert [x[0] for x in sent] == ["otastatus"] and '"J7"' in sent[0][1], sent
     _now(a._ota_tick(4000))
