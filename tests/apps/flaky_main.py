@@ -9,10 +9,10 @@ from rainmaker import std
 class FlakyNode(rm.Node):
     failures = [MemoryError, RuntimeError]
 
-    def config(self):
+    def config(self, parts=False):
         if self.failures:
             raise self.failures.pop(0)("planted by the test app")
-        return rm.Node.config(self)
+        return rm.Node.config(self, parts)
 
 
 node = FlakyNode("Flaky", "Test", fw_version="1.0.0")
