@@ -114,7 +114,8 @@ def report():
     r = measure(mpy=True)
     src = measure(mpy=False)
     total, sizes = mpy_size()
-    sansio = sum(v for k, v in sizes.items() if k not in ("agent", "config", "diag", "store", "__init__"))
+    mods = (mp.get("mpy", {}).get("after", {}).get("mods") or "").split(",")
+    resident = sum(v for k, v in sizes.items() if k in mods or k == "__init__")
     lines = [
         mp_text,
         "",
@@ -129,7 +130,8 @@ def report():
         f"    after 1,000 writes processed ... {src['heap_after_1000']:7,d} bytes",
         "Code size, .mpy for xtensawin:",
         f"  whole agent package .............. {total:7,d} bytes  (target <= 32,768; mqtt_as: 11.2 KB)",
-        f"  sans-IO core (no agent, config, diag, store) {sansio:7,d} bytes",
+        f"  resident on the settled example node ({len(mods) + 1} modules, see above) {resident:7,d} bytes"
+        if mods[0] else "  resident part: not measured (no MicroPython board)",
         "  per module: " + ", ".join(f"{k} {v:,}" for k, v in sizes.items()),
     ]
     return "\n".join(lines), {**r, "heap_after_1000_py": src["heap_after_1000"], "mpy_total": total,
