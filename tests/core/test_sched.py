@@ -9,7 +9,7 @@ import json
 import sys
 from rainmaker import Node, std, log, sched
 from rainmaker.sync import Sync, CONFIG, INIT, LOCAL
-from util import js, MemStore
+from util import js, MemStore, raises
 
 log.level = -1
 
@@ -1108,5 +1108,34 @@ def test_empty_lists_never_load_the_engine():
         del k._run
         write(s, EVE)  # the first schedule: the engine answers, and is dropped again
         assert not resident() and k.at == at(2026, 3, 25, 19, 30)  # 18:30 in UTC0, as CET
+    finally:
+        tz.current = tz.UTC
+
+
+def test_no_memory_for_the_engine_is_retried_once_a_minute_not_at_every_pass():
+    from rainmaker import tz
+
+    n, s, k, clock, app = lazy()
+    try:
+        write(s, EVE)
+        reported(s)
+        assert drive(k, s, T0) == []  # the first poll after boot
+        t = at(2026, 3, 25, 18, 30)
+        tries = []
+
+        def no_memory(now, name=None, ops=None):
+            tries.append(now)
+            raise MemoryError("memory allocation failed, allocating 4096 bytes")
+
+        k._run = no_memory
+        raises(MemoryError, k.poll, t)
+        for dt in (1, 30, 59):  # the agent polls every 250 ms: not retried within the minute
+            assert drive(k, s, t + dt) == []
+        assert tries == [t]
+        raises(MemoryError, k.poll, t + 60)
+        assert tries == [t, t + 60]
+        del k._run  # memory again: the occurrence, 2 min late, still fires once
+        assert drive(k, s, t + 125) == ["Schedule"] and app.calls == [("Light", {"Power": True}, "Schedule")]
+        assert drive(k, s, t + 130) == [] and len(app.calls) == 1
     finally:
         tz.current = tz.UTC

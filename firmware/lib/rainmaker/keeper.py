@@ -12,6 +12,7 @@ from .node import Param, Device, READ, WRITE, PERSIST, unload
 
 _DAY = const(86400)
 _MAX = const(10)  # schedules, and scenes (sched.MAX)
+_HOLD = const(60)  # s before a poll tries the engine again after a MemoryError
 _CLOCK_SET = const(1546300800)  # 2019-01-01 (sched.CLOCK_SET): an earlier clock has not been set
 
 
@@ -29,6 +30,7 @@ class Keeper:
         self.clock = None  # set by the agent: Unix s, to arm a schedule when it is written
         self.schedules = None  # the Schedule and Scenes service devices
         self.scenes = None
+        self.hold = 0  # Unix s before which polls do not try the engine again (it found no memory)
 
     def _run(self, now, name=None, ops=None):
         from . import sched
@@ -48,7 +50,15 @@ class Keeper:
         # keeps the next occurrence so that nothing fires twice): no need to load it.
         if last is None or (at is not None and at <= now) or now < last - _DAY or z is not self.zone:
             if self.queue or self._lists() or now < _CLOCK_SET:
-                return self._run(now)
+                if 0 < self.hold - now <= _HOLD:  # (a clock step back ends the wait)
+                    return ()
+                try:
+                    return self._run(now)
+                except MemoryError:
+                    # No room to load the engine: tried again in a minute,
+                    # not at every pass (the agent logs each failure).
+                    self.hold = now + _HOLD
+                    raise
             # No schedule and no scene: nothing the engine could arm or fire
             # (a node whose lists are empty never loads it).
             self.at = None
