@@ -9,9 +9,6 @@ from . import log
 from .session import diff
 
 _DELAY = const(2000)  # ms from the write to the action (SDK: 2 s), so its echo reaches the app
-# What a factory reset forgets besides Wi-Fi and the params: the user's, never
-# the node's (its identity stays, so the board can be provisioned again).
-_USER_STATE = ("mapping.json", "lctl.json")
 
 _at = None  # tick at which the action runs
 _acked = False  # the cloud acknowledged the user mapping reset
@@ -46,7 +43,12 @@ async def act(agent, req):
     if req != "Reboot":
         files = [agent.wifi_file]
         if req == "Factory-Reset":
-            files += [agent.params_file] + list(_USER_STATE)
+            # Besides Wi-Fi and the params, the user's state (mapping, local
+            # control PoP), never the node's: its identity stays, so the board
+            # can be provisioned again.
+            from .agent import MAPPING
+
+            files += [agent.params_file, MAPPING, "lctl.json"]
             agent.sync.store = None  # the keeper must not write the params back
         for f in files:
             try:
