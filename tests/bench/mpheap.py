@@ -26,8 +26,9 @@ the bench app (its bytecode and one task), MicroPython's frozen asyncio and ssl
 rainmaker modules (bytecode, functions, interned names), the example app and its
 node, the agent's live state (session, sync, link, buffers, asyncio tasks) and the
 simulated hardware modules (machine, network, esp32 and the world model behind
-them, Python here, C in flash on an ESP32): "start" and "sim hw" are printed so
-they can be taken off. Not in it: mbedTLS's buffers and contexts (malloc'd from
+them, Python here, C in flash on an ESP32, including the flash model behind
+esp32.Partition, which the bench app loads up front): "start" and "sim hw" are
+printed so they can be taken off. Not in it: mbedTLS's buffers and contexts (malloc'd from
 libc on the unix port, from the IDF heap on an ESP32; not measured here), the
 socket, thread stacks and the C stack. The TLS objects' fixed parts (the
 SSLContext and SSL socket structs) are GC objects on both and so are counted.
@@ -333,7 +334,8 @@ def report_lines(res):
         % (KB_LO, KB_HI, KB_STEP),
         "    lib .mpy: %s  (%d probes)" % (smallest_text(m), m["probes"]),
         "    lib .py:  %s  (%d probes)" % (smallest_text(p), p["probes"]),
-        "    (the minimum includes the sim hw modules; an ESP32 would need roughly that much less)",
+        "    (the minimum includes the sim hw modules, %s bytes, C in flash on an ESP32: less them, %s)"
+        % ("{:,}".format(m["after"]["hw"]), _less_hw(m)),
         "  rainmaker modules loaded on the board: " + m["after"]["mods"].replace(",", ", "),
         "  Not counted: mbedTLS buffers (libc here, the IDF heap on an ESP32), sockets, stacks.",
         "Import cost on micropython32 (bare VM, a stub network module), each after the ones above it, bytes",
@@ -355,6 +357,14 @@ def report_lines(res):
     lines.append(f"  {'rainmaker, all':<20} {total_m:7,d} {total_p:7,d}")
     lines.append(f"  {'rainmaker, resident':<20} {res_m:7,d}")
     return lines
+
+
+def _less_hw(r):
+    # What the minimum comes to without the simulated hardware, which is
+    # allocated first and stays: roughly the heap an ESP32 would need.
+    if r["min_kb"] is None:
+        return "-"
+    return "about %dK" % ((r["min_kb"] * 1024 - r["after"]["hw"] + 1023) // 1024)
 
 
 # Why a module is not in the heap of a node that is online and settled.
