@@ -8,7 +8,9 @@ backends, and in-process on the CPython sim for what the agent itself holds
 memory to load the code.
 """
 import os
+import sys
 import time
+import types
 
 import pytest
 
@@ -205,22 +207,51 @@ def test_the_agent_drops_every_hook_of_the_ota_code_and_a_job_loads_it_again(sim
     assert u.ota.tick(22000, None)[0][0] == "download"
 
 
-def test_a_job_that_cannot_load_the_ota_code_is_dropped_with_a_clear_error(sim_board, capsys):
+class _NoMemory(types.ModuleType):
+    # Stands for the OTA driver's module when there is no memory to load it.
+    def __getattr__(self, name):
+        raise MemoryError("memory allocation failed, allocating 2048 bytes")
+
+
+def test_a_job_that_cannot_load_the_ota_code_is_dropped_with_a_clear_error(sim_board, capsys, monkeypatch):
     a = _agent(sim_board)
     _settle(a, 1000)
     _now(a._ota_tick(7000))
     assert a.update is None
 
-    def no_memory():
-        raise MemoryError("memory allocation failed, allocating 2048 bytes")
-
-    a._ota_load = no_memory
+    monkeypatch.setitem(sys.modules, "rainmaker.update", _NoMemory("rainmaker.update"))
     a.link.handlers["node/240AC4ABCDE0/otaurl"](b'{"ota_job_id":"J9","url":"https://h/f.bin"}', 8000)
     assert "OTA job dropped: the OTA code could not be loaded: memory allocation failed" in capsys.readouterr().out
     assert a.update is None and a.link.handlers["node/240AC4ABCDE0/otaurl"] == a._otaurl
-    del a._ota_load  # memory again: the next job loads it
+    monkeypatch.delitem(sys.modules, "rainmaker.update")  # memory again: the next job loads it
     a.link.handlers["node/240AC4ABCDE0/otaurl"](b'{"ota_job_id":"J10","url":"https://h/f.bin"}', 9000)
     assert a.update is not None and a.update.ota.job == "J10"
+
+
+def test_no_memory_for_the_boot_load_or_a_stored_job_leaves_jobs_to_the_otaurl_handler(sim_board, capsys, monkeypatch):
+    # The boot's load for the otafetch, and the load at start for a stored job,
+    # can find no memory: each says what is lost, and a job the cloud pushes
+    # later still loads the code.
+    topic = "node/240AC4ABCDE0/otaurl"
+    monkeypatch.setitem(sys.modules, "rainmaker.update", _NoMemory("rainmaker.update"))
+    a = _agent(sim_board)
+    a._ota_boot(1000)
+    assert "no job check this boot (jobs the cloud pushes are still taken): the OTA code could not be loaded: " \
+        "memory allocation failed" in capsys.readouterr().out
+    assert a.update is None and not a._ota_late and a.link.handlers[topic] == a._otaurl
+    with open("ota.json", "w") as f:
+        f.write('{"job":"J1","state":"rebooting-into-new","old":"x"}')
+    try:
+        b = _agent(sim_board)
+        assert "the unfinished job waits for the next boot: the OTA code could not be loaded" in capsys.readouterr().out
+        assert b.update is None and b.link.handlers[topic] == b._otaurl
+        monkeypatch.delitem(sys.modules, "rainmaker.update")
+        b.link.handlers[topic](b'{"ota_job_id":"J2","url":"https://h/f.bin","file_size":10}', 2000)
+        # Loaded at last: the stored job is taken up first (J2 waits, as any
+        # job arriving during another).
+        assert b.update is not None and b.update.ota.job == "J1"
+    finally:
+        os.remove("ota.json")
 
 
 def test_a_stored_job_loads_the_ota_code_at_start(sim_board):

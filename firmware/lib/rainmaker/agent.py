@@ -76,7 +76,9 @@ class Agent:
         self._ota_late = False
         if ota:  # OTA jobs on node/<id>/otaurl: firmware images and app bundles
             if _ota_state():
-                self._ota_load()  # a job or a new app's trial to finish: from the start
+                # A job or a new app's trial to finish: from the start.
+                if not self._ota_load("the unfinished job waits for the next boot"):
+                    self.link.on("otaurl", self._otaurl)
             else:
                 # Loaded for the boot's otafetch once the node is online and
                 # settled, so its code is not in the heap at connect, when the
@@ -207,25 +209,27 @@ class Agent:
 
     # -- OTA: its code stays in the heap only while it has work -----------------
 
-    def _ota_load(self):
-        from .update import Updater
-
+    def _ota_load(self, lost):
+        # The OTA driver, or None if its code could not be loaded (MemoryError,
+        # most likely): lost says what that costs.
         # Loaded by a pushed job before the boot's otafetch: that job is the
         # answer the otafetch would get, so none is sent (carry).
         carry = self._ota_carry or ((None,) if self._ota_late else None)
         self._ota_late = False
-        u = self.update = Updater(self, carry)
+        try:
+            from .update import Updater
+
+            u = self.update = Updater(self, carry)
+        except Exception as e:
+            log.error("ota", "%s: the OTA code could not be loaded: %s" % (lost, str(e) or type(e).__name__))
+            return None
         return u
 
     def _ota_boot(self, now):
-        self._ota_late = False
-        try:
-            u = self._ota_load()
-        except Exception as e:  # MemoryError, most likely
-            log.error("ota", "no memory for the OTA code: no job check this boot; jobs the cloud pushes are still taken (%s)"
-                      % (str(e) or type(e).__name__))
-            return
-        u._online(now)  # the link's hook that the just-loaded driver missed: the otafetch
+        self._ota_late = False  # the boot's load: the otafetch is sent (no carry)
+        u = self._ota_load("no job check this boot (jobs the cloud pushes are still taken)")
+        if u:
+            u._online(now)  # the link's hook that the just-loaded driver missed: the otafetch
 
     async def _ota_tick(self, now):
         u = self.update
@@ -239,13 +243,11 @@ class Agent:
 
     def _otaurl(self, payload, now):
         # otaurl while the OTA code is unloaded: it is loaded and gets the job.
-        try:
-            u = self._ota_load()
-        except Exception as e:  # MemoryError, most likely: the next job may find more
+        u = self._ota_load("OTA job dropped")
+        if u:
+            u.ota.message(payload, now)
+        else:  # the next job may find more memory
             self.link.on("otaurl", self._otaurl)
-            log.error("ota", "OTA job dropped: the OTA code could not be loaded: %s" % (str(e) or type(e).__name__))
-            return
-        u.ota.message(payload, now)
 
     async def reboot(self, why):
         """End the connection (without DISCONNECT: the broker publishes the
