@@ -1,5 +1,9 @@
-# Time zones for a port without them (docs/protocol.md#time-service): POSIX TZ
-# strings parsed and evaluated here, and the IANA name table read from flash.
+# Time zones for a port without them (docs/protocol.md#time-service): the zone
+# in effect and what reading it needs (local time, offset from UTC). Kept
+# small, as it stays loaded with the Time service: the POSIX TZ parser
+# (tzparse.py) and the IANA table search (zones.py) are loaded only for a
+# new zone and dropped after; the Time service is built by std.py, wall
+# time -> UTC is computed by the schedule engine (sched.wall).
 #
 # Every time in this module is Unix seconds (since 1970-01-01 UTC), whatever
 # the port's own epoch is (2000 on the ESP32): the caller converts once. The
@@ -10,18 +14,14 @@
 # every time (tz.current.local(t)), never keep it, so a new zone takes effect
 # at once.
 from micropython import const
-from .node import Device, Param, READ, WRITE, PERSIST
+from .node import Param
 
 _DAY = const(86400)
-_MAX_NAME = const(48)  # the longest IANA name is 32 chars
-_BUF = const(160)  # twice the longest line of the table (78 bytes) and more
-_NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789/_+-."
 
-# Where lookup() finds the table: next to this module when it is a file, else
-# where deploy puts it (a frozen agent has no file of its own), else relative
-# to the working directory (a simulated board runs in its board folder).
+# The IANA table (zones.txt) for zones.lookup: "" = found next to zones.py or
+# under lib/rainmaker; a frozen agent or a test may set it. Here, not in
+# zones.py, because that module is dropped after each lookup.
 path = ""
-_TABLE = "rainmaker/zones.txt"
 
 
 def _days(y, m, d):
@@ -93,9 +93,6 @@ class Zone:
         self.start = start  # (kind, a, b, c, seconds after local midnight)
         self.end = end
 
-    def __repr__(self):
-        return "Zone(%r)" % self.posix
-
     def _is_dst(self, utc):
         # The year is taken in local standard time, and both transitions are
         # placed in seconds after that year's start in standard time: small
@@ -120,12 +117,6 @@ class Zone:
             return self.dst_off
         return self.std_off
 
-    def name(self, utc):
-        """The abbreviation in effect at utc ("CET", "+0530")."""
-        if self.dst is not None and self._is_dst(utc):
-            return self.dst
-        return self.std
-
     def local(self, utc):
         """(year, month, mday, hour, minute, second, weekday 0=Monday, yearday 1..366) at utc."""
         utc = int(utc)
@@ -133,44 +124,6 @@ class Zone:
         y, m, d = _civil(days)
         return (y, m, d, sec // 3600, sec // 60 % 60, sec % 60, (days + 3) % 7,
                 days - _days(y, 1, 1) + 1)
-
-    def utc(self, year, month, mday, hour, minute, second=0):
-        """Unix seconds at which the local wall clock shows this time.
-
-        Fields may run over (mday 32, hour 24, minute -5): they are counted on.
-        Two wall times have no single answer:
-        - a time the clock skips (spring forward) gives the instant the gap
-          ends, when the clock jumps past it: a 02:30 alarm on a day that goes
-          from 02:00 to 03:00 fires at 03:00, not an hour later or never;
-        - a time the clock shows twice (fall back) gives the first one: a
-          01:30 alarm on a day that repeats 01:00-02:00 fires once, at the
-          first 01:30.
-        """
-        if not 1 <= month <= 12:
-            raise ValueError("month %r is not 1..12" % (month,))
-        wall = _days(year, month, mday) * _DAY + hour * 3600 + minute * 60 + second
-        t1 = wall - self.std_off
-        if self.dst is None:
-            return t1
-        t2 = wall - self.dst_off
-        ok1 = self.offset(t1) == self.std_off
-        ok2 = self.offset(t2) == self.dst_off
-        if ok1 and ok2:
-            return min(t1, t2)
-        if ok1:
-            return t1
-        if ok2:
-            return t2
-        # In a gap: the transition lies in (lo, hi]; find it by halving.
-        lo, hi = min(t1, t2), max(t1, t2)
-        before = self.offset(lo)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if self.offset(mid) == before:
-                lo = mid
-            else:
-                hi = mid
-        return hi
 
 
 def parse(posix):
@@ -187,122 +140,13 @@ def parse(posix):
         unload("tzparse")
 
 
-def now():
-    """Unix seconds now, on any port (the ESP32's time.time() counts from 2000)."""
-    import time
-
-    t = int(time.time())  # a float on the unix port
-    return t + 946684800 if time.gmtime(0)[0] == 2000 else t
-
-
 UTC = Zone("UTC0", "UTC", 0)
 current = UTC  # set by the Time service (std.time_service)
 
 
-def _table():
-    global path
-    here = globals().get("__file__") or ""
-    if path:
-        cands = [path]
-    else:
-        cands = ["/lib/" + _TABLE, "lib/" + _TABLE]
-        if "/" in here:
-            cands.insert(0, here.rsplit("/", 1)[0] + "/zones.txt")
-    for c in cands:
-        try:
-            f = open(c, "rb")
-        except OSError:
-            continue
-        path = c
-        return f
-    raise OSError("no time zone table: %s not found (deploy lib/%s with the agent)" % (cands[0], _TABLE))
-
-
-def _line(f, buf, pos):
-    """(start, end) in buf of the first line that starts at or after byte pos, or None at the end.
-
-    One read of buf's length from pos - 1: enough for the rest of a line and
-    a whole next one, as every line is shorter than half of buf.
-    """
-    at = pos - 1 if pos else 0
-    f.seek(at)
-    n = f.readinto(buf)
-    i = 0
-    if pos:
-        while i < n and buf[i] != 10:  # the rest of the line that holds byte pos - 1
-            i += 1
-        i += 1
-    j = i
-    while j < n and buf[j] != 10:
-        j += 1
-    if i >= n or j >= n:
-        return None  # past the last line (or a line too long for buf: not in this table)
-    return i, j
-
-
-def _cmp(buf, i, j, key):
-    """The line's name (lowercased) compared with key: -1, 0 or 1."""
-    k = 0
-    nk = len(key)
-    while i < j:
-        c = buf[i]
-        if c == 32:  # the end of the name
-            break
-        if 65 <= c <= 90:
-            c += 32
-        if k == nk or c > key[k]:
-            return 1
-        if c < key[k]:
-            return -1
-        i += 1
-        k += 1
-    return -1 if k < nk else 0
-
-
-def lookup(name):
-    """The POSIX TZ string of an IANA zone name ("Europe/Berlin"), or None if unknown.
-
-    Case does not matter, and a space stands for '_' ("america/new york").
-    The table is searched on flash with one small buffer, never loaded.
-    OSError if the table is not on the board.
-    """
-    if not isinstance(name, str):
-        return None
-    key = name.strip().lower().replace(" ", "_")
-    if not 0 < len(key) <= _MAX_NAME:
-        return None
-    for c in key:
-        if c not in _NAME_CHARS:
-            return None
-    key = key.encode()
-    buf = bytearray(_BUF)
-    f = _table()
-    try:
-        lo, hi = 0, f.seek(0, 2)
-        # Lines are sorted by lowercased name: find the first line whose
-        # name is not below key, by the byte position it starts after.
-        while lo < hi:
-            mid = (lo + hi) // 2
-            r = _line(f, buf, mid)
-            if r and _cmp(buf, r[0], r[1], key) < 0:
-                lo = mid + 1
-            else:
-                hi = mid
-        r = _line(f, buf, lo)
-    finally:
-        f.close()
-    if r and _cmp(buf, r[0], r[1], key) == 0:
-        i = r[0] + len(key) + 1
-        try:
-            return bytes(buf[i:r[1]]).decode()
-        except UnicodeError:  # a damaged table; the caller parses what it gets anyway
-            return None
-    return None
-
-
 # -- the Time service's params (docs/protocol.md#time-service) ------------------
-# Their code lives here, with the zone they set, so that std.py (which builds
-# the service) holds nothing the running node needs.
+# The code of the running params lives here, with the zone they set; the
+# service is built by std.time_service(), dropped with std once the node is.
 
 class _Posix(Param):
     # The TZ-POSIX param: only a parseable POSIX TZ string (or "", meaning
@@ -352,17 +196,19 @@ def _time_write(dev, values, source):
     out = {}
     name = values.get("TZ")
     if name is not None:
-        from . import log
+        from . import log, zones
+        from .node import unload
 
+        posix = None
         try:
-            posix = lookup(name)
-        except OSError as e:
-            posix = None
-            log.error("time", str(e))
-        else:
+            posix = zones.lookup(name)
             if posix is None:
                 log.warn("time", "unknown time zone %r: give an IANA name such as Europe/Berlin, "
                          "or write TZ-POSIX" % (name,))
+        except OSError as e:
+            log.error("time", str(e))
+        finally:
+            unload("zones")  # the search code is needed again only for the next name
         if posix is not None:
             out["TZ"] = name
             out["TZ-POSIX"] = posix
@@ -370,13 +216,3 @@ def _time_write(dev, values, source):
         out["TZ-POSIX"] = values["TZ-POSIX"]
     return out
 
-
-def service(default=""):
-    """The Time service (std.time_service() builds it through this)."""
-    posix = (lookup(default) or "") if default else ""
-    if default and not posix:
-        raise ValueError("default time zone %r is not in the IANA table" % (default,))
-    d = Device("Time", "esp.service.time", _time_write, service=True)
-    d.add(Param("TZ", default if posix else "", "string", "esp.param.tz", READ | WRITE | PERSIST))
-    d.add(_Posix("TZ-POSIX", posix, "string", "esp.param.tz_posix", READ | WRITE | PERSIST))
-    return d
