@@ -519,13 +519,14 @@ def test_one_shot_fires_once_then_is_disabled_and_reported():
 
 
 def test_wall_time_to_utc():
-    # sched.wall against the test zone's own answer, every 20 minutes of the
-    # days around both 2026 transitions (the gap 02:00-03:00, the repeated
-    # 02:00-03:00) and of days far from them.
-    for y, m, d in ((2026, 3, 28), (2026, 3, 29), (2026, 3, 30), (2026, 10, 24), (2026, 10, 25),
-                    (2026, 10, 26), (2027, 1, 1), (2028, 2, 29), (2028, 7, 15)):
-        for h in range(24):
-            for mi in (0, 20, 40, 59):
+    # sched.wall against the test zone's own answer, around both 2026
+    # transitions (the gap 02:00-03:00, the repeated 02:00-03:00) and on days
+    # far from them. (Not every minute: the WASM VM's collector must not run
+    # in this test, see tests/vm.py; tests/test_sched_tz.py checks many more
+    # against zoneinfo.)
+    for y, m, d in ((2026, 3, 29), (2026, 10, 25), (2027, 1, 1), (2028, 2, 29)):
+        for h in (0, 1, 2, 3, 4, 12, 23):
+            for mi in (0, 30, 59):
                 assert sched.wall(EU, y, m, d, h, mi) == EU.utc(y, m, d, h, mi), (y, m, d, h, mi)
     assert sched.wall(EU, 2026, 3, 29, 2, 30) == at(2026, 3, 29, 3, 0)  # in the gap: its end
     assert sched.wall(EU, 2026, 10, 25, 2, 30) == at(2026, 10, 25, 2, 30) == 1792888200  # the first 02:30
