@@ -182,7 +182,7 @@ def test_offset_local_and_utc_agree_with_zoneinfo(name, posix):
         want = ref_local(zi, t)
         assert z.offset(t) == ref_offset(zi, t), (name, t)
         assert z.local(t) == want, (name, t)
-        abbr = z.dst if z.dst is not None and z._is_dst(t) else z.std
+        abbr = z.dst if z.dst is not None and z.offset(t) == z.dst_off else z.std
         assert abbr == dt.datetime.fromtimestamp(t, zi).tzname(), (name, t)
         # Back from the wall time: the same instant, unless it is the second
         # time the clock shows it (then the first one, as zoneinfo's fold=0).

@@ -108,6 +108,23 @@ def test_calendar_arithmetic():
     assert tz.UTC.local(_utc(2024, 12, 31, 23, 59, 59)) == (2024, 12, 31, 23, 59, 59, 1, 366)
 
 
+def test_rule_days():
+    # Jn never counts February 29 (J60 is March 1 every year), n does; Mm.5.d
+    # is the month's last such weekday, in February of a leap year and in
+    # December (whose length comes from the next January) too.
+    for y in (2023, 2024, 2100, 2000):
+        assert tz._rule_day((0, 1), y) == tz._days(y, 1, 1)
+        assert tz._rule_day((0, 59), y) == tz._days(y, 2, 28)
+        assert tz._rule_day((0, 60), y) == tz._days(y, 3, 1)
+        assert tz._rule_day((0, 365), y) == tz._days(y, 12, 31)
+        assert tz._rule_day((1, 59), y) == tz._days(y, 1, 60)
+    assert tz._rule_day((2, 2, 5, 4), 2024) == tz._days(2024, 2, 29)  # a Thursday
+    assert tz._rule_day((2, 2, 5, 4), 2023) == tz._days(2023, 2, 23)
+    assert tz._rule_day((2, 12, 5, 3), 2025) == tz._days(2025, 12, 31)  # a Wednesday
+    assert tz._rule_day((2, 12, 5, 0), 2025) == tz._days(2025, 12, 28)
+    assert tz._rule_day((2, 12, 1, 1), 2025) == tz._days(2025, 12, 1)  # a Monday
+
+
 def test_rules_by_hand():
     # Julian J60 is March 1 every year; zero-based 59 is March 1 only in
     # common years.
@@ -131,8 +148,9 @@ def test_rules_by_hand():
 
 
 def _name(z, t):
-    # The abbreviation in effect (the firmware keeps both but needs neither at run time).
-    return z.dst if z.dst is not None and z._is_dst(t) else z.std
+    # The abbreviation in effect (the firmware keeps both but needs neither at
+    # run time; no zone of the table has a daylight offset equal to its standard one).
+    return z.dst if z.dst is not None and z.offset(t) == z.dst_off else z.std
 
 
 def test_gap_gives_its_end_and_overlap_the_first():

@@ -54,28 +54,18 @@ def _civil(n):
     return y + 1, mp - 9, d
 
 
-def _leap(y):
-    return y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
-
-
-def _mdays(y, m):
-    if m == 2:
-        return 29 if _leap(y) else 28
-    return 30 if m in (4, 6, 9, 11) else 31
-
-
 def _rule_day(r, y):
     """The day (since 1970) on which rule r falls in year y."""
     kind = r[0]
-    if kind == 0:  # Jn: 1..365, February 29 never counted
+    if kind == 0:  # Jn: 1..365, February 29 never counted, so J60 is always March 1
         n = r[1]
-        return _days(y, 1, n + (1 if n > 59 and _leap(y) else 0))
+        return _days(y, 1, n) if n < 60 else _days(y, 3, n - 59)
     if kind == 1:  # n: 0..365, February 29 counted
         return _days(y, 1, 1) + r[1]
     m, w, wd = r[1], r[2], r[3]  # Mm.w.d: day wd (0 = Sunday) of week w (5 = last)
     first = _days(y, m, 1)
     d = 1 + (wd - (first + 4)) % 7 + (w - 1) * 7  # 1970-01-01 was a Thursday
-    last = _mdays(y, m)
+    last = _days(y, m + 1, 1) - first  # the month's length (month 13 is next January)
     while d > last:
         d -= 7
     return first + d - 1
@@ -93,29 +83,27 @@ class Zone:
         self.start = start  # (kind, a, b, c, seconds after local midnight)
         self.end = end
 
-    def _is_dst(self, utc):
+    def offset(self, utc):
+        """Seconds east of UTC in effect at the instant utc."""
+        std = self.std_off
+        s, e = self.start, self.end
+        if self.dst is None or s is None or e is None:
+            return std
         # The year is taken in local standard time, and both transitions are
         # placed in seconds after that year's start in standard time: small
         # numbers (a Unix time is a heap-allocated int on a 32-bit port).
-        days, sec = divmod(int(utc) + self.std_off, _DAY)  # int(): a float time counts too
+        days, sec = divmod(int(utc) + std, _DAY)  # int(): a float time counts too
         y = _civil(days)[0]
         y0 = _days(y, 1, 1)
         x = (days - y0) * _DAY + sec
-        s, e = self.start, self.end
-        if s is None or e is None:
-            return False
         # The start happens on standard time, the end on daylight time.
         a = (_rule_day(s, y) - y0) * _DAY + s[4]
-        b = (_rule_day(e, y) - y0) * _DAY + e[4] - (self.dst_off - self.std_off)
+        b = (_rule_day(e, y) - y0) * _DAY + e[4] - (self.dst_off - std)
         if a < b:
-            return a <= x < b
-        return not b <= x < a  # southern hemisphere: daylight time spans the new year
-
-    def offset(self, utc):
-        """Seconds east of UTC in effect at the instant utc."""
-        if self.dst is not None and self._is_dst(utc):
-            return self.dst_off
-        return self.std_off
+            on = a <= x < b
+        else:
+            on = not b <= x < a  # southern hemisphere: daylight time spans the new year
+        return self.dst_off if on else std
 
     def local(self, utc):
         """(year, month, mday, hour, minute, second, weekday 0=Monday, yearday 1..366) at utc."""
@@ -176,18 +164,15 @@ class _Posix(Param):
         elif old.posix != v:  # the restored or echoed zone is often the one in effect
             current = parse(v)
         if current is not old:
-            _rezone()
+            # Schedules armed in the old zone fire at the wrong wall time:
+            # have them re-armed at the next poll rather than at their next
+            # due time. Looked up, not imported: a node without schedules
+            # never loads that module.
+            import sys
 
-
-def _rezone():
-    # Schedules armed in the old zone fire at the wrong wall time: have them
-    # re-armed at the next poll rather than at their next due time. Looked
-    # up, not imported: a node without schedules never loads that module.
-    import sys
-
-    k = getattr(sys.modules.get("rainmaker.keeper"), "_keeper", None)
-    if k is not None:
-        k.rezone()
+            k = getattr(sys.modules.get("rainmaker.keeper"), "_keeper", None)
+            if k is not None:
+                k.rezone()
 
 
 def _time_write(dev, values, source):
@@ -196,17 +181,11 @@ def _time_write(dev, values, source):
     out = {}
     name = values.get("TZ")
     if name is not None:
-        from . import log, zones
+        from . import zones
         from .node import unload
 
-        posix = None
         try:
-            posix = zones.lookup(name)
-            if posix is None:
-                log.warn("time", "unknown time zone %r: give an IANA name such as Europe/Berlin, "
-                         "or write TZ-POSIX" % (name,))
-        except OSError as e:
-            log.error("time", str(e))
+            posix = zones.written(name)
         finally:
             unload("zones")  # the search code is needed again only for the next name
         if posix is not None:

@@ -117,3 +117,18 @@ def lookup(name):
         except UnicodeError:  # a damaged table; the caller parses what it gets anyway
             return None
     return None
+
+
+def written(name):
+    """lookup() for a TZ name the apps wrote: the POSIX string, or None with the reason logged."""
+    from . import log
+
+    try:
+        posix = lookup(name)
+    except OSError as e:
+        log.error("time", str(e))
+        return None
+    if posix is None:
+        log.warn("time", "unknown time zone %r: give an IANA name such as Europe/Berlin, "
+                 "or write TZ-POSIX" % (name,))
+    return posix
