@@ -33,6 +33,6 @@ include("$(PORT_DIR)/boards/manifest.py")
 
 # The agent: lib/rainmaker/*.py as the package 'rainmaker'. Only modules are
 # frozen: the time zone table, lib/rainmaker/zones.txt, is read from the
-# filesystem (rainmaker.tz.lookup looks for /lib/rainmaker/zones.txt when the
+# filesystem (rainmaker.zones.lookup looks for /lib/rainmaker/zones.txt when the
 # module is frozen), and make deploy ARGS=--app-only copies it there.
 package("rainmaker", base_path="lib")

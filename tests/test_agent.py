@@ -60,6 +60,22 @@ def test_status_before_start_names_every_part(board):
     assert "heap     " in text
 
 
+def test_utc_is_unix_seconds_though_the_board_counts_from_2000(board):
+    # agent.utc() is the node's one Unix clock (the Keeper's clock, the OTA
+    # driver's download windows); the simulated board's time() counts from
+    # 2000 as the ESP32's does.
+    d, rt = board
+    agent = rt.import_module("rainmaker.agent")
+    update = rt.import_module("rainmaker.update")
+    assert update.utc is agent.utc  # one helper, not a copy
+    rt.clock.set(800000000)  # 2025-05-08 in seconds since 2000
+    t = agent.utc()
+    assert type(t) is int and 0 <= t - (800000000 + 946684800) <= 2, t
+    assert 0 <= update.Updater.utc(None) - t <= 2  # (it reads no state)
+    rt.clock.set(500000000)  # 2015: the clock is not set yet
+    assert 0 <= agent.utc() - (500000000 + 946684800) <= 2 and update.Updater.utc(None) is None
+
+
 @pytest.mark.parametrize("change,message", [
     (lambda c: c.pop("node_id"), "rainmaker.json has no 'node_id'"),
     (lambda c: c.update(topics="aws"), "topics must be 'plain' or 'ingest'"),

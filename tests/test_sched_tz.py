@@ -27,10 +27,20 @@ T_MAX = int(dt.datetime(2034, 1, 1, tzinfo=dt.timezone.utc).timestamp())
 
 
 class ZI:
-    """zoneinfo behind the firmware's zone API (gap: the instant it ends; overlap: the first)."""
+    """zoneinfo behind the firmware's zone API.
+
+    The engine takes local(), offset() and the zone's two offsets (std_off,
+    dst_off; dst None without daylight time), from which sched.wall() finds
+    wall time -> UTC; every zone in ZONES has kept its rules from T_MIN to
+    T_MAX, so two offsets describe it. utc() is zoneinfo's own answer, for
+    the expected times (gap: the instant it ends; overlap: the first).
+    """
 
     def __init__(self, name):
         self.z = ZoneInfo(name)
+        year = [self.offset(int(dt.datetime(2027, m, 1, tzinfo=dt.timezone.utc).timestamp())) for m in range(1, 13)]
+        self.std_off, self.dst_off = min(year), max(year)
+        self.dst = "DST" if self.std_off != self.dst_off else None
 
     def _wall(self, t):
         return dt.datetime.fromtimestamp(t, self.z).replace(tzinfo=None)
@@ -131,6 +141,7 @@ def test_the_core_tests_zone_is_central_european_time():
         lt = ber.local(t)
         for h in (lt[3], 2, 3):  # 02:xx and 03:xx are where the gaps and overlaps are
             assert eu.utc(lt[0], lt[1], lt[2], h, lt[4]) == ber.utc(lt[0], lt[1], lt[2], h, lt[4]), (t, h)
+            assert sched.wall(eu, lt[0], lt[1], lt[2], h, lt[4]) == ber.utc(lt[0], lt[1], lt[2], h, lt[4]), (t, h)
 
 
 def test_calendar_against_datetime():
@@ -147,7 +158,7 @@ def test_calendar_against_datetime():
         u = dt.datetime.fromtimestamp(t, dt.timezone.utc)
         assert sched.UTC.local(t) == (u.year, u.month, u.day, u.hour, u.minute, u.second, u.weekday(),
                                       u.timetuple().tm_yday)
-        assert sched.UTC.utc(u.year, u.month, u.day, u.hour, u.minute, u.second) == t
+        assert sched.wall(sched.UTC, u.year, u.month, u.day, u.hour, u.minute, u.second) == t
 
 
 @pytest.mark.parametrize("name", ZONES)

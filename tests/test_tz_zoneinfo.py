@@ -1,4 +1,5 @@
-"""rainmaker.tz against CPython's zoneinfo, the independent reference.
+"""rainmaker.tz (with sched.wall and the table search of rainmaker.zones)
+against CPython's zoneinfo, the independent reference.
 
 zoneinfo answers from each zone's explicit transition list (the system's TZif
 files list them up to 2037), rainmaker.tz only from the POSIX string at the
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 
 import tests.conftest  # noqa: F401 - firmware/lib first on sys.path (also when run as a script)
-from rainmaker import tz
+from rainmaker import sched, tz
+from rainmaker import zones as table
 from tools import zones
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,17 +106,17 @@ def test_table_is_sorted_for_the_board_search_and_bounded():
     assert len(ROWS) > 400
     assert TABLE.stat().st_size < 20_000
     for line in TABLE.read_bytes().splitlines(keepends=True):
-        assert len(line) <= tz._BUF // 2  # lookup reads a line's end and the next line at once
+        assert len(line) <= table._BUF // 2  # lookup reads a line's end and the next line at once
     for name, posix in ROWS:
-        assert len(name) <= tz._MAX_NAME and len(posix) <= 64
-        assert set(name.lower()) <= set(tz._NAME_CHARS)
+        assert len(name) <= table._MAX_NAME and len(posix) <= 64
+        assert set(name.lower()) <= set(table._NAME_CHARS)
 
 
 def test_every_table_entry_parses_and_is_found_by_lookup():
     for name, posix in ROWS:
         assert tz.parse(posix).posix == posix
-        assert tz.lookup(name) == posix
-        assert tz.lookup(name.upper().replace("_", " ")) == posix
+        assert table.lookup(name) == posix
+        assert table.lookup(name.upper().replace("_", " ")) == posix
 
 
 def test_lookup_matches_a_dictionary_for_fuzzed_names():
@@ -135,7 +137,7 @@ def test_lookup_matches_a_dictionary_for_fuzzed_names():
                 s[k] = s[k].swapcase()
         name = "".join(s)
         want = oracle.get(name.strip().lower().replace(" ", "_"))
-        assert tz.lookup(name) == want, name
+        assert table.lookup(name) == want, name
         hits += want is not None
     assert 1000 < hits < 3900
 
@@ -156,7 +158,7 @@ def test_lookup_in_a_damaged_table_answers_without_crashing(tmp_path):
             f.write_bytes(data)
             tz.path = str(f)
             for name, _ in ROWS[::25] + [("Europe/Berlin", "")]:
-                r = tz.lookup(name)
+                r = table.lookup(name)
                 assert r is None or isinstance(r, str)
     finally:
         tz.path = old
@@ -180,10 +182,11 @@ def test_offset_local_and_utc_agree_with_zoneinfo(name, posix):
         want = ref_local(zi, t)
         assert z.offset(t) == ref_offset(zi, t), (name, t)
         assert z.local(t) == want, (name, t)
-        assert z.name(t) == dt.datetime.fromtimestamp(t, zi).tzname(), (name, t)
+        abbr = z.dst if z.dst is not None and z.offset(t) == z.dst_off else z.std
+        assert abbr == dt.datetime.fromtimestamp(t, zi).tzname(), (name, t)
         # Back from the wall time: the same instant, unless it is the second
         # time the clock shows it (then the first one, as zoneinfo's fold=0).
-        u = z.utc(*want[:6])
+        u = sched.wall(z, *want[:6])
         first = int(dt.datetime(*want[:6], tzinfo=zi).timestamp())
         assert u == first, (name, t, u, first)
         assert u == t or (u < t and z.local(u)[:6] == want[:6]), (name, t)
@@ -207,7 +210,7 @@ def test_wall_times_in_a_gap_give_the_end_of_the_gap(name, posix):
             # zoneinfo confirms it is skipped: fold 0 and 1 disagree and neither round-trips.
             a = int(dt.datetime(*wall, tzinfo=zi, fold=0).timestamp())
             assert ref_local(zi, a)[:6] != wall
-            assert z.utc(*wall) == tr, (name, wall)
+            assert sched.wall(z, *wall) == tr, (name, wall)
     assert gaps >= 6
 
 
@@ -266,3 +269,35 @@ def vectors():
 if __name__ == "__main__":
     VECTORS.write_text(vectors())
     print(f"wrote {VECTORS}")
+
+
+@pytest.mark.parametrize("mod", ["test_tz", "test_time"])
+def test_core_tests_in_full_on_the_micropython_unix_port(mod):
+    # The 32-bit unix port, like the ESP32: among them, that the table search
+    # (rainmaker.zones) and the parser are dropped after every lookup and parse.
+    import subprocess
+
+    from tools.sim.mpboard import default_micropython
+
+    mp = default_micropython()
+    if not mp:
+        pytest.skip("no MicroPython unix-port binary (set MICROPYTHON)")
+    code = "\n".join([
+        "import sys",
+        "sys.path.insert(0, %r)" % str(ROOT / "tests" / "core"),
+        "sys.path.insert(0, %r)" % str(ROOT / "firmware" / "lib"),
+        "import %s as m" % mod,
+        "bad = []",
+        "names = [k for k in dir(m) if k.startswith('test_')]",
+        "for k in names:",
+        "    try:",
+        "        getattr(m, k)()",
+        "    except Exception as e:",
+        "        bad.append(k)",
+        "        sys.print_exception(e)",
+        "print(len(names), 'RAN', bad)",
+    ])
+    r = subprocess.run([str(mp), "-X", "heapsize=2M", "-c", code], capture_output=True, text=True, timeout=600)
+    out = r.stdout.strip().splitlines()
+    assert r.returncode == 0 and out and out[-1].endswith("RAN []"), r.stdout[-3000:] + r.stderr[-2000:]
+    assert int(out[-1].split()[0]) >= 10

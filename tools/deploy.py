@@ -40,7 +40,7 @@ FIRMWARE = ROOT / "firmware"
 # Host-side files in firmware/ that must not go to the board.
 EXCLUDE = {"manifest.py"}
 # Data the agent reads from the filesystem, copied as they are: the time zone
-# table (rainmaker.tz.lookup searches it on flash). A frozen agent needs it
+# table (rainmaker.zones.lookup searches it on flash). A frozen agent needs it
 # too, so --app-only copies it as well.
 DATA = ("lib/rainmaker/zones.txt",)
 MIN_VERSION = (1, 23, 0)  # tls module, .mpy v6.3 (micropython-esp32.md, version boundaries)

@@ -1,7 +1,7 @@
 """Build firmware/lib/rainmaker/zones.txt: IANA zone name -> POSIX TZ string.
 
 The board looks names up in this file by binary search on flash
-(rainmaker.tz.lookup), so the lines are sorted by lowercased name, one
+(rainmaker.zones.lookup), so the lines are sorted by lowercased name, one
 `Name POSIX` per line. The POSIX string of each zone is the footer of its
 TZif file (version 2 and later end with a newline-enclosed TZ string that
 describes all times after the last listed transition), read from the time
@@ -65,7 +65,7 @@ def table():
         if " " in name or " " in posix:
             raise SystemExit(f"space in {name!r} {posix!r}: the table is space-separated")
         if len(name) + len(posix) + 2 > 80:
-            # rainmaker.tz.lookup reads two lines at a time into 160 bytes
+            # rainmaker.zones.lookup reads two lines at a time into 160 bytes
             raise SystemExit(f"line for {name} longer than 80 bytes")
     return rows
 

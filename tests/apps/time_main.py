@@ -1,7 +1,9 @@
 # Test app (deployed as main.py by tests/test_time_e2e.py): the Time service.
 # Prints the zone in effect at start and whenever it changes, with the local
-# time of a fixed instant, so the test sees what a schedule would see.
+# time of a fixed instant, so the test sees what a schedule would see, and
+# whether the IANA table search (rainmaker.zones) stayed loaded after a lookup.
 import asyncio
+import sys
 import rainmaker as rm
 from rainmaker import std, tz
 
@@ -14,7 +16,8 @@ async def watch():
         z = tz.current
         if z is not seen:
             seen = z
-            print("zone %s local %02d:%02d" % ((z.posix,) + z.local(_T)[3:5]))
+            kept = " (zones kept)" if "rainmaker.zones" in sys.modules else ""
+            print("zone %s local %02d:%02d%s" % ((z.posix,) + z.local(_T)[3:5] + (kept,)))
         await asyncio.sleep_ms(100)
 
 

@@ -63,20 +63,29 @@ def _last_sunday(y, m):
 
 
 class EuZone:
-    """UTC+std, one hour more from the last Sunday of March to the last of October (01:00 UTC)."""
+    """UTC+std, one hour more from the last Sunday of March to the last of October (01:00 UTC).
+
+    What the engine takes of a zone is what rainmaker.tz's zones have:
+    local(), offset(), std_off, dst_off and dst (None: no daylight time).
+    utc() is this test's own wall time -> UTC, against sched.wall().
+    """
 
     def __init__(self, std=3600, dst=True):
-        self.std = std
-        self.dst = dst
+        self.set(std, dst)
+
+    def set(self, std, dst):
+        self.std_off = std
+        self.dst_off = std + 3600 if dst else std
+        self.dst = "CEST" if dst else None
 
     def bounds(self, y):
         return _last_sunday(y, 3) * DAY + 3600, _last_sunday(y, 10) * DAY + 3600
 
     def offset(self, t):
-        if not self.dst:
-            return self.std
+        if self.dst is None:
+            return self.std_off
         s, e = self.bounds(_civil(t // DAY)[0])
-        return self.std + 3600 if s <= t < e else self.std
+        return self.dst_off if s <= t < e else self.std_off
 
     def local(self, t):
         w = t + self.offset(t)
@@ -87,7 +96,7 @@ class EuZone:
 
     def utc(self, y, m, d, h, mi, s=0):
         w = _days(y, m, d) * DAY + h * 3600 + mi * 60 + s
-        c = [t for t in (w - self.std - 3600, w - self.std) if t + self.offset(t) == w]
+        c = [t for t in (w - self.dst_off, w - self.std_off) if t + self.offset(t) == w]
         if c:
             return min(c)  # in the autumn overlap: the first occurrence
         return self.bounds(y)[0]  # in the spring gap: the instant it ends
@@ -509,6 +518,27 @@ def test_one_shot_fires_once_then_is_disabled_and_reported():
     assert one(n, "tm")["triggers"][0]["ts"] == T0 + 1300
 
 
+def test_wall_time_to_utc():
+    # sched.wall against the test zone's own answer, around both 2026
+    # transitions (the gap 02:00-03:00, the repeated 02:00-03:00) and on days
+    # far from them. (Not every minute: the WASM VM's collector must not run
+    # in this test, see tests/vm.py; tests/test_sched_tz.py checks many more
+    # against zoneinfo.)
+    for y, m, d in ((2026, 3, 29), (2026, 10, 25), (2027, 1, 1), (2028, 2, 29)):
+        for h in (0, 1, 2, 3, 4, 12, 23):
+            for mi in (0, 30, 59):
+                assert sched.wall(EU, y, m, d, h, mi) == EU.utc(y, m, d, h, mi), (y, m, d, h, mi)
+    assert sched.wall(EU, 2026, 3, 29, 2, 30) == at(2026, 3, 29, 3, 0)  # in the gap: its end
+    assert sched.wall(EU, 2026, 10, 25, 2, 30) == at(2026, 10, 25, 2, 30) == 1792888200  # the first 02:30
+    assert sched.wall(EU, 2026, 10, 25, 2, 30, 5) == 1792888205
+    # Fields run over; no daylight time; UTC; a bad month.
+    assert sched.wall(EU, 2026, 2, 29, 24, 60) == at(2026, 3, 2, 1, 0)
+    assert sched.wall(EuZone(std=-3600, dst=False), 2026, 7, 1, 0, 0) == sched.wall(sched.UTC, 2026, 7, 1, 1, 0)
+    assert sched.wall(sched.UTC, 2026, 3, 25, 12, 0) == T0
+    for m in (0, 13, -1):
+        raises(ValueError, sched.wall, EU, 2026, m, 1, 0, 0)
+
+
 def test_dst_spring_forward_and_fall_back():
     eng = sched.Engine(zone=EU)
     sc = eng.schedules
@@ -657,8 +687,7 @@ def test_time_zone_change_re_arms():
     eng.zone = z
     eng.poll(T0 + 2)
     assert sc.get("d").due == at(2026, 3, 26, 8, 0)
-    z.std = 0
-    z.dst = False
+    z.set(0, False)
     eng.rezone()
     assert eng.next_due() == 0
     assert eng.poll(T0 + 3) == []

@@ -187,3 +187,44 @@ def test_schedules_follow_the_zone_the_app_writes():
         assert ts() == T + 20 * 3600  # 08:00 UTC tomorrow
     finally:
         tz.current = tz.UTC
+
+
+def _loaded(name):
+    import sys
+
+    return "rainmaker." + name in sys.modules or hasattr(sys.modules["rainmaker"], name)
+
+
+def test_the_table_search_and_the_builder_are_not_kept():
+    # The IANA table search (zones.py) is loaded for a lookup and dropped
+    # after, whatever the lookup's outcome; the service's builder is in
+    # std.py, so the resident tz holds neither.
+    import sys
+
+    sys.modules.pop("rainmaker.zones", None)
+    try:
+        n, s, cfg, init = setup(default="Asia/Shanghai")  # a lookup at build time
+        assert tz.current.posix == "CST-8"
+        assert not _loaded("zones") and not _loaded("tzparse")
+        assert not hasattr(tz, "service") and not hasattr(tz, "lookup")
+        raises(ValueError, std.time_service, "Asia/Nowhere")
+        assert not _loaded("zones")
+        for w, posix in ((b'{"Time":{"TZ":"Europe/Berlin"}}', BERLIN),
+                         (b'{"Time":{"TZ":"Mars/Olympus_Mons"}}', BERLIN),  # unknown: refused
+                         (b'{"Time":{"TZ":5}}', BERLIN),
+                         (b'{"Time":{"TZ":"Asia/Tokyo","TZ-POSIX":"CET-1"}}', "CET-1")):
+            s.remote(w, 0)
+            assert tz.current.posix == posix, w
+            assert not _loaded("zones") and not _loaded("tzparse"), w
+        old = tz.path
+        tz.path = "/nonexistent/zones.txt"  # the table missing: logged, the zone kept
+        try:
+            assert s.remote(b'{"Time":{"TZ":"Europe/Berlin"}}', 0) == 0
+            assert tz.current.posix == "CET-1" and not _loaded("zones")
+        finally:
+            tz.path = old
+        # and found again once it is back
+        assert s.remote(b'{"Time":{"TZ":"Europe/Berlin"}}', 0) == 2 and not _loaded("zones")
+        assert tz.current.posix == BERLIN
+    finally:
+        tz.current = tz.UTC

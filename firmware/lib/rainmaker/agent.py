@@ -33,7 +33,11 @@ MAPPING = "mapping.json"  # user-node mapping from provisioning, kept until its 
 
 
 def utc():
-    """Unix seconds, whichever epoch the port's time() counts from."""
+    """Unix seconds now, whichever epoch the port's time() counts from (2000 on the ESP32)."""
+    # The node's one Unix clock: the Keeper gets it as its clock, the OTA
+    # driver imports it. Here because this module is loaded on every running
+    # node; rainmaker.tz is only with the Time service, and importing it for
+    # the clock alone would cost a node without one about 2.3 KB of heap.
     return int(time.time()) + (_EPOCH if time.gmtime(0)[0] == 2000 else 0)
 
 

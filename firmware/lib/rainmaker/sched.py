@@ -4,9 +4,11 @@
 # engine applies them one element at a time (a bad element is refused with a
 # logged reason, the others still apply) and answers with the full list, which
 # is both what is reported and what is persisted. Time comes in as `now`
-# (Unix seconds, UTC); local wall-clock times come from a zone object with
-# local(utc), utc(y, mo, d, h, mi, s=0) and offset(utc). Integer maths only:
-# the ESP32's floats are single precision.
+# (Unix seconds, UTC); local wall-clock times come from a zone object as
+# rainmaker.tz makes them: local(utc), offset(utc) and its two offsets
+# (std_off, dst_off; dst None when it has no daylight time), from which wall()
+# here finds the instant of a wall time. Integer maths only: the ESP32's
+# floats are single precision.
 #
 # Firing rules (why: a schedule must neither fire twice nor silently vanish
 # when the clock moves):
@@ -82,20 +84,63 @@ def mdays(y, m):
 class Utc:
     """The zone used when no time zone is known: local time is UTC."""
 
+    std_off = dst_off = 0
+    dst = None
+
     def local(self, t):
         n = t // _DAY
         s = t - n * _DAY
         y, m, d = date(n)
         return y, m, d, s // 3600, s // 60 % 60, s % 60, (n + 3) % 7, n - days(y, 1, 1) + 1
 
-    def utc(self, y, m, d, h, mi, s=0):
-        return days(y, m, d) * _DAY + h * 3600 + mi * 60 + s
-
     def offset(self, t):
         return 0
 
 
 UTC = Utc()
+
+
+def wall(z, y, m, d, h, mi, s=0):
+    """Unix seconds at which zone z's wall clock shows this time.
+
+    Here, not in rainmaker.tz, because only this engine needs it: the zone
+    that stays loaded keeps only what local() and offset() need.
+    Fields may run over (d 32, h 24, mi -5): they are counted on.
+    Two wall times have no single answer:
+    - a time the clock skips (spring forward) gives the instant the gap
+      ends, when the clock jumps past it: a 02:30 alarm on a day that goes
+      from 02:00 to 03:00 fires at 03:00, not an hour later or never;
+    - a time the clock shows twice (fall back) gives the first one: a
+      01:30 alarm on a day that repeats 01:00-02:00 fires once, at the
+      first 01:30.
+    """
+    if not 1 <= m <= 12:
+        raise ValueError("month %r is not 1..12" % (m,))
+    w = days(y, m, d) * _DAY + h * 3600 + mi * 60 + s
+    std = z.std_off
+    t1 = w - std
+    if z.dst is None:
+        return t1
+    dst = z.dst_off
+    t2 = w - dst
+    ok1 = z.offset(t1) == std
+    ok2 = z.offset(t2) == dst
+    if ok1 and ok2:
+        return min(t1, t2)
+    if ok1:
+        return t1
+    if ok2:
+        return t2
+    # In a gap: the transition lies in (lo, hi]; find it by halving.
+    lo, hi = min(t1, t2), max(t1, t2)
+    before = z.offset(lo)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if z.offset(mid) == before:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 def _int(v, lo, hi):
@@ -261,7 +306,7 @@ class Sched:
                 if mask and not mask >> ((n + k + 3) % 7) & 1:
                     continue
                 y, m, d = date(n + k)
-                c = z.utc(y, m, d, h, mi)
+                c = wall(z, y, m, d, h, mi)
                 if c > base:
                     t = c
                     break
@@ -290,7 +335,7 @@ class Sched:
             if last is not None and y > last:
                 return None
             if (not self.mm or self.mm >> (m - 1) & 1) and self.dd <= mdays(y, m):
-                c = z.utc(y, m, self.dd, h, mi)
+                c = wall(z, y, m, self.dd, h, mi)
                 if c > base:
                     return c
             m += 1
@@ -697,7 +742,7 @@ def payload(action):
 class Engine:
     """What the driver calls: poll(now) for the writes to apply, next_due() for when.
 
-    zone: an object with local()/utc()/offset(); None = rainmaker.tz.current
+    zone: a zone as rainmaker.tz makes them (see wall()); None = rainmaker.tz.current
     when that module is loaded, else UTC. clock: a function returning Unix
     seconds, used when a write arrives (a new schedule's first occurrence);
     without it the schedule is armed at the next poll().

@@ -147,8 +147,24 @@ def time_service(default=""):
     rainmaker.tz.current: UTC until a zone is written or restored, or the IANA
     name `default` ("Asia/Shanghai" is the C SDK's).
     """
-    # Built by tz.py, where its params' code lives: this module is needed only
-    # while the node is built, and the agent drops it then.
-    from .tz import service
+    # The running params' code (the TZ-POSIX param, the write callback) is
+    # in tz.py, which stays loaded with the zone; the table search is loaded
+    # for the default's lookup only.
+    from .tz import _Posix, _time_write
 
-    return service(default)
+    posix = ""
+    if default:
+        from . import zones
+        from .node import unload
+
+        try:
+            posix = zones.lookup(default) or ""
+        finally:
+            unload("zones")
+        if not posix:
+            raise ValueError("default time zone %r is not in the IANA table: give a name such as "
+                             "Europe/Berlin" % (default,))
+    d = Device("Time", "esp.service.time", _time_write, service=True)
+    d.add(Param("TZ", default if posix else "", "string", "esp.param.tz", READ | WRITE | PERSIST))
+    d.add(_Posix("TZ-POSIX", posix, "string", "esp.param.tz_posix", READ | WRITE | PERSIST))
+    return d

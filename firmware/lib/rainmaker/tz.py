@@ -1,5 +1,9 @@
-# Time zones for a port without them (docs/protocol.md#time-service): POSIX TZ
-# strings parsed and evaluated here, and the IANA name table read from flash.
+# Time zones for a port without them (docs/protocol.md#time-service): the zone
+# in effect and what reading it needs (local time, offset from UTC). Kept
+# small, as it stays loaded with the Time service: the POSIX TZ parser
+# (tzparse.py) and the IANA table search (zones.py) are loaded only for a
+# new zone and dropped after; the Time service is built by std.py, wall
+# time -> UTC is computed by the schedule engine (sched.wall).
 #
 # Every time in this module is Unix seconds (since 1970-01-01 UTC), whatever
 # the port's own epoch is (2000 on the ESP32): the caller converts once. The
@@ -10,18 +14,14 @@
 # every time (tz.current.local(t)), never keep it, so a new zone takes effect
 # at once.
 from micropython import const
-from .node import Device, Param, READ, WRITE, PERSIST
+from .node import Param
 
 _DAY = const(86400)
-_MAX_NAME = const(48)  # the longest IANA name is 32 chars
-_BUF = const(160)  # twice the longest line of the table (78 bytes) and more
-_NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789/_+-."
 
-# Where lookup() finds the table: next to this module when it is a file, else
-# where deploy puts it (a frozen agent has no file of its own), else relative
-# to the working directory (a simulated board runs in its board folder).
+# The IANA table (zones.txt) for zones.lookup: "" = found next to zones.py or
+# under lib/rainmaker; a frozen agent or a test may set it. Here, not in
+# zones.py, because that module is dropped after each lookup.
 path = ""
-_TABLE = "rainmaker/zones.txt"
 
 
 def _days(y, m, d):
@@ -54,28 +54,18 @@ def _civil(n):
     return y + 1, mp - 9, d
 
 
-def _leap(y):
-    return y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
-
-
-def _mdays(y, m):
-    if m == 2:
-        return 29 if _leap(y) else 28
-    return 30 if m in (4, 6, 9, 11) else 31
-
-
 def _rule_day(r, y):
     """The day (since 1970) on which rule r falls in year y."""
     kind = r[0]
-    if kind == 0:  # Jn: 1..365, February 29 never counted
+    if kind == 0:  # Jn: 1..365, February 29 never counted, so J60 is always March 1
         n = r[1]
-        return _days(y, 1, n + (1 if n > 59 and _leap(y) else 0))
+        return _days(y, 1, n) if n < 60 else _days(y, 3, n - 59)
     if kind == 1:  # n: 0..365, February 29 counted
         return _days(y, 1, 1) + r[1]
     m, w, wd = r[1], r[2], r[3]  # Mm.w.d: day wd (0 = Sunday) of week w (5 = last)
     first = _days(y, m, 1)
     d = 1 + (wd - (first + 4)) % 7 + (w - 1) * 7  # 1970-01-01 was a Thursday
-    last = _mdays(y, m)
+    last = _days(y, m + 1, 1) - first  # the month's length (month 13 is next January)
     while d > last:
         d -= 7
     return first + d - 1
@@ -93,38 +83,27 @@ class Zone:
         self.start = start  # (kind, a, b, c, seconds after local midnight)
         self.end = end
 
-    def __repr__(self):
-        return "Zone(%r)" % self.posix
-
-    def _is_dst(self, utc):
+    def offset(self, utc):
+        """Seconds east of UTC in effect at the instant utc."""
+        std = self.std_off
+        s, e = self.start, self.end
+        if self.dst is None or s is None or e is None:
+            return std
         # The year is taken in local standard time, and both transitions are
         # placed in seconds after that year's start in standard time: small
         # numbers (a Unix time is a heap-allocated int on a 32-bit port).
-        days, sec = divmod(int(utc) + self.std_off, _DAY)  # int(): a float time counts too
+        days, sec = divmod(int(utc) + std, _DAY)  # int(): a float time counts too
         y = _civil(days)[0]
         y0 = _days(y, 1, 1)
         x = (days - y0) * _DAY + sec
-        s, e = self.start, self.end
-        if s is None or e is None:
-            return False
         # The start happens on standard time, the end on daylight time.
         a = (_rule_day(s, y) - y0) * _DAY + s[4]
-        b = (_rule_day(e, y) - y0) * _DAY + e[4] - (self.dst_off - self.std_off)
+        b = (_rule_day(e, y) - y0) * _DAY + e[4] - (self.dst_off - std)
         if a < b:
-            return a <= x < b
-        return not b <= x < a  # southern hemisphere: daylight time spans the new year
-
-    def offset(self, utc):
-        """Seconds east of UTC in effect at the instant utc."""
-        if self.dst is not None and self._is_dst(utc):
-            return self.dst_off
-        return self.std_off
-
-    def name(self, utc):
-        """The abbreviation in effect at utc ("CET", "+0530")."""
-        if self.dst is not None and self._is_dst(utc):
-            return self.dst
-        return self.std
+            on = a <= x < b
+        else:
+            on = not b <= x < a  # southern hemisphere: daylight time spans the new year
+        return self.dst_off if on else std
 
     def local(self, utc):
         """(year, month, mday, hour, minute, second, weekday 0=Monday, yearday 1..366) at utc."""
@@ -133,44 +112,6 @@ class Zone:
         y, m, d = _civil(days)
         return (y, m, d, sec // 3600, sec // 60 % 60, sec % 60, (days + 3) % 7,
                 days - _days(y, 1, 1) + 1)
-
-    def utc(self, year, month, mday, hour, minute, second=0):
-        """Unix seconds at which the local wall clock shows this time.
-
-        Fields may run over (mday 32, hour 24, minute -5): they are counted on.
-        Two wall times have no single answer:
-        - a time the clock skips (spring forward) gives the instant the gap
-          ends, when the clock jumps past it: a 02:30 alarm on a day that goes
-          from 02:00 to 03:00 fires at 03:00, not an hour later or never;
-        - a time the clock shows twice (fall back) gives the first one: a
-          01:30 alarm on a day that repeats 01:00-02:00 fires once, at the
-          first 01:30.
-        """
-        if not 1 <= month <= 12:
-            raise ValueError("month %r is not 1..12" % (month,))
-        wall = _days(year, month, mday) * _DAY + hour * 3600 + minute * 60 + second
-        t1 = wall - self.std_off
-        if self.dst is None:
-            return t1
-        t2 = wall - self.dst_off
-        ok1 = self.offset(t1) == self.std_off
-        ok2 = self.offset(t2) == self.dst_off
-        if ok1 and ok2:
-            return min(t1, t2)
-        if ok1:
-            return t1
-        if ok2:
-            return t2
-        # In a gap: the transition lies in (lo, hi]; find it by halving.
-        lo, hi = min(t1, t2), max(t1, t2)
-        before = self.offset(lo)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if self.offset(mid) == before:
-                lo = mid
-            else:
-                hi = mid
-        return hi
 
 
 def parse(posix):
@@ -187,122 +128,13 @@ def parse(posix):
         unload("tzparse")
 
 
-def now():
-    """Unix seconds now, on any port (the ESP32's time.time() counts from 2000)."""
-    import time
-
-    t = int(time.time())  # a float on the unix port
-    return t + 946684800 if time.gmtime(0)[0] == 2000 else t
-
-
 UTC = Zone("UTC0", "UTC", 0)
 current = UTC  # set by the Time service (std.time_service)
 
 
-def _table():
-    global path
-    here = globals().get("__file__") or ""
-    if path:
-        cands = [path]
-    else:
-        cands = ["/lib/" + _TABLE, "lib/" + _TABLE]
-        if "/" in here:
-            cands.insert(0, here.rsplit("/", 1)[0] + "/zones.txt")
-    for c in cands:
-        try:
-            f = open(c, "rb")
-        except OSError:
-            continue
-        path = c
-        return f
-    raise OSError("no time zone table: %s not found (deploy lib/%s with the agent)" % (cands[0], _TABLE))
-
-
-def _line(f, buf, pos):
-    """(start, end) in buf of the first line that starts at or after byte pos, or None at the end.
-
-    One read of buf's length from pos - 1: enough for the rest of a line and
-    a whole next one, as every line is shorter than half of buf.
-    """
-    at = pos - 1 if pos else 0
-    f.seek(at)
-    n = f.readinto(buf)
-    i = 0
-    if pos:
-        while i < n and buf[i] != 10:  # the rest of the line that holds byte pos - 1
-            i += 1
-        i += 1
-    j = i
-    while j < n and buf[j] != 10:
-        j += 1
-    if i >= n or j >= n:
-        return None  # past the last line (or a line too long for buf: not in this table)
-    return i, j
-
-
-def _cmp(buf, i, j, key):
-    """The line's name (lowercased) compared with key: -1, 0 or 1."""
-    k = 0
-    nk = len(key)
-    while i < j:
-        c = buf[i]
-        if c == 32:  # the end of the name
-            break
-        if 65 <= c <= 90:
-            c += 32
-        if k == nk or c > key[k]:
-            return 1
-        if c < key[k]:
-            return -1
-        i += 1
-        k += 1
-    return -1 if k < nk else 0
-
-
-def lookup(name):
-    """The POSIX TZ string of an IANA zone name ("Europe/Berlin"), or None if unknown.
-
-    Case does not matter, and a space stands for '_' ("america/new york").
-    The table is searched on flash with one small buffer, never loaded.
-    OSError if the table is not on the board.
-    """
-    if not isinstance(name, str):
-        return None
-    key = name.strip().lower().replace(" ", "_")
-    if not 0 < len(key) <= _MAX_NAME:
-        return None
-    for c in key:
-        if c not in _NAME_CHARS:
-            return None
-    key = key.encode()
-    buf = bytearray(_BUF)
-    f = _table()
-    try:
-        lo, hi = 0, f.seek(0, 2)
-        # Lines are sorted by lowercased name: find the first line whose
-        # name is not below key, by the byte position it starts after.
-        while lo < hi:
-            mid = (lo + hi) // 2
-            r = _line(f, buf, mid)
-            if r and _cmp(buf, r[0], r[1], key) < 0:
-                lo = mid + 1
-            else:
-                hi = mid
-        r = _line(f, buf, lo)
-    finally:
-        f.close()
-    if r and _cmp(buf, r[0], r[1], key) == 0:
-        i = r[0] + len(key) + 1
-        try:
-            return bytes(buf[i:r[1]]).decode()
-        except UnicodeError:  # a damaged table; the caller parses what it gets anyway
-            return None
-    return None
-
-
 # -- the Time service's params (docs/protocol.md#time-service) ------------------
-# Their code lives here, with the zone they set, so that std.py (which builds
-# the service) holds nothing the running node needs.
+# The code of the running params lives here, with the zone they set; the
+# service is built by std.time_service(), dropped with std once the node is.
 
 class _Posix(Param):
     # The TZ-POSIX param: only a parseable POSIX TZ string (or "", meaning
@@ -332,18 +164,15 @@ class _Posix(Param):
         elif old.posix != v:  # the restored or echoed zone is often the one in effect
             current = parse(v)
         if current is not old:
-            _rezone()
+            # Schedules armed in the old zone fire at the wrong wall time:
+            # have them re-armed at the next poll rather than at their next
+            # due time. Looked up, not imported: a node without schedules
+            # never loads that module.
+            import sys
 
-
-def _rezone():
-    # Schedules armed in the old zone fire at the wrong wall time: have them
-    # re-armed at the next poll rather than at their next due time. Looked
-    # up, not imported: a node without schedules never loads that module.
-    import sys
-
-    k = getattr(sys.modules.get("rainmaker.keeper"), "_keeper", None)
-    if k is not None:
-        k.rezone()
+            k = getattr(sys.modules.get("rainmaker.keeper"), "_keeper", None)
+            if k is not None:
+                k.rezone()
 
 
 def _time_write(dev, values, source):
@@ -352,17 +181,13 @@ def _time_write(dev, values, source):
     out = {}
     name = values.get("TZ")
     if name is not None:
-        from . import log
+        from . import zones
+        from .node import unload
 
         try:
-            posix = lookup(name)
-        except OSError as e:
-            posix = None
-            log.error("time", str(e))
-        else:
-            if posix is None:
-                log.warn("time", "unknown time zone %r: give an IANA name such as Europe/Berlin, "
-                         "or write TZ-POSIX" % (name,))
+            posix = zones.written(name)
+        finally:
+            unload("zones")  # the search code is needed again only for the next name
         if posix is not None:
             out["TZ"] = name
             out["TZ-POSIX"] = posix
@@ -370,13 +195,3 @@ def _time_write(dev, values, source):
         out["TZ-POSIX"] = values["TZ-POSIX"]
     return out
 
-
-def service(default=""):
-    """The Time service (std.time_service() builds it through this)."""
-    posix = (lookup(default) or "") if default else ""
-    if default and not posix:
-        raise ValueError("default time zone %r is not in the IANA table" % (default,))
-    d = Device("Time", "esp.service.time", _time_write, service=True)
-    d.add(Param("TZ", default if posix else "", "string", "esp.param.tz", READ | WRITE | PERSIST))
-    d.add(_Posix("TZ-POSIX", posix, "string", "esp.param.tz_posix", READ | WRITE | PERSIST))
-    return d

@@ -10,10 +10,10 @@ import sys
 import time
 from micropython import const
 from . import log
+from .agent import utc
 from .ota import Ota, NO_SLOT
 from .store import Store
 
-_EPOCH = const(946684800)
 _TIME_VALID = const(1546300800)  # 2019-01-01 in Unix seconds
 _WIFI_WAIT = const(120000)  # ms a failed attempt waits for Wi-Fi before the next one
 
@@ -88,7 +88,9 @@ class Updater:
         sys.modules.pop("boot", None)
 
     def utc(self):
-        t = int(time.time()) + (_EPOCH if time.gmtime(0)[0] == 2000 else 0)
+        # The agent's clock (resident with it: this module is loaded only by
+        # the agent), or None while it is not set.
+        t = utc()
         return t if t >= _TIME_VALID else None
 
     def _online(self, now):
