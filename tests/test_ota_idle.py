@@ -7,6 +7,7 @@ backends, and in-process on the CPython sim for what the agent itself holds
 (the link's hooks, sources and otaurl handler) and for a job that finds no
 memory to load the code.
 """
+import json
 import os
 import sys
 import time
@@ -166,16 +167,32 @@ def _drain(u, now, pid):
         u.ota.puback(pid + len(sent), now + 100)
 
 
+def _online(a, now):
+    a.state = "online"
+    a.since = now
+
+
+def _fetch(a, now):
+    """What the keeper's pass at now posts: the otafetch's (payload, done), or None."""
+    a._otafetch(now)
+    q = a.link.queue
+    if not q:
+        return None
+    assert len(q) == 1 and q[0][0] == "otafetch", q
+    _, payload, done = q.pop()
+    assert json.loads(payload) == {"node_id": "240AC4ABCDE0", "fw_version": "1.0.0"}, payload
+    return payload, done
+
+
 def _settle(a, now):
-    """The boot's load of the OTA code (the keeper does it 3 s after the node is
-    online), its otafetch and the PUBACK, as the link would drive them."""
-    a._ota_boot(now)
-    u = a.update
-    assert u is not None and a.link.hooks == [u.hook]
-    u.ota.tick(now + 5000, None)
-    assert u.ota.take(now + 5000, 100)[0] == "otafetch"
-    u.ota.sent(7, now + 5000)
-    u.ota.puback(7, now + 5100)
+    """The boot's otafetch, which the agent sends itself 5 s after the node is
+    online, and its PUBACK: the OTA code is not loaded for it."""
+    _online(a, now)
+    assert _fetch(a, now + 4900) is None
+    _, done = _fetch(a, now + 5000)
+    done(now + 5100)
+    assert a.update is None and not _loaded() and a._ota_late
+    assert _fetch(a, now + 900000) is None  # acknowledged: no other this boot
 
 
 def test_the_agent_drops_every_hook_of_the_ota_code_and_a_job_loads_it_again(sim_board):
@@ -186,9 +203,6 @@ def test_the_agent_drops_every_hook_of_the_ota_code_and_a_job_loads_it_again(sim
     assert a.update is None and not _loaded() and a._ota_late
     assert a.link.hooks == [] and a.link.sources == [] and a.link.handlers[topic] == a._otaurl
     _settle(a, 1000)
-    assert not a._ota_late
-    _now(a._ota_tick(7000))
-    assert a.update is None and not _loaded()
     assert a.link.hooks == [] and a.link.sources == [] and a.link.handlers[topic] == a._otaurl
     # A job: the resident handler loads the code again and hands the job over.
     a.link.handlers[topic](b'{"ota_job_id":"J9","url":"http://h/f.bin"}', 8000)
@@ -216,8 +230,6 @@ class _NoMemory(types.ModuleType):
 def test_a_job_that_cannot_load_the_ota_code_is_dropped_with_a_clear_error(sim_board, capsys, monkeypatch):
     a = _agent(sim_board)
     _settle(a, 1000)
-    _now(a._ota_tick(7000))
-    assert a.update is None
 
     monkeypatch.setitem(sys.modules, "rainmaker.update", _NoMemory("rainmaker.update"))
     a.link.handlers["node/240AC4ABCDE0/otaurl"](b'{"ota_job_id":"J9","url":"https://h/f.bin"}', 8000)
@@ -228,17 +240,9 @@ def test_a_job_that_cannot_load_the_ota_code_is_dropped_with_a_clear_error(sim_b
     assert a.update is not None and a.update.ota.job == "J10"
 
 
-def test_no_memory_for_the_boot_load_or_a_stored_job_leaves_jobs_to_the_otaurl_handler(sim_board, capsys, monkeypatch):
-    # The boot's load for the otafetch, and the load at start for a stored job,
-    # can find no memory: each says what is lost, and a job the cloud pushes
-    # later still loads the code.
+def test_a_stored_job_whose_code_finds_no_memory_at_start_loads_with_the_next_otaurl(sim_board, capsys, monkeypatch):
     topic = "node/240AC4ABCDE0/otaurl"
     monkeypatch.setitem(sys.modules, "rainmaker.update", _NoMemory("rainmaker.update"))
-    a = _agent(sim_board)
-    a._ota_boot(1000)
-    assert "no job check this boot (jobs the cloud pushes are still taken): the OTA code could not be loaded: " \
-        "memory allocation failed" in capsys.readouterr().out
-    assert a.update is None and not a._ota_late and a.link.handlers[topic] == a._otaurl
     with open("ota.json", "w") as f:
         f.write('{"job":"J1","state":"rebooting-into-new","old":"x"}')
     try:
@@ -252,6 +256,39 @@ def test_no_memory_for_the_boot_load_or_a_stored_job_leaves_jobs_to_the_otaurl_h
         assert b.update is not None and b.update.ota.job == "J1"
     finally:
         os.remove("ota.json")
+
+
+def test_an_unacknowledged_otafetch_is_sent_again_as_the_sdk_does(sim_board, capsys):
+    # No PUBACK within 60 s: sent again after 30 s * 2^(n-1), n = 1..5, then
+    # every 480 s; only while online; a PUBACK ends it.
+    a = _agent(sim_board)
+    _online(a, 0)
+    assert _fetch(a, 5000)
+    t = 5000
+    for wait in (30, 60, 120, 240, 480, 480):
+        t += 60000 + wait * 1000
+        assert _fetch(a, t - 1) is None, wait
+        if wait == 60:  # offline when it falls due: sent once online again
+            a.state = "connecting"
+            assert _fetch(a, t) is None
+            _online(a, t + 2000)
+            t += 2000
+        _, done = _fetch(a, t)
+    assert "otafetch not acknowledged within 60 s: sent again" in capsys.readouterr().out
+    done(t + 100)
+    assert _fetch(a, t + 10 ** 7) is None and a.update is None and not _loaded()
+
+
+def test_a_job_pushed_before_the_otafetch_is_due_means_none_is_sent(sim_board):
+    a = _agent(sim_board)
+    _online(a, 0)
+    a.link.handlers["node/240AC4ABCDE0/otaurl"](b'{"ota_job_id":"J5","url":"http://h/f.bin"}', 1000)
+    assert a.update is not None and not a._ota_late
+    _drain(a.update, 2000, 40)  # the job's answer (refused: http)
+    _now(a._ota_tick(3000))
+    # The job was the answer: the keeper sends no otafetch from here on (the
+    # OTA code's own job logic, loaded for the next job, decides any other).
+    assert a.update is None and not _loaded() and not a._ota_late and not a.link.queue
 
 
 def test_a_stored_job_loads_the_ota_code_at_start(sim_board):

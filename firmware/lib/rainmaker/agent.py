@@ -4,6 +4,7 @@
 # session, sync, budget); this file only moves bytes and time between them
 # and the network, and keeps the board going whatever fails.
 import asyncio
+import json
 import os
 import time
 import gc
@@ -24,7 +25,12 @@ _READ = const(1024)
 # RTC has not been set, and certificate validity cannot be checked.
 _TIME_VALID = const(599616000)
 
-_OTA_LATE = const(3000)  # ms online before the OTA code is loaded for the boot's otafetch
+# The boot's otafetch, as the SDK sends it: 5 s after the node is online; sent
+# again if its PUBACK has not come within 60 s, after 30 s * 2^(n-1) (n = 1..5),
+# then every 480 s.
+_FETCH_FIRST = const(5000)
+_FETCH_ACK = const(60000)
+_FETCH_BASE = const(30000)
 _NTP_EVERY = const(3600000)  # ms between clock re-syncs (the RTC drifts seconds a day)
 _EPOCH = const(946684800)  # 1970 -> 2000: the ESP32's time() counts from 2000
 _TIME_SET = const(1546300800)  # 2019-01-01, Unix: before it the clock has not been set
@@ -77,16 +83,19 @@ class Agent:
         self.session, self.budget, self.link = c.link(self.cfg, node.node_id, self.sync, connectivity)
         self.update = None  # the OTA driver while it has work
         self._ota_carry = None
-        self._ota_late = False
+        self._ota_late = False  # the agent sends the boot's otafetch (the OTA code is not loaded)
+        self._fetch_at = None  # tick the otafetch goes out again (None: not sent yet, or acknowledged)
+        self._fetch_n = 0  # otafetch sends this boot
         if ota:  # OTA jobs on node/<id>/otaurl: firmware images and app bundles
             if _ota_state():
                 # A job or a new app's trial to finish: from the start.
                 if not self._ota_load("the unfinished job waits for the next boot"):
                     self.link.on("otaurl", self._otaurl)
             else:
-                # Loaded for the boot's otafetch once the node is online and
-                # settled, so its code is not in the heap at connect, when the
-                # config is built; a job pushed before that loads it at once.
+                # Loaded only for a job (an otaurl): the boot's otafetch is
+                # sent from here, so a boot without a job never has the OTA
+                # code (about 15 KB) in its heap, nor its names, which would
+                # stay in the name pool for good.
                 self._ota_late = True
                 self.link.on("otaurl", self._otaurl)
         self.ctx = None
@@ -162,8 +171,8 @@ class Agent:
                     await system.act(self, req)
                 if self.update:
                     await self._ota_tick(now)
-                elif self._ota_late and self.state == "online" and diff(now, self.since) >= _OTA_LATE:
-                    self._ota_boot(now)
+                elif self._ota_late:
+                    self._otafetch(now)
             except Exception as e:
                 log.error("agent", "service: %s" % (str(e) or type(e).__name__))
             if self._wdt:
@@ -229,11 +238,28 @@ class Agent:
             return None
         return u
 
-    def _ota_boot(self, now):
-        self._ota_late = False  # the boot's load: the otafetch is sent (no carry)
-        u = self._ota_load("no job check this boot (jobs the cloud pushes are still taken)")
-        if u:
-            u._online(now)  # the link's hook that the just-loaded driver missed: the otafetch
+    def _otafetch(self, now):
+        # The boot's otafetch, sent until its PUBACK; the answer, if there is
+        # a job, is an otaurl, which loads the OTA code. Once that code is
+        # loaded, its own job logic takes over (_ota_late is then False).
+        at = self._fetch_at
+        if self.state != "online":
+            return
+        if at is None:
+            if self._fetch_n or diff(now, self.since) < _FETCH_FIRST:
+                return  # acknowledged, or not yet due
+        elif diff(now, at) < 0:
+            return
+        n = self._fetch_n = self._fetch_n + 1
+        if n > 1:
+            log.warn("ota", "otafetch not acknowledged within %d s: sent again" % (_FETCH_ACK // 1000))
+        self._fetch_at = now + _FETCH_ACK + (_FETCH_BASE << (min(n, 5) - 1))
+        node = self.node
+        self.link.post("otafetch", '{"node_id":%s,"fw_version":%s}' % (json.dumps(node.node_id), json.dumps(node.fw_version)),
+                       self._fetched)
+
+    def _fetched(self, now):
+        self._fetch_at = None  # acknowledged: no other this boot
 
     async def _ota_tick(self, now):
         u = self.update

@@ -1,10 +1,10 @@
 # The driver of OTA jobs: carries out what the job logic (ota.py) decides,
 # with the download (fetch.py), the flash slot or the staged app bundle, and
 # boot.py's switch, confirm and revert. Loaded by the agent at start when a job
-# or an app's trial is to be finished, else for the boot's otafetch once the
-# node is online, and dropped with the rest of the OTA code (close()) while it
-# has nothing to do: the agent then keeps only a small otaurl handler, which
-# loads it again.
+# or an app's trial is to be finished, else for a job (an otaurl: the agent
+# sends the boot's otafetch itself), and dropped with the rest of the OTA code
+# (close()) while it has nothing to do: the agent then keeps only a small
+# otaurl handler, which loads it again.
 import asyncio
 import sys
 import time
