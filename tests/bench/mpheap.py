@@ -145,8 +145,8 @@ def measure(dep, cloud, req, root, mpy, n=1000):
         if why:
             raise RuntimeError("MicroPython board not online: " + why)
         # Settled: the Connected re-report comes 5 s after the SUBACK, and the
-        # boot's otafetch (about 8 s after it), after whose PUBACK the agent
-        # drops the OTA code at its next pass (250 ms).
+        # boot's otafetch 5 s after the node is online (sent by the agent: the
+        # OTA code is loaded only for a job).
         cloud.wait("params/local", node, since=m, timeout=15, where=lambda p: b'"Connected":true' in p)
         cloud.wait("otafetch", node, since=m, timeout=30)
         time.sleep(1.0)
