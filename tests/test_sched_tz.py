@@ -9,17 +9,14 @@ tests/core/test_sched.py is checked against zoneinfo too, and the core tests
 are run in full on the MicroPython unix port.
 """
 import datetime as dt
-import subprocess
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from rainmaker import sched
 from test_sched import EuZone
-from tools.sim.mpboard import default_micropython
+from tests.vm import core_on_unix_port
 
-ROOT = Path(__file__).resolve().parent.parent
 ZONES = ("Europe/Berlin", "America/New_York", "Australia/Sydney", "Asia/Kolkata", "Pacific/Chatham",
          "America/Sao_Paulo", "UTC")
 T_MIN = int(dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc).timestamp())
@@ -231,26 +228,4 @@ def test_firing_sequence_across_dst(name):
 
 
 def test_core_tests_in_full_on_the_micropython_unix_port():
-    mp = default_micropython()
-    if not mp:
-        pytest.skip("no MicroPython unix-port binary (set MICROPYTHON)")
-    code = "\n".join([
-        "import sys",
-        "sys.path.insert(0, %r)" % str(ROOT / "tests" / "core"),
-        "sys.path.insert(0, %r)" % str(ROOT / "firmware" / "lib"),
-        "import test_sched as m",
-        "m.ROUNDS = 400",
-        "bad = []",
-        "names = [k for k in dir(m) if k.startswith('test_')]",
-        "for k in names:",
-        "    try:",
-        "        getattr(m, k)()",
-        "    except Exception as e:",
-        "        bad.append(k)",
-        "        sys.print_exception(e)",
-        "print(len(names), 'RAN', bad)",
-    ])
-    r = subprocess.run([str(mp), "-X", "heapsize=2M", "-c", code], capture_output=True, text=True, timeout=600)
-    out = r.stdout.strip().splitlines()
-    assert r.returncode == 0 and out and out[-1].endswith("RAN []"), r.stdout[-3000:] + r.stderr[-2000:]
-    assert int(out[-1].split()[0]) >= 20
+    assert core_on_unix_port("test_sched", ["m.ROUNDS = 400"]) >= 20

@@ -20,6 +20,7 @@ import pytest
 import tests.conftest  # noqa: F401 - firmware/lib first on sys.path (also when run as a script)
 from rainmaker import sched, tz
 from rainmaker import zones as table
+from tests.vm import core_on_unix_port
 from tools import zones
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -275,29 +276,4 @@ if __name__ == "__main__":
 def test_core_tests_in_full_on_the_micropython_unix_port(mod):
     # The 32-bit unix port, like the ESP32: among them, that the table search
     # (rainmaker.zones) and the parser are dropped after every lookup and parse.
-    import subprocess
-
-    from tools.sim.mpboard import default_micropython
-
-    mp = default_micropython()
-    if not mp:
-        pytest.skip("no MicroPython unix-port binary (set MICROPYTHON)")
-    code = "\n".join([
-        "import sys",
-        "sys.path.insert(0, %r)" % str(ROOT / "tests" / "core"),
-        "sys.path.insert(0, %r)" % str(ROOT / "firmware" / "lib"),
-        "import %s as m" % mod,
-        "bad = []",
-        "names = [k for k in dir(m) if k.startswith('test_')]",
-        "for k in names:",
-        "    try:",
-        "        getattr(m, k)()",
-        "    except Exception as e:",
-        "        bad.append(k)",
-        "        sys.print_exception(e)",
-        "print(len(names), 'RAN', bad)",
-    ])
-    r = subprocess.run([str(mp), "-X", "heapsize=2M", "-c", code], capture_output=True, text=True, timeout=600)
-    out = r.stdout.strip().splitlines()
-    assert r.returncode == 0 and out and out[-1].endswith("RAN []"), r.stdout[-3000:] + r.stderr[-2000:]
-    assert int(out[-1].split()[0]) >= 10
+    assert core_on_unix_port(mod) >= 10

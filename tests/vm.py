@@ -77,3 +77,39 @@ def run(code, root=None, heap=HEAP, fuel=50_000_000_000, memory=64 * 1024 * 1024
         except w.Trap as e:
             raise RuntimeError("MicroPython VM trapped: %s" % str(e).splitlines()[-1])
         return out.read_text(), err.read_text(), fuel - store.get_fuel()
+
+
+def core_on_unix_port(mod, setup=()):
+    """Runs every test_* of tests/core/<mod>.py in one micropython32 VM (the
+    32-bit unix port, like the ESP32; 2 MB heap) after the `setup` lines;
+    asserts none failed and returns how many ran. Skips without the binary."""
+    import subprocess
+
+    import pytest
+
+    from tools.sim.mpboard import default_micropython
+
+    mp = default_micropython()
+    if not mp:
+        pytest.skip("no MicroPython unix-port binary (set MICROPYTHON)")
+    root = Path(__file__).resolve().parents[1]
+    code = "\n".join([
+        "import sys",
+        "sys.path.insert(0, %r)" % str(root / "tests" / "core"),
+        "sys.path.insert(0, %r)" % str(root / "firmware" / "lib"),
+        "import %s as m" % mod,
+        *setup,
+        "bad = []",
+        "names = [k for k in dir(m) if k.startswith('test_')]",
+        "for k in names:",
+        "    try:",
+        "        getattr(m, k)()",
+        "    except Exception as e:",
+        "        bad.append(k)",
+        "        sys.print_exception(e)",
+        "print(len(names), 'RAN', bad)",
+    ])
+    r = subprocess.run([str(mp), "-X", "heapsize=2M", "-c", code], capture_output=True, text=True, timeout=600)
+    out = r.stdout.strip().splitlines()
+    assert r.returncode == 0 and out and out[-1].endswith("RAN []"), r.stdout[-3000:] + r.stderr[-2000:]
+    return int(out[-1].split()[0])
