@@ -27,8 +27,9 @@ def make(budget_start=100, mapping=None, connectivity=True, store=None):
 
 
 def packets(data):
-    """[(first byte, body)] of the packets the client sent (a decoder of its own)."""
-    data = bytes(data)
+    """[(first byte, body)] of the packets the client sent (a decoder of its own);
+    data: bytes, or link.out's chunks."""
+    data = b"".join(bytes(c) for c in data) if isinstance(data, list) else bytes(data)
     out = []
     i = 0
     while i < len(data):
@@ -71,8 +72,8 @@ def sub_pid(data):
 
 def take(link):
     out = link.out
-    link.out = bytearray()
-    return out
+    link.out = []
+    return b"".join(bytes(c) for c in out)
 
 
 def online(link, now=0):
@@ -237,9 +238,9 @@ def test_closed_clears_stale_bytes_and_the_session():
     link.tick(1300)  # after the 200 ms merge window
     assert link.out
     link.closed(1300)
-    assert link.state == OFFLINE and link.out == bytearray() and not link.session.connected
+    assert link.state == OFFLINE and link.out == [] and not link.session.connected
     link.tick(5000)  # offline: nothing happens, nothing raises
-    assert link.out == bytearray()
+    assert link.out == []
 
 
 def test_persisted_value_is_on_flash_before_its_echo():
@@ -337,3 +338,48 @@ def test_hooks_run_once_online():
     link.hooks.append(seen.append)
     online(link, 42)
     assert seen == [42]
+
+
+def test_long_packets_go_out_uncopied_and_short_ones_together():
+    # A long packet (the node config) is a chunk of link.out of its own: the
+    # very object the session keeps for a re-send, not a copy (the heap needs
+    # no second block of its size). Short ones share one chunk, so the PUBACK
+    # of a write and its echo leave in one write (one TCP segment: Nagle).
+    n = Node("N", "T")
+    n.node_id = "N1"
+    for i in range(6):
+        n.add(std.switch("Plug%d" % i))
+    link = Link(Session("N1", 120, WILL), Sync(n), Budget(0, 100), "N1")
+    link.backoff.rand = lambda: 128  # (the WASM VM has no entropy source)
+    link.open(0)
+    assert len(link.out) == 1 and kinds(take(link)) == [mqtt.CONNECT]
+    link.receive(CONNACK_OK, 10)
+    out = link.out
+    assert [len(c) >= 512 for c in out] == [True, False], [len(c) for c in out]
+    cfg = [e[0] for e in link.session.inflight.values() if e[3] == mqtt.PUBLISH]
+    assert len(cfg) == 1 and out[0] is cfg[0]
+    assert published(out)[0][0] == "node/N1/config" and kinds(out) == [mqtt.PUBLISH, mqtt.SUBSCRIBE]
+    pid = sub_pid(take(link))
+    link.receive(bytes([0x90, 3, pid >> 8, pid & 255, 1]), 20)
+    take(link)  # the full params
+    link.receive(mqtt.publish("node/N1/params/remote", b'{"Plug3":{"Power":true}}', 1, 9), 30)
+    out = link.out
+    assert len(out) == 1 and kinds(out) == [mqtt.PUBACK, mqtt.PUBLISH]
+    assert ("node/N1/params/local", b'{"Plug3":{"Power":true}}') in published(out)
+    # A short packet after a long one starts a chunk of its own: the long one,
+    # the session's packet, is never written to.
+    link.post("tsdata", b"x" * 600)
+    link.pump(40)
+    big = link.out[-1]
+    before = bytes(big)
+    link.put(mqtt.puback(5))
+    link.put(b"")  # nothing: no empty chunk
+    assert link.out[-1] is not big and bytes(big) == before and len(link.out) == 3
+    assert kinds(take(link)) == [mqtt.PUBACK, mqtt.PUBLISH, mqtt.PUBLISH, mqtt.PUBACK]
+    # Short chunks stay short: many small packets make a few chunks, bytes in order.
+    for i in range(300):
+        link.put(mqtt.puback(i))
+    assert all(len(c) < 2 * 512 for c in link.out) and 1 < len(link.out) < 10
+    assert take(link) == b"".join(mqtt.puback(i) for i in range(300))
+    link.closed(50)
+    assert link.out == []

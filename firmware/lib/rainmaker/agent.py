@@ -416,13 +416,18 @@ class Agent:
             self._set("online")
 
     def _flush(self):
-        # One write per step: the PUBACK of a write and its echo travel in one
-        # TCP segment, so Nagle's algorithm (on in lwIP) never holds the echo
-        # back waiting for an ACK.
+        # The link joins short packets into one chunk: the PUBACK of a write
+        # and its echo travel in one write, one TCP segment, so Nagle's
+        # algorithm (on in lwIP) never holds the echo back waiting for an ACK.
+        # A long packet is a chunk of its own, written as it is: the stream
+        # sends it at once when the socket takes it (it copies only what the
+        # socket refuses), so no second block of its size is needed here.
         out = self.link.out
-        if out and self._writer:
-            self.link.out = bytearray()
-            self._writer.write(out)
+        w = self._writer
+        if out and w:
+            self.link.out = []
+            for chunk in out:
+                w.write(chunk)
 
 
 _agent = None

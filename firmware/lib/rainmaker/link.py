@@ -2,8 +2,8 @@
 # without I/O.
 #
 # The driver (agent.py) opens a socket, calls open(), and from then on hands
-# in what arrives (receive) and the passing of time (tick); it sends link.out
-# and, when the socket dies, asks closed() how long to wait before the next
+# in what arrives (receive) and the passing of time (tick); it sends the
+# chunks in link.out, in order, and, when the socket dies, asks closed() how long to wait before the next
 # attempt. Every decision lives here, so each can be tested on a fake clock:
 #
 #   * every wait is bounded: TCP + TLS + CONNACK, the user mapping's PUBACK,
@@ -41,6 +41,12 @@ _BACKOFF_MIN = const(2000)  # ms; the delay is half fixed, half random: 1-2 s fi
 _BACKOFF_MAX = const(120000)
 
 _QUEUE_MAX = const(8)  # messages posted by services (tsdata, otastatus...) waiting to go out
+# Packets shorter than this are copied into one chunk of link.out with the
+# small ones around them (a PUBACK and the echo of its write leave in one
+# write, one TCP segment); longer ones (the node config, a time-series batch)
+# are chunks of their own, the very object the session keeps for a re-send:
+# never copied on their way out, so no second block of their size is needed.
+_JOIN = const(512)
 
 _STATE_TEXT = ("offline", "connecting", "mapping", "subscribing", "online")
 _CONNECTED = b'{"Connectivity":{"Connected":true}}'
@@ -83,7 +89,7 @@ class Link:
         self.remote_topic = topics.sub(node_id, "params/remote")
         self.backoff = Backoff()
         self.state = OFFLINE
-        self.out = bytearray()  # bytes to send, in order; the driver takes them
+        self.out = []  # chunks (bytes-like) to send, in order; the driver takes them (put())
         self.connects = 0
         self.starved = False  # a report is waiting for budget (logged once)
         self._until = 0  # deadline of the wait of the current state
@@ -118,6 +124,19 @@ class Link:
             q.pop(0)
         q.append((suffix, payload, done))
 
+    def put(self, pkt):
+        """Queue bytes for the driver: a long packet as a chunk of its own (not
+        copied), short ones joined into the last chunk if that one is short."""
+        if not pkt:
+            return
+        out = self.out
+        if len(pkt) >= _JOIN:
+            out.append(pkt)
+        elif out and len(out[-1]) < _JOIN:
+            out[-1] += pkt  # a short chunk is always a bytearray of put()'s own
+        else:
+            out.append(bytearray(pkt))  # a copy: pkt may be the session's, kept for a re-send
+
     def state_text(self):
         return _STATE_TEXT[self.state]
 
@@ -127,12 +146,13 @@ class Link:
         """A socket is being opened: CONNECT goes out once TCP and TLS are up."""
         self.state = CONNECTING
         self._until = now + _CONNECT_WAIT
-        self.out = bytearray(self.session.connect(now))
+        self.out = []
+        self.put(self.session.connect(now))
 
     def receive(self, data, now):
         """Bytes from the broker. Raises MQTTError when the link must end."""
         events, out = self.session.receive(data, now)
-        self.out += out
+        self.put(out)
         for ev in events:
             kind = ev[0]
             if kind == EV_MESSAGE:
@@ -170,7 +190,7 @@ class Link:
             return
         if self.state != ONLINE and diff(now, self._until) >= 0:
             raise MQTTError("no %s from the broker within %d s" % (self._waiting(), _CONNECT_WAIT // 1000))
-        self.out += self.session.tick(now)
+        self.put(self.session.tick(now))
         if self.state == ONLINE:
             if self._connected_due and diff(now, self._online_at) >= _CONNECTED_DELAY:
                 self._connected_due = False
@@ -194,7 +214,7 @@ class Link:
         self.state = OFFLINE
         self.session.lost()
         self._acks = {}  # their publishes are resent on the next link, without callers
-        self.out = bytearray()  # nothing stale goes out on the next link
+        self.out = []  # nothing stale goes out on the next link
         return self.backoff.next() if retry else 0
 
     # -- connection set-up ----------------------------------------------------
@@ -215,7 +235,7 @@ class Link:
             raise MQTTError("broker refused the connection: %s" % diag.connack(rc))
         self.connects += 1
         for pkt in self.session.resend(now):
-            self.out += pkt
+            self.put(pkt)
         self.sync.connected()
         # SDK order: config, (user mapping), subscribe, then the full params.
         if self.sync.config_due:
@@ -235,7 +255,7 @@ class Link:
         for t in self.handlers:
             subs.append((t, 1))
         self._pid, pkt = self.session.subscribe(subs, now)
-        self.out += pkt
+        self.put(pkt)
         self.state = SUBSCRIBING
         self._until = now + _ACK_WAIT
 
@@ -309,7 +329,7 @@ class Link:
             # It can never be sent; retrying would loop forever. Say what to cut.
             log.error("mqtt", "%s not sent: %s (fewer or shorter params?)" % (suffix, e))
             return 0
-        self.out += pkt
+        self.put(pkt)
         log.debug("mqtt", "%s %d bytes" % (suffix, len(pkt)))
         return pid
 
