@@ -383,3 +383,50 @@ def test_long_packets_go_out_uncopied_and_short_ones_together():
     assert take(link) == b"".join(mqtt.puback(i) for i in range(300))
     link.closed(50)
     assert link.out == []
+
+
+def test_staged_config_goes_out_first_after_the_connack():
+    # stage(): the config's packet is built before the first connection and
+    # goes out after the CONNACK, first, once; not before (no CONNECT yet).
+    link = make(mapping={"user_id": "u1"})
+    link.stage(0)
+    assert link.out == [] and not link.sync.config_due
+    link.stage(1)  # nothing more is due: no second config
+    assert len(link.session.inflight) == 1
+    link.open(5)
+    assert kinds(take(link)) == [mqtt.CONNECT]
+    link.receive(CONNACK_OK, 10)
+    pubs = published(take(link))
+    assert [t for t, _ in pubs] == ["node/N1/config", "node/N1/user/mapping"]
+    assert json.loads(pubs[0][1])["node_id"] == "N1"
+    # Not staged while a link is up: a reconfiguration goes out through pump().
+    link = make()
+    online(link, 0)
+    link.sync.config_due = True
+    link.stage(100)
+    assert link.sync.config_due and link.out == []
+
+
+def test_config_stays_due_when_its_packet_finds_no_memory():
+    link = make()
+    real = link.session.publish
+    fail = [True]
+
+    def publish(topic, payload, qos, now):
+        if fail[0]:
+            raise MemoryError("memory allocation failed")
+        return real(topic, payload, qos, now)
+
+    link.session.publish = publish
+    link.stage(0)  # no packet: built after the CONNACK instead, nothing raised
+    assert link.sync.config_due and link.out == [] and not link.session.inflight
+    link.open(1)
+    take(link)
+    raises(MemoryError, link.receive, CONNACK_OK, 2)
+    assert link.sync.config_due  # the agent reconnects: the config goes out then
+    link.closed(3)
+    fail[0] = False
+    link.open(4)
+    take(link)
+    link.receive(CONNACK_OK, 5)
+    assert [t for t, _ in published(take(link))] == ["node/N1/config"]

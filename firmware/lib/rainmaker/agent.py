@@ -65,12 +65,15 @@ class Agent:
         self._sysreq = None  # the System action asked for, if any
         self._ntp_at = time.ticks_add(time.ticks_ms(), _NTP_EVERY)
         self._halted = False  # a System action is under way: no more connections
-        # The node is built: conf is loaded again only for the config JSON,
-        # std (the builders) never again. An app that keeps its own name for
-        # std keeps the module (the example deletes it).
+        self.session, self.budget, self.link = c.link(self.cfg, node.node_id, self.sync, connectivity)
+        # The config's packet is built now, with conf still loaded, and waits
+        # for the first CONNACK (link.stage). The node is built: conf is
+        # loaded again only for a reconfiguration, std (the builders) never
+        # again. An app that keeps its own name for std keeps the module (the
+        # example deletes it).
+        self.link.stage(time.ticks_ms())
         unload("conf")
         unload("std")
-        self.session, self.budget, self.link = c.link(self.cfg, node.node_id, self.sync, connectivity)
         self.update = None  # the OTA driver while it has work
         self._ota_carry = None
         self._ota_late = False

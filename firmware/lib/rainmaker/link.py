@@ -149,6 +149,32 @@ class Link:
         self.out = []
         self.put(self.session.connect(now))
 
+    def stage(self, now):
+        """Build the node config's PUBLISH before the first connection.
+
+        Called at start, while the code that builds the config is still
+        loaded and the heap is least cut up: its packet, the largest one,
+        then waits in the session's window and is the first to go out after
+        the CONNACK (with the other unacknowledged ones, resend()), in the
+        SDK's order. Its pieces never meet the TLS handshake's buffers.
+        """
+        if self.state == OFFLINE and self.sync.config_due:
+            try:
+                self._config(now)
+            except MemoryError:  # built after the CONNACK instead, as without stage()
+                pass
+            self.out = []  # sent after the CONNACK, from the session's window
+
+    def _config(self, now):
+        # The config is due until its packet exists: a MemoryError while it is
+        # built or packed leaves it due, for the next connection.
+        suffix, payload = self.sync.take(now)
+        try:
+            self._send(suffix, payload, now)
+        except MemoryError:
+            self.sync.config_due = True
+            raise
+
     def receive(self, data, now):
         """Bytes from the broker. Raises MQTTError when the link must end."""
         events, out = self.session.receive(data, now)
@@ -239,8 +265,7 @@ class Link:
         self.sync.connected()
         # SDK order: config, (user mapping), subscribe, then the full params.
         if self.sync.config_due:
-            suffix, payload = self.sync.take(now)
-            self._send(suffix, payload, now)
+            self._config(now)
         if self.mapping:
             m = self.mapping
             body = json.dumps({"node_id": self.node_id, "user_id": m["user_id"], "secret_key": m.get("secret_key", "")})
