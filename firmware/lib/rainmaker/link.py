@@ -126,7 +126,12 @@ class Link:
 
     def put(self, pkt):
         """Queue bytes for the driver: a long packet as a chunk of its own (not
-        copied), short ones joined into the last chunk if that one is short."""
+        copied), short ones joined into the last chunk if that one is short;
+        a packet in chunks (a long PUBLISH, see Session.publish) chunk by chunk."""
+        if isinstance(pkt, list):
+            for c in pkt:
+                self.put(c)
+            return
         if not pkt:
             return
         out = self.out
@@ -355,7 +360,7 @@ class Link:
             log.error("mqtt", "%s not sent: %s (fewer or shorter params?)" % (suffix, e))
             return 0
         self.put(pkt)
-        log.debug("mqtt", "%s %d bytes" % (suffix, len(pkt)))
+        log.debug("mqtt", "%s %d bytes" % (suffix, sum(len(c) for c in pkt) if isinstance(pkt, list) else len(pkt)))
         return pid
 
 
