@@ -342,9 +342,9 @@ def test_hooks_run_once_online():
 
 def test_long_packets_go_out_uncopied_and_short_ones_together():
     # A long PUBLISH (the node config) is kept by the session as its header
-    # and the payload's pieces (no block of its size), and the long pieces
-    # are chunks of link.out of their own: the session's very objects, not
-    # copies. Short ones share one chunk, so the PUBACK of a write and its
+    # and the payload's pieces (no block of its size); link.out holds chunks
+    # no longer than 512 bytes, or a long packet or piece itself (not a
+    # copy). Short ones share a chunk, so the PUBACK of a write and its
     # echo leave in one write (one TCP segment: Nagle).
     n = Node("N", "T")
     n.node_id = "N1"
@@ -358,11 +358,12 @@ def test_long_packets_go_out_uncopied_and_short_ones_together():
     out = link.out
     cfg = [e[0] for e in link.session.inflight.values() if e[3] == mqtt.PUBLISH]
     assert len(cfg) == 1 and isinstance(cfg[0], list)
-    long = [c for c in cfg[0] if len(c) >= 512]
+    long = [c for c in cfg[0] if len(c) >= 512]  # a device each
     assert len(long) == 3 and max(len(c) for c in cfg[0]) < 1024
-    assert [c for c in out if len(c) >= 512] == long
-    assert all(any(c is x for x in out) for c in long)  # the same objects: not copied
-    assert len(out) == 5, [len(c) for c in out]  # header+info, 3 devices, the rest+SUBSCRIBE
+    # The long pieces are chunks themselves (the same objects: not copied),
+    # the rest is in chunks of at most 512 bytes: header + info, the close + SUBSCRIBE.
+    assert [c for c in out if len(c) > 512] == long and all(any(c is x for x in out) for c in long)
+    assert len(out) == 5, [len(c) for c in out]
     assert kinds(out) == [mqtt.PUBLISH, mqtt.SUBSCRIBE]
     topic, payload = published(out)[0]
     assert topic == "node/N1/config" and payload.decode() == n.config()
@@ -373,9 +374,10 @@ def test_long_packets_go_out_uncopied_and_short_ones_together():
     out = link.out
     assert len(out) == 1 and kinds(out) == [mqtt.PUBACK, mqtt.PUBLISH]
     assert ("node/N1/params/local", b'{"Light1":{"Power":false}}') in published(out)
-    # A short packet after a long one starts a chunk of its own: the long one,
-    # the session's, is never written to.
     take(link)
+    # A long packet is its own chunk, the same object; a short one after it
+    # starts a new chunk (the long one is never written to), and a short one
+    # is never joined into a chunk the driver has already taken.
     link.put(mqtt.puback(4))
     big = bytes(b"y" * 600)
     link.put(big)
@@ -383,10 +385,15 @@ def test_long_packets_go_out_uncopied_and_short_ones_together():
     link.put(b"")  # nothing: no empty chunk
     assert len(link.out) == 3 and link.out[1] is big and bytes(big) == b"y" * 600
     assert take(link) == mqtt.puback(4) + big + mqtt.puback(5)
-    # Short chunks stay short: many small packets make a few chunks, bytes in order.
+    taken = link.out
+    link.put(mqtt.puback(6))
+    link.out = []  # the driver takes the chunks
+    link.put(mqtt.puback(7))
+    assert bytes(taken[0]) == mqtt.puback(6) and take(link) == mqtt.puback(7)
+    # Many short packets: chunks of at most 512 bytes, bytes in order.
     for i in range(300):
         link.put(mqtt.puback(i))
-    assert all(len(c) < 2 * 512 for c in link.out) and 1 < len(link.out) < 10
+    assert all(len(c) <= 512 for c in link.out) and len(link.out) == 3
     assert take(link) == b"".join(mqtt.puback(i) for i in range(300))
     link.closed(50)
     assert link.out == []

@@ -20,6 +20,7 @@ def run(node, *coros, **kw):
     from .node import unload
 
     unload("std")
+    unload("conf")
     from .agent import run
 
     run(node, *coros, **kw)

@@ -291,6 +291,9 @@ class Agent:
                         self.ctx = config.tls_context()
                     unload("config")
                     del config  # this frame lives as long as the agent: no reference may stay
+                # If the config's packet found no room at start, the start-up
+                # code just freed is the best chance before the CONNACK.
+                self.link.stage(time.ticks_ms())
                 self._task = asyncio.create_task(self._connection())
                 await self._task
             except asyncio.CancelledError:

@@ -41,11 +41,12 @@ _BACKOFF_MIN = const(2000)  # ms; the delay is half fixed, half random: 1-2 s fi
 _BACKOFF_MAX = const(120000)
 
 _QUEUE_MAX = const(8)  # messages posted by services (tsdata, otastatus...) waiting to go out
-# Packets shorter than this are copied into one chunk of link.out with the
-# small ones around them (a PUBACK and the echo of its write leave in one
-# write, one TCP segment); longer ones (the node config, a time-series batch)
-# are chunks of their own, the very object the session keeps for a re-send:
-# never copied on their way out, so no second block of their size is needed.
+# Packets (and pieces of a long PUBLISH) shorter than this are copied into
+# chunks of link.out of at most this size, with the short ones around them
+# (a PUBACK and the echo of its write leave in one write, one TCP segment);
+# longer ones are chunks of their own, the very object the session keeps for
+# a re-send: never copied on their way out, so no second block of their
+# size is needed, and no chunk is a longer block than its longest packet.
 _JOIN = const(512)
 
 _STATE_TEXT = ("offline", "connecting", "mapping", "subscribing", "online")
@@ -90,6 +91,7 @@ class Link:
         self.backoff = Backoff()
         self.state = OFFLINE
         self.out = []  # chunks (bytes-like) to send, in order; the driver takes them (put())
+        self._tail = None  # the chunk put() joins short packets into
         self.connects = 0
         self.starved = False  # a report is waiting for budget (logged once)
         self._until = 0  # deadline of the wait of the current state
@@ -125,22 +127,27 @@ class Link:
         q.append((suffix, payload, done))
 
     def put(self, pkt):
-        """Queue bytes for the driver: a long packet as a chunk of its own (not
-        copied), short ones joined into the last chunk if that one is short;
-        a packet in chunks (a long PUBLISH, see Session.publish) chunk by chunk."""
-        if isinstance(pkt, list):
+        """Queue bytes for the driver. A long packet (or piece of one, see
+        Session.publish) is a chunk of its own, not copied; short ones are
+        copied into a chunk of put()'s own while it stays under _JOIN."""
+        if isinstance(pkt, list):  # a long PUBLISH: its header and pieces
             for c in pkt:
                 self.put(c)
             return
-        if not pkt:
+        n = len(pkt)
+        if not n:
             return
         out = self.out
-        if len(pkt) >= _JOIN:
+        if n >= _JOIN:
             out.append(pkt)
-        elif out and len(out[-1]) < _JOIN:
-            out[-1] += pkt  # a short chunk is always a bytearray of put()'s own
+            return
+        tail = self._tail
+        if tail is not None and out and out[-1] is tail and len(tail) + n <= _JOIN:
+            tail += pkt  # in place: it is the last chunk, not yet taken by the driver
         else:
-            out.append(bytearray(pkt))  # a copy: pkt may be the session's, kept for a re-send
+            # A copy: pkt may be the session's, kept for a re-send.
+            self._tail = bytearray(pkt)
+            out.append(self._tail)
 
     def state_text(self):
         return _STATE_TEXT[self.state]
