@@ -18,7 +18,7 @@ from .store import Store
 _TICK = const(50)  # ms between housekeeping passes of a live connection
 _KEEP = const(250)  # ms between passes of the keeper (flash, stalls, watchdog)
 _WIFI_TIMEOUT = const(30)  # s to wait for an IP before reporting why not
-_READ = const(1024)
+_READ = const(512)  # bytes of the read buffer (the MQTT Reader gathers whole packets)
 
 # 2019-01-01 in seconds since 2000-01-01 (the ESP32 epoch): before this the
 # RTC has not been set, and certificate validity cannot be checked.
@@ -93,6 +93,10 @@ class Agent:
         self._sock = None  # the socket of the current connection, raw or TLS
         self._writer = None
         self._rx_error = None
+        # The connection's read buffer, taken once, now: a read allocates
+        # nothing (stream.read(n) takes a fresh n-byte block for every read,
+        # and at connect the heap is cut into holes hardly larger than that).
+        self._rbuf = bytearray(_READ)
         self._task = None  # the current connection's task
         self._guard = None  # tick by which the write the connection waits on must end
         self._stalled = False
@@ -399,10 +403,12 @@ class Agent:
         # loop reports them with context (an unawaited task would just print).
         try:
             while True:
-                data = await reader.read(_READ)
-                if not data:
+                n = await reader.readinto(self._rbuf)
+                if n is None:
+                    continue  # woken before a whole TLS record arrived: wait again
+                if not n:
                     raise OSError("connection closed by broker")
-                self.link.receive(data, time.ticks_ms())
+                self.link.receive(memoryview(self._rbuf)[:n], time.ticks_ms())
                 self._settle()
                 self._flush()
         except Exception as e:
