@@ -55,7 +55,8 @@ def test_status_before_start_names_every_part(board):
     assert "node     240AC4ABCDEF (Status Test, fw 1.0.0)" in text
     assert "wifi     not started" in text
     assert "mqtt     starting for 0 s, 127.0.0.1:8883, 0 connects" in text
-    assert "reports  " in text and "budget 100" in text
+    # The config's packet is built at start (link.stage): in flight, one token spent.
+    assert "reports  0 pending, 1 in flight, budget 99" in text
     assert "writes   0 accepted, 0 refused, 0 oversized dropped" in text
     assert "heap     " in text
 

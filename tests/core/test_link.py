@@ -27,8 +27,9 @@ def make(budget_start=100, mapping=None, connectivity=True, store=None):
 
 
 def packets(data):
-    """[(first byte, body)] of the packets the client sent (a decoder of its own)."""
-    data = bytes(data)
+    """[(first byte, body)] of the packets the client sent (a decoder of its own);
+    data: bytes, or link.out's chunks."""
+    data = b"".join(bytes(c) for c in data) if isinstance(data, list) else bytes(data)
     out = []
     i = 0
     while i < len(data):
@@ -71,8 +72,8 @@ def sub_pid(data):
 
 def take(link):
     out = link.out
-    link.out = bytearray()
-    return out
+    link.out = []
+    return b"".join(bytes(c) for c in out)
 
 
 def online(link, now=0):
@@ -237,9 +238,9 @@ def test_closed_clears_stale_bytes_and_the_session():
     link.tick(1300)  # after the 200 ms merge window
     assert link.out
     link.closed(1300)
-    assert link.state == OFFLINE and link.out == bytearray() and not link.session.connected
+    assert link.state == OFFLINE and link.out == [] and not link.session.connected
     link.tick(5000)  # offline: nothing happens, nothing raises
-    assert link.out == bytearray()
+    assert link.out == []
 
 
 def test_persisted_value_is_on_flash_before_its_echo():
@@ -337,3 +338,109 @@ def test_hooks_run_once_online():
     link.hooks.append(seen.append)
     online(link, 42)
     assert seen == [42]
+
+
+def test_long_packets_go_out_uncopied_and_short_ones_together():
+    # A long PUBLISH (the node config) is kept by the session as its header
+    # and the payload's pieces (no block of its size); link.out holds chunks
+    # no longer than 512 bytes, or a long packet or piece itself (not a
+    # copy). Short ones share a chunk, so the PUBACK of a write and its
+    # echo leave in one write (one TCP segment: Nagle).
+    n = Node("N", "T")
+    n.node_id = "N1"
+    for i in range(3):
+        n.add(std.lightbulb("Light%d" % i))
+    link = Link(Session("N1", 120, WILL), Sync(n), Budget(0, 100), "N1")
+    link.backoff.rand = lambda: 128  # (the WASM VM has no entropy source)
+    link.open(0)
+    assert len(link.out) == 1 and kinds(take(link)) == [mqtt.CONNECT]
+    link.receive(CONNACK_OK, 10)
+    out = link.out
+    cfg = [e[0] for e in link.session.inflight.values() if e[3] == mqtt.PUBLISH]
+    assert len(cfg) == 1 and isinstance(cfg[0], list)
+    long = [c for c in cfg[0] if len(c) >= 512]  # a device each
+    assert len(long) == 3 and max(len(c) for c in cfg[0]) < 1024
+    # The long pieces are chunks themselves (the same objects: not copied),
+    # the rest is in chunks of at most 512 bytes: header + info, the close + SUBSCRIBE.
+    assert [c for c in out if len(c) > 512] == long and all(any(c is x for x in out) for c in long)
+    assert len(out) == 5, [len(c) for c in out]
+    assert kinds(out) == [mqtt.PUBLISH, mqtt.SUBSCRIBE]
+    topic, payload = published(out)[0]
+    assert topic == "node/N1/config" and payload.decode() == n.config()
+    pid = sub_pid(take(link))
+    link.receive(bytes([0x90, 3, pid >> 8, pid & 255, 1]), 20)
+    take(link)  # the full params
+    link.receive(mqtt.publish("node/N1/params/remote", b'{"Light1":{"Power":false}}', 1, 9), 30)
+    out = link.out
+    assert len(out) == 1 and kinds(out) == [mqtt.PUBACK, mqtt.PUBLISH]
+    assert ("node/N1/params/local", b'{"Light1":{"Power":false}}') in published(out)
+    take(link)
+    # A long packet is its own chunk, the same object; a short one after it
+    # starts a new chunk (the long one is never written to), and a short one
+    # is never joined into a chunk the driver has already taken.
+    link.put(mqtt.puback(4))
+    big = bytes(b"y" * 600)
+    link.put(big)
+    link.put(mqtt.puback(5))
+    link.put(b"")  # nothing: no empty chunk
+    assert len(link.out) == 3 and link.out[1] is big and bytes(big) == b"y" * 600
+    assert take(link) == mqtt.puback(4) + big + mqtt.puback(5)
+    taken = link.out
+    link.put(mqtt.puback(6))
+    link.out = []  # the driver takes the chunks
+    link.put(mqtt.puback(7))
+    assert bytes(taken[0]) == mqtt.puback(6) and take(link) == mqtt.puback(7)
+    # Many short packets: chunks of at most 512 bytes, bytes in order.
+    for i in range(300):
+        link.put(mqtt.puback(i))
+    assert all(len(c) <= 512 for c in link.out) and len(link.out) == 3
+    assert take(link) == b"".join(mqtt.puback(i) for i in range(300))
+    link.closed(50)
+    assert link.out == []
+
+
+def test_staged_config_goes_out_first_after_the_connack():
+    # stage(): the config's packet is built before the first connection and
+    # goes out after the CONNACK, first, once; not before (no CONNECT yet).
+    link = make(mapping={"user_id": "u1"})
+    link.stage(0)
+    assert link.out == [] and not link.sync.config_due
+    link.stage(1)  # nothing more is due: no second config
+    assert len(link.session.inflight) == 1
+    link.open(5)
+    assert kinds(take(link)) == [mqtt.CONNECT]
+    link.receive(CONNACK_OK, 10)
+    pubs = published(take(link))
+    assert [t for t, _ in pubs] == ["node/N1/config", "node/N1/user/mapping"]
+    assert json.loads(pubs[0][1])["node_id"] == "N1"
+    # Not staged while a link is up: a reconfiguration goes out through pump().
+    link = make()
+    online(link, 0)
+    link.sync.config_due = True
+    link.stage(100)
+    assert link.sync.config_due and link.out == []
+
+
+def test_config_stays_due_when_its_packet_finds_no_memory():
+    link = make()
+    real = link.session.publish
+    fail = [True]
+
+    def publish(topic, payload, qos, now):
+        if fail[0]:
+            raise MemoryError("memory allocation failed")
+        return real(topic, payload, qos, now)
+
+    link.session.publish = publish
+    link.stage(0)  # no packet: built after the CONNACK instead, nothing raised
+    assert link.sync.config_due and link.out == [] and not link.session.inflight
+    link.open(1)
+    take(link)
+    raises(MemoryError, link.receive, CONNACK_OK, 2)
+    assert link.sync.config_due  # the agent reconnects: the config goes out then
+    link.closed(3)
+    fail[0] = False
+    link.open(4)
+    take(link)
+    link.receive(CONNACK_OK, 5)
+    assert [t for t, _ in published(take(link))] == ["node/N1/config"]

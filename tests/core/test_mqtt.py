@@ -146,3 +146,23 @@ def test_publish_from_pieces_is_the_joined_publish():
     assert mqtt.publish("t", big, 1, 1) == mqtt.publish("t", b"x" * 20000, 1, 1)
     assert mqtt.parts(mqtt.parts(pieces)) == mqtt.parts(pieces)  # idempotent
     assert mqtt.publish("t", [], 0) == mqtt.publish("t", b"", 0)
+
+
+def test_split_publish_is_its_header_then_the_pieces_themselves():
+    # split: no block of the packet's size; the chunks join to the packet.
+    piece = b"p" * 700
+    mut = bytearray(b"m" * 300)
+    pieces = ['{"a":', piece, mut, "\u00fc}"]
+    for qos in (0, 1):
+        for dup in (False, True):
+            chunks = mqtt.publish("node/x/config", pieces, qos, 9, dup, split=True)
+            whole = mqtt.publish("node/x/config", pieces, qos, 9, dup)
+            assert isinstance(chunks, list) and isinstance(chunks[0], bytearray)
+            assert b"".join(bytes(c) for c in chunks) == whole
+            assert len(chunks[0]) == len(whole) - sum(len(p) for p in mqtt.parts(pieces))  # the header only
+            assert chunks[2] is piece  # bytes: not copied
+            assert chunks[3] == mut and chunks[3] is not mut and isinstance(chunks[3], bytes)
+    big = ["x" * 100] * 200  # a three-byte remaining length
+    assert b"".join(mqtt.publish("t", big, 1, 1, split=True)) == mqtt.publish("t", big, 1, 1)
+    assert mqtt.publish("t", [], 0, split=True) == [mqtt.publish("t", b"", 0)]
+    raises(mqtt.MQTTError, mqtt.publish, "t", [b"x"], 2, 1, split=True)

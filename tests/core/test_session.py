@@ -138,3 +138,27 @@ def test_resend_after_reconnect():
 def test_corrupt_stream_raises():
     s = online()
     raises(mqtt.MQTTError, s.receive, h("50 02 00 01"), 1)
+
+
+def test_long_publish_is_kept_in_chunks_and_resent_whole():
+    # Longer than _SPLIT: kept as header + pieces (no block of its size);
+    # a retransmission sets DUP in the header and sends the same bytes.
+    s = online()
+    pieces = [b"a" * 700, b"b" * 700]
+    pid, pkt = s.publish("node/N1/config", pieces, 1, 0)
+    whole = mqtt.publish("node/N1/config", pieces, 1, pid)
+    assert isinstance(pkt, list) and pkt[1] is pieces[0] and b"".join(pkt) == whole
+    assert s.inflight[pid][0] is pkt
+    out = s.tick(10000)
+    assert out[0] == 0x3A and out[1:] == whole[1:]
+    # Resent after a reconnect: the same chunks, in a list.
+    s.lost()
+    s.connect(20000)
+    s.receive(h("20 02 00 00"), 20000)
+    again = s.resend(20000)
+    assert again == [pkt] and b"".join(again[0])[1:] == whole[1:]
+    # Short ones stay one bytearray.
+    pid2, small = s.publish("t", b"x" * 1000, 1, 20000)
+    assert isinstance(small, bytearray) and small == mqtt.publish("t", b"x" * 1000, 1, pid2)
+    s.receive(mqtt.puback(pid), 20001)
+    assert pid not in s.inflight

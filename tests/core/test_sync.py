@@ -153,14 +153,14 @@ def test_runtime_reconfiguration_republishes_config_then_params():
     suffix, pieces = s.take(0)
     # The config goes out in pieces (copied straight into the packet) that join to the node's config.
     assert suffix == CONFIG and isinstance(pieces, list) and len(pieces) > 1
-    assert "".join(pieces) == n.config() and '"Fan"' in n.config()
+    assert b"".join(pieces).decode() == n.config() and '"Fan"' in n.config()
     assert "Fan" in js(s.take(0)[1])
     fan.add(std.speed(2))
     assert s.take(0)[0] == CONFIG
     assert js(s.take(0)[1])["Fan"]["Speed"] == 2
     n.remove("Fan")
     suffix, cfg = s.take(0)
-    assert suffix == CONFIG and "Fan" not in "".join(cfg) and "Light" in "".join(cfg)
+    assert suffix == CONFIG and b"Fan" not in b"".join(cfg) and b"Light" in b"".join(cfg)
     assert "Fan" not in js(s.take(0)[1])
 
 

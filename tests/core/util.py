@@ -20,7 +20,7 @@ def h(s):
 
 def js(s):
     # A list is the config as the sync engine hands it out: pieces that join to the JSON.
-    return json.loads("".join(s) if isinstance(s, list) else s)
+    return json.loads(b"".join(s) if isinstance(s, list) else s)
 
 
 class MemStore:

@@ -14,6 +14,13 @@ from .node import Node, Device, Param, READ, WRITE, TIME_SERIES, SIMPLE_TS, PERS
 
 
 def run(node, *coros, **kw):
+    # The node is built: the builders (std) go before the agent's code loads,
+    # so the two are never in the heap together (an app that keeps its own
+    # name for std keeps the module; the example deletes it).
+    from .node import unload
+
+    unload("std")
+    unload("conf")
     from .agent import run
 
     run(node, *coros, **kw)

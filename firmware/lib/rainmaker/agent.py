@@ -19,7 +19,7 @@ from .store import Store
 _TICK = const(50)  # ms between housekeeping passes of a live connection
 _KEEP = const(250)  # ms between passes of the keeper (flash, stalls, watchdog)
 _WIFI_TIMEOUT = const(30)  # s to wait for an IP before reporting why not
-_READ = const(1024)
+_READ = const(512)  # bytes of the read buffer (the MQTT Reader gathers whole packets)
 
 # 2019-01-01 in seconds since 2000-01-01 (the ESP32 epoch): before this the
 # RTC has not been set, and certificate validity cannot be checked.
@@ -75,12 +75,15 @@ class Agent:
         self._sysreq = None  # the System action asked for, if any
         self._ntp_at = time.ticks_add(time.ticks_ms(), _NTP_EVERY)
         self._halted = False  # a System action is under way: no more connections
-        # The node is built: conf is loaded again only for the config JSON,
-        # std (the builders) never again. An app that keeps its own name for
-        # std keeps the module (the example deletes it).
+        self.session, self.budget, self.link = c.link(self.cfg, node.node_id, self.sync, connectivity)
+        # The config's packet is built now, with conf still loaded, and waits
+        # for the first CONNACK (link.stage). The node is built: conf is
+        # loaded again only for a reconfiguration, std (the builders) never
+        # again. An app that keeps its own name for std keeps the module (the
+        # example deletes it).
+        self.link.stage(time.ticks_ms())
         unload("conf")
         unload("std")
-        self.session, self.budget, self.link = c.link(self.cfg, node.node_id, self.sync, connectivity)
         self.update = None  # the OTA driver while it has work
         self._ota_carry = None
         self._ota_late = False  # the agent sends the boot's otafetch (the OTA code is not loaded)
@@ -105,6 +108,10 @@ class Agent:
         self._sock = None  # the socket of the current connection, raw or TLS
         self._writer = None
         self._rx_error = None
+        # The connection's read buffer, taken once, now: a read allocates
+        # nothing (stream.read(n) takes a fresh n-byte block for every read,
+        # and at connect the heap is cut into holes hardly larger than that).
+        self._rbuf = bytearray(_READ)
         self._task = None  # the current connection's task
         self._guard = None  # tick by which the write the connection waits on must end
         self._stalled = False
@@ -320,6 +327,9 @@ class Agent:
                         self.ctx = config.tls_context()
                     unload("config")
                     del config  # this frame lives as long as the agent: no reference may stay
+                # If the config's packet found no room at start, the start-up
+                # code just freed is the best chance before the CONNACK.
+                self.link.stage(time.ticks_ms())
                 self._task = asyncio.create_task(self._connection())
                 await self._task
             except asyncio.CancelledError:
@@ -425,10 +435,12 @@ class Agent:
         # loop reports them with context (an unawaited task would just print).
         try:
             while True:
-                data = await reader.read(_READ)
-                if not data:
+                n = await reader.readinto(self._rbuf)
+                if n is None:
+                    continue  # woken before a whole TLS record arrived: wait again
+                if not n:
                     raise OSError("connection closed by broker")
-                self.link.receive(data, time.ticks_ms())
+                self.link.receive(memoryview(self._rbuf)[:n], time.ticks_ms())
                 self._settle()
                 self._flush()
         except Exception as e:
@@ -448,13 +460,18 @@ class Agent:
             self._set("online")
 
     def _flush(self):
-        # One write per step: the PUBACK of a write and its echo travel in one
-        # TCP segment, so Nagle's algorithm (on in lwIP) never holds the echo
-        # back waiting for an ACK.
+        # The link joins short packets into one chunk: the PUBACK of a write
+        # and its echo travel in one write, one TCP segment, so Nagle's
+        # algorithm (on in lwIP) never holds the echo back waiting for an ACK.
+        # A long packet is a chunk of its own, written as it is: the stream
+        # sends it at once when the socket takes it (it copies only what the
+        # socket refuses), so no second block of its size is needed here.
         out = self.link.out
-        if out and self._writer:
-            self.link.out = bytearray()
-            self._writer.write(out)
+        w = self._writer
+        if out and w:
+            self.link.out = []
+            for chunk in out:
+                w.write(chunk)
 
 
 _agent = None

@@ -134,7 +134,9 @@ def _device(self):
 def _node(self):
     # A list of pieces, each at most a device long: the agent copies them
     # straight into the MQTT packet (mqtt.parts), so building the config
-    # never needs a block of its whole size besides the packet.
+    # never needs a block of its whole size besides the packet. Each is
+    # encoded as soon as it is built: the text of one device at a time is
+    # alive, not the whole config twice (as text and as bytes).
     info = _obj((
         ("name", _j(self.name)),
         ("fw_version", _j(self.fw_version)),
@@ -150,16 +152,16 @@ def _node(self):
         ("config_version", _j(CONFIG_VERSION)),
         ("info", info),
         ("attributes", _attrs(self.attrs)),
-    ))[:-1]]  # the object stays open for the lists
+    ))[:-1].encode()]  # the object stays open for the lists
     if self.devices:
         for key, svc in (("devices", False), ("services", True)):
             sep = ',"%s":[' % key
             for d in self.devices:
                 if d.service == svc:
-                    out.append(sep + _device(d))
+                    out.append((sep + _device(d)).encode())
                     sep = ","
-            out.append("]" if sep == "," else sep + "]")
-    out.append("}")
+            out.append(b"]" if sep == "," else (sep + "]").encode())
+    out.append(b"}")
     return out
 
 
@@ -169,4 +171,4 @@ def config(obj, parts=False):
     if isinstance(obj, Device):
         return _device(obj)
     out = _node(obj)
-    return out if parts else "".join(out)
+    return out if parts else b"".join(out).decode()

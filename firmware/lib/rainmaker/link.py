@@ -2,8 +2,8 @@
 # without I/O.
 #
 # The driver (agent.py) opens a socket, calls open(), and from then on hands
-# in what arrives (receive) and the passing of time (tick); it sends link.out
-# and, when the socket dies, asks closed() how long to wait before the next
+# in what arrives (receive) and the passing of time (tick); it sends the
+# chunks in link.out, in order, and, when the socket dies, asks closed() how long to wait before the next
 # attempt. Every decision lives here, so each can be tested on a fake clock:
 #
 #   * every wait is bounded: TCP + TLS + CONNACK, the user mapping's PUBACK,
@@ -41,6 +41,13 @@ _BACKOFF_MIN = const(2000)  # ms; the delay is half fixed, half random: 1-2 s fi
 _BACKOFF_MAX = const(120000)
 
 _QUEUE_MAX = const(8)  # messages posted by services (tsdata, otastatus...) waiting to go out
+# Packets (and pieces of a long PUBLISH) shorter than this are copied into
+# chunks of link.out of at most this size, with the short ones around them
+# (a PUBACK and the echo of its write leave in one write, one TCP segment);
+# longer ones are chunks of their own, the very object the session keeps for
+# a re-send: never copied on their way out, so no second block of their
+# size is needed, and no chunk is a longer block than its longest packet.
+_JOIN = const(512)
 
 _STATE_TEXT = ("offline", "connecting", "mapping", "subscribing", "online")
 _CONNECTED = b'{"Connectivity":{"Connected":true}}'
@@ -83,7 +90,8 @@ class Link:
         self.remote_topic = topics.sub(node_id, "params/remote")
         self.backoff = Backoff()
         self.state = OFFLINE
-        self.out = bytearray()  # bytes to send, in order; the driver takes them
+        self.out = []  # chunks (bytes-like) to send, in order; the driver takes them (put())
+        self._tail = None  # the chunk put() joins short packets into
         self.connects = 0
         self.starved = False  # a report is waiting for budget (logged once)
         self._until = 0  # deadline of the wait of the current state
@@ -118,6 +126,29 @@ class Link:
             q.pop(0)
         q.append((suffix, payload, done))
 
+    def put(self, pkt):
+        """Queue bytes for the driver. A long packet (or piece of one, see
+        Session.publish) is a chunk of its own, not copied; short ones are
+        copied into a chunk of put()'s own while it stays under _JOIN."""
+        if isinstance(pkt, list):  # a long PUBLISH: its header and pieces
+            for c in pkt:
+                self.put(c)
+            return
+        n = len(pkt)
+        if not n:
+            return
+        out = self.out
+        if n >= _JOIN:
+            out.append(pkt)
+            return
+        tail = self._tail
+        if tail is not None and out and out[-1] is tail and len(tail) + n <= _JOIN:
+            tail += pkt  # in place: it is the last chunk, not yet taken by the driver
+        else:
+            # A copy: pkt may be the session's, kept for a re-send.
+            self._tail = bytearray(pkt)
+            out.append(self._tail)
+
     def state_text(self):
         return _STATE_TEXT[self.state]
 
@@ -127,12 +158,39 @@ class Link:
         """A socket is being opened: CONNECT goes out once TCP and TLS are up."""
         self.state = CONNECTING
         self._until = now + _CONNECT_WAIT
-        self.out = bytearray(self.session.connect(now))
+        self.out = []
+        self.put(self.session.connect(now))
+
+    def stage(self, now):
+        """Build the node config's PUBLISH before the first connection.
+
+        Called at start, while the code that builds the config is still
+        loaded and the heap is least cut up: its packet, the largest one,
+        then waits in the session's window and is the first to go out after
+        the CONNACK (with the other unacknowledged ones, resend()), in the
+        SDK's order. Its pieces never meet the TLS handshake's buffers.
+        """
+        if self.state == OFFLINE and self.sync.config_due:
+            try:
+                self._config(now)
+            except MemoryError:  # built after the CONNACK instead, as without stage()
+                pass
+            self.out = []  # sent after the CONNACK, from the session's window
+
+    def _config(self, now):
+        # The config is due until its packet exists: a MemoryError while it is
+        # built or packed leaves it due, for the next connection.
+        suffix, payload = self.sync.take(now)
+        try:
+            self._send(suffix, payload, now)
+        except MemoryError:
+            self.sync.config_due = True
+            raise
 
     def receive(self, data, now):
         """Bytes from the broker. Raises MQTTError when the link must end."""
         events, out = self.session.receive(data, now)
-        self.out += out
+        self.put(out)
         for ev in events:
             kind = ev[0]
             if kind == EV_MESSAGE:
@@ -170,7 +228,7 @@ class Link:
             return
         if self.state != ONLINE and diff(now, self._until) >= 0:
             raise MQTTError("no %s from the broker within %d s" % (self._waiting(), _CONNECT_WAIT // 1000))
-        self.out += self.session.tick(now)
+        self.put(self.session.tick(now))
         if self.state == ONLINE:
             if self._connected_due and diff(now, self._online_at) >= _CONNECTED_DELAY:
                 self._connected_due = False
@@ -194,7 +252,7 @@ class Link:
         self.state = OFFLINE
         self.session.lost()
         self._acks = {}  # their publishes are resent on the next link, without callers
-        self.out = bytearray()  # nothing stale goes out on the next link
+        self.out = []  # nothing stale goes out on the next link
         return self.backoff.next() if retry else 0
 
     # -- connection set-up ----------------------------------------------------
@@ -215,12 +273,11 @@ class Link:
             raise MQTTError("broker refused the connection: %s" % diag.connack(rc))
         self.connects += 1
         for pkt in self.session.resend(now):
-            self.out += pkt
+            self.put(pkt)
         self.sync.connected()
         # SDK order: config, (user mapping), subscribe, then the full params.
         if self.sync.config_due:
-            suffix, payload = self.sync.take(now)
-            self._send(suffix, payload, now)
+            self._config(now)
         if self.mapping:
             m = self.mapping
             body = json.dumps({"node_id": self.node_id, "user_id": m["user_id"], "secret_key": m.get("secret_key", "")})
@@ -235,7 +292,7 @@ class Link:
         for t in self.handlers:
             subs.append((t, 1))
         self._pid, pkt = self.session.subscribe(subs, now)
-        self.out += pkt
+        self.put(pkt)
         self.state = SUBSCRIBING
         self._until = now + _ACK_WAIT
 
@@ -309,8 +366,8 @@ class Link:
             # It can never be sent; retrying would loop forever. Say what to cut.
             log.error("mqtt", "%s not sent: %s (fewer or shorter params?)" % (suffix, e))
             return 0
-        self.out += pkt
-        log.debug("mqtt", "%s %d bytes" % (suffix, len(pkt)))
+        self.put(pkt)
+        log.debug("mqtt", "%s %d bytes" % (suffix, sum(len(c) for c in pkt) if isinstance(pkt, list) else len(pkt)))
         return pid
 
 

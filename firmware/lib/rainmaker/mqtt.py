@@ -81,20 +81,28 @@ def size(topic, payload, qos):
     return n + 2 + (n > 127) + (n > 16383) + (n > 2097151)
 
 
-def publish(topic, payload, qos=0, pid=0, dup=False, retain=False):
-    """PUBLISH, built in one allocation of its exact size (payload: see parts())."""
+def publish(topic, payload, qos=0, pid=0, dup=False, retain=False, split=False):
+    """PUBLISH, built in one allocation of its exact size (payload: see parts()).
+
+    With split, a list instead: a bytearray of the header (fixed header,
+    topic, packet id), then the payload's pieces themselves, not copied (a
+    bytearray piece is, so that no later change to it goes out): sent one
+    after the other, they are the packet, and no block of its size is
+    needed, only the header's.
+    """
     if qos not in (0, 1):
         raise MQTTError("only QoS 0 and 1 are supported")
     payload = parts(payload)
     t = topic.encode() if isinstance(topic, str) else topic
     if len(t) > 0xFFFF:
         raise MQTTError("string longer than 65535 bytes")
-    n = 2 + len(t) + (2 if qos else 0)
+    top = 2 + len(t) + (2 if qos else 0)  # the variable header
+    n = top
     for p in payload:
         n += len(p)
     head = _varint(n)
     i = 1 + len(head)
-    out = bytearray(i + n)
+    out = bytearray(i + (top if split else n))
     out[0] = PUBLISH | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
     out[1:i] = head
     out[i] = len(t) >> 8
@@ -106,6 +114,8 @@ def publish(topic, payload, qos=0, pid=0, dup=False, retain=False):
         out[i] = pid >> 8
         out[i + 1] = pid & 0xFF
         i += 2
+    if split:
+        return [out] + [p if type(p) is bytes else bytes(p) for p in payload]
     for p in payload:
         out[i:i + len(p)] = p
         i += len(p)

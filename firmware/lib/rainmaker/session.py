@@ -19,6 +19,9 @@ EV_OVERSIZE = const(5)
 
 _ACK_TIMEOUT = const(10000)  # ms to wait for a PUBACK/SUBACK before re-sending
 _MAX_TRIES = const(5)  # sends of one packet before the link is declared dead
+# A PUBLISH longer than this is kept as its header and the payload's pieces
+# (mqtt.publish split): the node config never needs one block of its size.
+_SPLIT = const(1024)
 
 
 def diff(a, b):
@@ -37,7 +40,9 @@ class Session:
         self.max_out = max_out  # largest we send: AWS IoT's limit is 128 KiB
         self.connected = False
         self._pid = 0
-        # pid -> [packet bytes, last send tick, sends, kind]; kind is PUBLISH or SUBSCRIBE.
+        # pid -> [packet, last send tick, sends, kind]; kind is PUBLISH or SUBSCRIBE.
+        # The packet is a bytearray, or for a long PUBLISH a list of chunks
+        # that join to it (the first a bytearray: the header).
         self.inflight = {}
         self.reader = None
         self._rx = 0  # tick of the last byte received
@@ -93,7 +98,11 @@ class Session:
         return len(self.inflight) < self.max_inflight
 
     def publish(self, topic, payload, qos, now):
-        """Returns (pid, bytes). pid is 0 for QoS 0. Raises if the window is full."""
+        """Returns (pid, packet). pid is 0 for QoS 0. Raises if the window is full.
+
+        The packet is a bytearray, or a list of chunks for one longer than
+        _SPLIT (see mqtt.publish); send its chunks in order.
+        """
         if qos and not self.can_publish():
             raise mqtt.MQTTError("too many unacknowledged publishes")
         payload = mqtt.parts(payload)  # encoded once for size() and publish()
@@ -101,7 +110,7 @@ class Session:
         if n > self.max_out:
             raise ValueError("publish of %d bytes exceeds the broker limit of %d" % (n, self.max_out))
         pid = self._next_pid() if qos else 0
-        pkt = mqtt.publish(topic, payload, qos, pid)
+        pkt = mqtt.publish(topic, payload, qos, pid, split=n > _SPLIT)
         if qos:
             self.inflight[pid] = [pkt, now, 1, mqtt.PUBLISH]
         self._tx = now
@@ -170,12 +179,15 @@ class Session:
                 if entry[2] >= _MAX_TRIES:
                     raise mqtt.MQTTError("packet %d not acknowledged after %d sends" % (pid, entry[2]))
                 pkt = entry[0]
+                if not isinstance(pkt, list):
+                    pkt = (pkt,)
                 if entry[3] == mqtt.PUBLISH:
                     # Same pid, DUP flag set (MQTT 3.1.1 §4.4).
-                    pkt[0] |= 0x08  # pkt is the bytearray publish() built
+                    pkt[0][0] |= 0x08  # the bytearray publish() built (its header)
                 entry[1] = now
                 entry[2] += 1
-                out += pkt
+                for c in pkt:
+                    out += c
         # Ping when we have been quiet for 3/4 of keep-alive, or when the
         # broker has been silent that long (a half-open TCP link looks like that).
         quiet = max(diff(now, self._tx), diff(now, self._rx))
