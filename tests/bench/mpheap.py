@@ -231,10 +231,10 @@ def smallest(dep, cloud, req, root, mpy, start_idx):
 
 # In the order a board loads them (what comes first is charged for the name pool's chunks).
 _IMPORTS = ("asyncio", "ssl", "rainmaker", "rainmaker.log", "rainmaker.conf", "rainmaker.std", "rainmaker.tz",
-            "rainmaker.sched", "rainmaker.topics", "rainmaker.mqtt", "rainmaker.session", "rainmaker.sync",
-            "rainmaker.budget", "rainmaker.store", "rainmaker.series", "rainmaker.config", "rainmaker.link",
-            "rainmaker.dial", "rainmaker.agent", "rainmaker.ota", "rainmaker.update", "rainmaker.system",
-            "rainmaker.diag")
+            "rainmaker.tzparse", "rainmaker.zones", "rainmaker.keeper", "rainmaker.sched", "rainmaker.topics",
+            "rainmaker.mqtt", "rainmaker.session", "rainmaker.sync", "rainmaker.budget", "rainmaker.store",
+            "rainmaker.series", "rainmaker.config", "rainmaker.link", "rainmaker.dial", "rainmaker.agent",
+            "rainmaker.ota", "rainmaker.update", "rainmaker.system", "rainmaker.diag")
 
 _IMPORT_CODE = r"""
 import gc, sys
@@ -371,6 +371,8 @@ def _less_hw(r):
 _WHEN = {
     "conf": "for the config JSON, dropped after",
     "std": "builds the node, dropped by run()",
+    "tzparse": "to parse a TZ string, dropped after",
+    "zones": "for a zone name's lookup, dropped after",
     "sched": "while a schedule has work",
     "config": "start-up: TLS context, clock, first join",
     "ota": "while an OTA job has work",
