@@ -61,6 +61,25 @@ def test_status_before_start_names_every_part(board):
     assert "heap     " in text
 
 
+@pytest.mark.parametrize("error", [MemoryError, RuntimeError, ValueError])
+def test_a_config_that_cannot_be_built_at_start_stays_due_and_the_agent_starts(board, error):
+    # The config's packet is built at start; whatever fails there (no memory,
+    # an app's own config() bug) must not end the agent before its supervisor
+    # runs: the config stays due, and run() tries again, reporting what fails.
+    d, rt = board
+    agent, node = _agent(rt)
+
+    def broken(parts=False):
+        raise error("planted")
+
+    node.config = broken
+    a = agent.Agent(node)
+    assert a.sync.config_due and a.session.inflight == {}
+    del node.config
+    a.link.stage(0)  # as run() does before each connection
+    assert not a.sync.config_due and len(a.session.inflight) == 1
+
+
 def test_utc_is_unix_seconds_though_the_board_counts_from_2000(board):
     # agent.utc() is the node's one Unix clock (the Keeper's clock, the OTA
     # driver's download windows); the simulated board's time() counts from

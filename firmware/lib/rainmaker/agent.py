@@ -81,7 +81,10 @@ class Agent:
         # loaded again only for a reconfiguration, std (the builders) never
         # again. An app that keeps its own name for std keeps the module (the
         # example deletes it).
-        self.link.stage(time.ticks_ms())
+        try:
+            self.link.stage(time.ticks_ms())
+        except Exception:  # raised again by run()'s stage, where the supervisor reports it
+            pass
         unload("conf")
         unload("std")
         self.update = None  # the OTA driver while it has work
