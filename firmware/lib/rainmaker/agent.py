@@ -76,11 +76,12 @@ class Agent:
         self._ntp_at = time.ticks_add(time.ticks_ms(), _NTP_EVERY)
         self._halted = False  # a System action is under way: no more connections
         self.session, self.budget, self.link = c.link(self.cfg, node.node_id, self.sync, connectivity)
-        # The config's packet is built now, with conf still loaded, and waits
-        # for the first CONNACK (link.stage). The node is built: conf is
-        # loaded again only for a reconfiguration, std (the builders) never
-        # again. An app that keeps its own name for std keeps the module (the
-        # example deletes it).
+        # The config's packet is built now, before the TLS context and the
+        # connection cut the heap up, and waits for the first CONNACK
+        # (link.stage). The node is built: conf is loaded again only for a
+        # reconfiguration, std (the builders) never again. run() has dropped
+        # both already; these are for an Agent made directly. An app that
+        # keeps its own name for std keeps the module (the example deletes it).
         try:
             self.link.stage(time.ticks_ms())
         except Exception:  # raised again by run()'s stage, where the supervisor reports it
@@ -252,9 +253,9 @@ class Agent:
         # The boot's otafetch, sent until its PUBACK; the answer, if there is
         # a job, is an otaurl, which loads the OTA code. Once that code is
         # loaded, its own job logic takes over (_ota_late is then False).
-        at = self._fetch_at
         if self.state != "online":
             return
+        at = self._fetch_at
         if at is None:
             if self._fetch_n or diff(now, self.since) < _FETCH_FIRST:
                 return  # acknowledged, or not yet due

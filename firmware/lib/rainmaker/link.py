@@ -164,8 +164,9 @@ class Link:
     def stage(self, now):
         """Build the node config's PUBLISH before the first connection.
 
-        Called at start, while the code that builds the config is still
-        loaded and the heap is least cut up: its packet, the largest one,
+        Called at start, before the TLS context and the connection cut the
+        heap up (and again before each connection while it is due): its
+        packet, the largest one,
         then waits in the session's window and is the first to go out after
         the CONNACK (with the other unacknowledged ones, resend()), in the
         SDK's order. Its pieces never meet the TLS handshake's buffers.
