@@ -189,6 +189,21 @@ def test_connected_is_re_reported_5_s_after_every_connect():
         link.closed(now + 30000)
 
 
+def test_connected_waits_for_room_in_the_window_instead_of_failing_the_link():
+    link = make()
+    online(link, 0)
+    while link.session.can_publish():  # unacknowledged publishes fill the window
+        link.post("tsdata", b"x")
+        link.pump(1)
+    take(link)
+    link.tick(5000)  # no MQTTError: the report waits
+    assert published(take(link)) == []
+    pid = next(iter(link.session.inflight))
+    link.receive(bytes([0x40, 2, pid >> 8, pid & 255]), 5100)
+    link.tick(5200)
+    assert ("node/N1/params/local", b'{"Connectivity":{"Connected":true}}') in published(take(link))
+
+
 def test_no_connected_report_without_the_connectivity_service():
     link = make(connectivity=False)
     online(link, 0)
@@ -322,6 +337,28 @@ def test_posted_messages_follow_the_params_within_the_budget_and_report_their_pu
     (pid_a,) = [k for k in link._acks]
     link.receive(bytes([0x40, 2, pid_a >> 8, pid_a & 255]), 5)
     assert acked == [("A", 5)]
+
+
+def test_the_budget_warning_is_said_once_however_often_the_node_reconnects():
+    # The init after a connect is sent without a token; it does not end the
+    # wait of a posted message, so the warning is not said again.
+    link = make()
+    link.budget = Budget(0, 0, 1024, 3600000)  # used up: one token an hour
+    link.post("otafetch", b"F")
+    log.last_error = None
+    online(link, 0)
+    assert log.last_error is not None and "budget used up" in log.last_error[1]
+    for attempt in range(1, 4):
+        now = attempt * 100000
+        link.closed(now - 1000)
+        log.last_error = None
+        pubs = published(online(link, now))
+        assert "node/N1/params/local/init" in [t for t, _ in pubs], attempt
+        for pid in list(link.session.inflight):  # the broker acknowledges
+            link.receive(bytes([0x40, 2, pid >> 8, pid & 255]), now + 10)
+        link.tick(now + 6000)
+        assert log.last_error is None, (attempt, log.last_error)
+    assert link.queue and link.queue[0][1] == b"F"  # still waiting, not lost
 
 
 def test_the_service_queue_is_bounded_and_drops_the_oldest():

@@ -231,7 +231,8 @@ class Link:
             raise MQTTError("no %s from the broker within %d s" % (self._waiting(), _CONNECT_WAIT // 1000))
         self.put(self.session.tick(now))
         if self.state == ONLINE:
-            if self._connected_due and diff(now, self._online_at) >= _CONNECTED_DELAY:
+            if self._connected_due and diff(now, self._online_at) >= _CONNECTED_DELAY \
+                    and self.session.can_publish():  # (a full window: at a later tick)
                 self._connected_due = False
                 self._send(LOCAL, _CONNECTED, now)
             self.pump(now)
@@ -334,6 +335,10 @@ class Link:
                     log.warn("mqtt", "publish budget used up; reports wait and merge")
                     self.starved = True
                 return
+            if spare > 0:
+                # The wait ends with a token, not with the init after a
+                # connect: a starved node says so once, not per reconnect.
+                self.starved = False
             item = sync.take(now)
             if item is None:
                 if not self.queue:
@@ -345,7 +350,6 @@ class Link:
                 if done and pid:
                     self._acks[pid] = done
                 continue
-            self.starved = False
             if item[0] == INIT:
                 self._fresh = False
             self._send(item[0], item[1], now)
