@@ -68,6 +68,14 @@ class Agent:
 
         self.cfg = c.load_config(config)
         node.node_id = self.cfg["node_id"]
+        # The TLS context (one block of about 1.7 KB) is taken first, while
+        # the heap is whole: after Wi-Fi and the agent's code have cut it up,
+        # a small heap may have no hole that large. It needs no clock. If it
+        # cannot be built, run() tries again and the supervisor says why.
+        try:
+            self.ctx = c.tls_context()
+        except Exception:
+            self.ctx = None
         self.wifi_file = wifi
         self.params_file = params
         # The node's services the agent serves (config.py: run once).
@@ -105,7 +113,6 @@ class Agent:
                 # stay in the name pool for good.
                 self._ota_late = True
                 self.link.on("otaurl", self._otaurl)
-        self.ctx = None
         self.wlan = None
         self.state = "starting"
         self.since = time.ticks_ms()
@@ -329,8 +336,8 @@ class Agent:
                     await config.clock(self.cfg)
                     if self.ctx is None:
                         self.ctx = config.tls_context()
-                    unload("config")
                     del config  # this frame lives as long as the agent: no reference may stay
+                unload("config")  # (loaded since __init__, or just now)
                 # If the config's packet found no room at start, the start-up
                 # code just freed is the best chance before the CONNACK.
                 self.link.stage(time.ticks_ms())
