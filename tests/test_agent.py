@@ -145,3 +145,46 @@ def test_persisted_param_is_saved_while_offline(board):
     aio.run(main())
     assert json.loads((d / "params.json").read_text())["Plug"]["Name"] == "Porch"
     assert not (d / "params.json.tmp").exists()
+
+
+def test_the_driver_gathers_short_packets_in_its_buffer_and_writes_long_ones_as_they_are(board):
+    # Agent._flush: short packets leave together (a PUBACK and its echo in
+    # one write, one TCP segment: Nagle), never more than the 512-byte buffer
+    # in one write; a piece that long is written as it is, the same object.
+    # The stream copies what it keeps, so each write is recorded as a copy.
+    d, rt = board
+    agent, node = _agent(rt)
+    a = agent.Agent(node)
+
+    class Writer:
+        def __init__(self):
+            self.writes = []
+
+        def write(self, buf):
+            self.writes.append((buf, bytes(buf)))
+
+    w = a._writer = Writer()
+    short = [bytes([0x40, 2, 0, i]) for i in range(3)]
+    big = b"y" * 700
+    mid = b"m" * 300
+    a.link.out = list(short) + [big, mid, mid, short[0]]
+    a._flush()
+    assert a.link.out == []
+    got = [c for _, c in w.writes]
+    assert got == [b"".join(short), big, mid, mid + short[0]]
+    assert w.writes[1][0] is big  # not copied
+    # Many short packets: cut at packet boundaries, each write at most 512 bytes.
+    w.writes = []
+    pkts = [bytes([0x40, 2, i >> 8, i & 255]) for i in range(300)]
+    a.link.out = list(pkts)
+    a._flush()
+    got = [c for _, c in w.writes]
+    assert b"".join(got) == b"".join(pkts)
+    assert [len(c) for c in got] == [512, 512, 176]
+    # Nothing to write, or no connection: nothing is written, nothing is lost.
+    w.writes = []
+    a._flush()
+    a._writer = None
+    a.link.out = [short[1]]
+    a._flush()
+    assert w.writes == [] and a.link.out == [short[1]]

@@ -377,12 +377,12 @@ def test_hooks_run_once_online():
     assert seen == [42]
 
 
-def test_long_packets_go_out_uncopied_and_short_ones_together():
+def test_packets_and_the_configs_pieces_go_out_as_they_are():
     # A long PUBLISH (the node config) is kept by the session as its header
-    # and the payload's pieces (no block of its size); link.out holds chunks
-    # no longer than 512 bytes, or a long packet or piece itself (not a
-    # copy). Short ones share a chunk, so the PUBACK of a write and its
-    # echo leave in one write (one TCP segment: Nagle).
+    # and the payload's pieces, none longer than one param or a device's
+    # head (no block of the config's size). link.out holds packets and
+    # pieces as they are, the same objects: nothing is copied or joined
+    # here (the driver gathers short ones in its own buffer: Agent._flush).
     n = Node("N", "T")
     n.node_id = "N1"
     for i in range(3):
@@ -395,46 +395,30 @@ def test_long_packets_go_out_uncopied_and_short_ones_together():
     out = link.out
     cfg = [e[0] for e in link.session.inflight.values() if e[3] == mqtt.PUBLISH]
     assert len(cfg) == 1 and isinstance(cfg[0], list)
-    long = [c for c in cfg[0] if len(c) >= 512]  # a device each
-    assert len(long) == 3 and max(len(c) for c in cfg[0]) < 1024
-    # The long pieces are chunks themselves (the same objects: not copied),
-    # the rest is in chunks of at most 512 bytes: header + info, the close + SUBSCRIBE.
-    assert [c for c in out if len(c) > 512] == long and all(any(c is x for x in out) for c in long)
-    assert len(out) == 5, [len(c) for c in out]
+    assert max(len(c) for c in cfg[0]) < 300, [len(c) for c in cfg[0]]
+    assert sum(len(c) for c in cfg[0]) > 1024  # split: longer than _SPLIT
+    assert len(out) == len(cfg[0]) + 1 and all(a is b for a, b in zip(out, cfg[0]))
     assert kinds(out) == [mqtt.PUBLISH, mqtt.SUBSCRIBE]
     topic, payload = published(out)[0]
     assert topic == "node/N1/config" and payload.decode() == n.config()
+    assert json.loads(payload)["devices"][2]["params"][0]["name"] == "Name"
     pid = sub_pid(take(link))
     link.receive(bytes([0x90, 3, pid >> 8, pid & 255, 1]), 20)
     take(link)  # the full params
     link.receive(mqtt.publish("node/N1/params/remote", b'{"Light1":{"Power":false}}', 1, 9), 30)
     out = link.out
-    assert len(out) == 1 and kinds(out) == [mqtt.PUBACK, mqtt.PUBLISH]
+    assert len(out) == 2 and kinds(out) == [mqtt.PUBACK, mqtt.PUBLISH]
     assert ("node/N1/params/local", b'{"Light1":{"Power":false}}') in published(out)
     take(link)
-    # A long packet is its own chunk, the same object; a short one after it
-    # starts a new chunk (the long one is never written to), and a short one
-    # is never joined into a chunk the driver has already taken.
-    link.put(mqtt.puback(4))
     big = bytes(b"y" * 600)
+    link.put(mqtt.puback(4))
     link.put(big)
-    link.put(mqtt.puback(5))
     link.put(b"")  # nothing: no empty chunk
-    assert len(link.out) == 3 and link.out[1] is big and bytes(big) == b"y" * 600
-    assert take(link) == mqtt.puback(4) + big + mqtt.puback(5)
-    taken = link.out
-    link.put(mqtt.puback(6))
-    link.out = []  # the driver takes the chunks
-    link.put(mqtt.puback(7))
-    assert bytes(taken[0]) == mqtt.puback(6) and take(link) == mqtt.puback(7)
-    # Many short packets: chunks of at most 512 bytes, bytes in order.
-    for i in range(300):
-        link.put(mqtt.puback(i))
-    assert all(len(c) <= 512 for c in link.out) and len(link.out) == 3
-    assert take(link) == b"".join(mqtt.puback(i) for i in range(300))
+    assert len(link.out) == 2 and link.out[1] is big
+    assert take(link) == mqtt.puback(4) + big
+    link.put(mqtt.puback(5))
     link.closed(50)
-    assert link.out == []
-
+    assert link.out == []  # nothing stale goes out on the next link
 
 def test_staged_config_goes_out_first_after_the_connack():
     # stage(): the config's packet is built before the first connection and

@@ -20,6 +20,7 @@ _TICK = const(50)  # ms between housekeeping passes of a live connection
 _KEEP = const(250)  # ms between passes of the keeper (flash, stalls, watchdog)
 _WIFI_TIMEOUT = const(30)  # s to wait for an IP before reporting why not
 _READ = const(512)  # bytes of the read buffer (the MQTT Reader gathers whole packets)
+_WRITE = const(512)  # bytes of the write buffer, where short packets are gathered
 
 # 2019-01-01 in seconds since 2000-01-01 (the ESP32 epoch): before this the
 # RTC has not been set, and certificate validity cannot be checked.
@@ -61,19 +62,24 @@ def _ota_state():
 
 class Agent:
     def __init__(self, node, config="rainmaker.json", wifi="wifi.json", params="params.json",
-                 connectivity=True, ota=True):
+                 connectivity=True, ota=True, tls=None):
         self.node = node
+        # The connection's buffers are taken first, before the start-up code
+        # cuts the heap up further: with them a read or a write allocates
+        # nothing (stream.read(n) takes a fresh n-byte block for every read).
+        self._rbuf = bytearray(_READ)
+        self._wbuf = bytearray(_WRITE)
+        self._wview = memoryview(self._wbuf)
         # config.py is needed only at start: it is dropped once the TLS context exists.
         from . import config as c
 
         self.cfg = c.load_config(config)
         node.node_id = self.cfg["node_id"]
-        # The TLS context (one block of about 1.7 KB) is taken first, while
-        # the heap is whole: after Wi-Fi and the agent's code have cut it up,
-        # a small heap may have no hole that large. It needs no clock. If it
-        # cannot be built, run() tries again and the supervisor says why.
+        # The TLS context needs no clock: built now, while the heap has room
+        # (tls: an empty one rainmaker.run() took before this code loaded).
+        # If it cannot be, run() tries again and the supervisor says why.
         try:
-            self.ctx = c.tls_context()
+            self.ctx = c.tls_context(tls)
         except Exception:
             self.ctx = None
         self.wifi_file = wifi
@@ -84,8 +90,8 @@ class Agent:
         self._ntp_at = time.ticks_add(time.ticks_ms(), _NTP_EVERY)
         self._halted = False  # a System action is under way: no more connections
         self.session, self.budget, self.link = c.link(self.cfg, node.node_id, self.sync, connectivity)
-        # The config's packet is built now, before the TLS context and the
-        # connection cut the heap up, and waits for the first CONNACK
+        # The config's packet is built now, before the connection cuts the
+        # heap up, and waits for the first CONNACK
         # (link.stage). The node is built: conf is loaded again only for a
         # reconfiguration, std (the builders) never again. run() has dropped
         # both already; these are for an Agent made directly. An app that
@@ -119,10 +125,6 @@ class Agent:
         self._sock = None  # the socket of the current connection, raw or TLS
         self._writer = None
         self._rx_error = None
-        # The connection's read buffer, taken once, now: a read allocates
-        # nothing (stream.read(n) takes a fresh n-byte block for every read,
-        # and at connect the heap is cut into holes hardly larger than that).
-        self._rbuf = bytearray(_READ)
         self._task = None  # the current connection's task
         self._guard = None  # tick by which the write the connection waits on must end
         self._stalled = False
@@ -471,18 +473,30 @@ class Agent:
             self._set("online")
 
     def _flush(self):
-        # The link joins short packets into one chunk: the PUBACK of a write
-        # and its echo travel in one write, one TCP segment, so Nagle's
-        # algorithm (on in lwIP) never holds the echo back waiting for an ACK.
-        # A long packet is a chunk of its own, written as it is: the stream
-        # sends it at once when the socket takes it (it copies only what the
-        # socket refuses), so no second block of its size is needed here.
+        # Short packets are gathered in the write buffer and leave in one
+        # write: the PUBACK of a write and its echo travel in one TCP segment,
+        # so Nagle's algorithm (on in lwIP) never holds the echo back waiting
+        # for an ACK. A packet or piece as long as the buffer is written as it
+        # is. The stream copies only what the socket refuses, so the buffer
+        # is free again when write() returns; nothing else is allocated.
         out = self.link.out
         w = self._writer
         if out and w:
             self.link.out = []
-            for chunk in out:
-                w.write(chunk)
+            buf = self._wbuf
+            n = 0
+            for c in out:
+                k = len(c)
+                if n and n + k > _WRITE:
+                    w.write(self._wview[:n])
+                    n = 0
+                if k >= _WRITE:
+                    w.write(c)
+                else:
+                    buf[n:n + k] = c
+                    n += k
+            if n:
+                w.write(self._wview[:n])
 
 
 _agent = None

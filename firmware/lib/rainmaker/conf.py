@@ -116,27 +116,35 @@ def _param(self):
     ))
 
 
-def _device(self):
-    params = None
-    if self.params:
-        params = "[" + ",".join(_param(p) for p in self.params) + "]"
-    return _obj((
+def _device(self, out, sep=""):
+    # Appends the device's text to out in pieces (encoded), each no longer
+    # than its head or one param: sep, then the object's keys with "params"
+    # last, left open for the params.
+    head = _obj((
         ("name", _j(self.name)),
         ("type", _j(self.type)),
         ("subtype", _j(self.subtype) if self.subtype else None),
         ("model", _j(self.model) if self.model else None),
         ("attributes", _attrs(self.attrs)),
         ("primary", _j(self.primary) if self.primary else None),
-        ("params", params),
     ))
+    if not self.params:
+        out.append((sep + head).encode())
+        return
+    out.append((sep + head[:-1] + ',"params":[').encode())
+    sep = ""
+    for p in self.params:
+        out.append((sep + _param(p)).encode())
+        sep = ","
+    out.append(b"]}")
 
 
 def _node(self):
-    # A list of pieces, each at most a device long: the agent copies them
-    # straight into the MQTT packet (mqtt.parts), so building the config
-    # never needs a block of its whole size besides the packet. Each is
-    # encoded as soon as it is built: the text of one device at a time is
-    # alive, not the whole config twice (as text and as bytes).
+    # A list of pieces, each at most one param (or a device's head) long:
+    # they go into the MQTT packet as they are (mqtt.publish split), so
+    # building and sending the config never needs a block larger than a
+    # piece, in a heap that the app's start has cut into small holes. Each
+    # is encoded as soon as it is built.
     info = _obj((
         ("name", _j(self.name)),
         ("fw_version", _j(self.fw_version)),
@@ -158,7 +166,7 @@ def _node(self):
             sep = ',"%s":[' % key
             for d in self.devices:
                 if d.service == svc:
-                    out.append((sep + _device(d)).encode())
+                    _device(d, out, sep)
                     sep = ","
             out.append(b"]" if sep == "," else (sep + "]").encode())
     out.append(b"}")
@@ -169,6 +177,8 @@ def config(obj, parts=False):
     if isinstance(obj, Param):
         return _param(obj)
     if isinstance(obj, Device):
-        return _device(obj)
+        out = []
+        _device(obj, out)
+        return b"".join(out).decode()
     out = _node(obj)
     return out if parts else b"".join(out).decode()

@@ -122,17 +122,19 @@ def _exists(path):
         return False
 
 
-def tls_context(cert=CERT, key=KEY, ca=CA):
+def tls_context(ctx=None, cert=CERT, key=KEY, ca=CA):
     """Mutual-TLS client context: our certificate, the broker's CA pinned.
 
     Built once and reused: each context holds parsed certificates and a
     DRBG. The broker is always verified (CERT_REQUIRED needs server_hostname,
     which the caller passes); there is no fallback to an unverified link.
+    ctx: a fresh SSLContext the caller took while the heap had room for it.
     """
     for path, what in ((cert, "device certificate"), (key, "device key"), (ca, "broker CA")):
         if not _exists(path):
             raise ConfigError("%s %s is missing: deploy the credential bundle" % (what, path))
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ctx is None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = ssl.CERT_REQUIRED
     try:
         ctx.load_verify_locations(cafile=ca)

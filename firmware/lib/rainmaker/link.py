@@ -41,13 +41,10 @@ _BACKOFF_MIN = const(2000)  # ms; the delay is half fixed, half random: 1-2 s fi
 _BACKOFF_MAX = const(120000)
 
 _QUEUE_MAX = const(8)  # messages posted by services (tsdata, otastatus...) waiting to go out
-# Packets (and pieces of a long PUBLISH) shorter than this are copied into
-# chunks of link.out of at most this size, with the short ones around them
-# (a PUBACK and the echo of its write leave in one write, one TCP segment);
-# longer ones are chunks of their own, the very object the session keeps for
-# a re-send: never copied on their way out, so no second block of their
-# size is needed, and no chunk is a longer block than its longest packet.
-_JOIN = const(512)
+# link.out holds packets and a long PUBLISH's pieces as they are, the very
+# objects the session keeps for a re-send: never copied here, so no second
+# block of their size is needed. The driver gathers the short ones in one
+# buffer of its own (a PUBACK and the echo of its write leave in one write).
 
 _STATE_TEXT = ("offline", "connecting", "mapping", "subscribing", "online")
 _CONNECTED = b'{"Connectivity":{"Connected":true}}'
@@ -91,7 +88,6 @@ class Link:
         self.backoff = Backoff()
         self.state = OFFLINE
         self.out = []  # chunks (bytes-like) to send, in order; the driver takes them (put())
-        self._tail = None  # the chunk put() joins short packets into
         self.connects = 0
         self.starved = False  # a report is waiting for budget (logged once)
         self._until = 0  # deadline of the wait of the current state
@@ -127,27 +123,13 @@ class Link:
         q.append((suffix, payload, done))
 
     def put(self, pkt):
-        """Queue bytes for the driver. A long packet (or piece of one, see
-        Session.publish) is a chunk of its own, not copied; short ones are
-        copied into a chunk of put()'s own while it stays under _JOIN."""
-        if isinstance(pkt, list):  # a long PUBLISH: its header and pieces
-            for c in pkt:
-                self.put(c)
-            return
-        n = len(pkt)
-        if not n:
-            return
-        out = self.out
-        if n >= _JOIN:
-            out.append(pkt)
-            return
-        tail = self._tail
-        if tail is not None and out and out[-1] is tail and len(tail) + n <= _JOIN:
-            tail += pkt  # in place: it is the last chunk, not yet taken by the driver
-        else:
-            # A copy: pkt may be the session's, kept for a re-send.
-            self._tail = bytearray(pkt)
-            out.append(self._tail)
+        """Queue a packet, or a long PUBLISH's header and pieces (a list, see
+        Session.publish), for the driver, as it is: nothing is copied here.
+        The driver gathers short ones in its write buffer (Agent._flush)."""
+        if isinstance(pkt, list):
+            self.out.extend(pkt)
+        elif pkt:
+            self.out.append(pkt)
 
     def state_text(self):
         return _STATE_TEXT[self.state]
