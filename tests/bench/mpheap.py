@@ -20,6 +20,14 @@ code, so they are bytecode only and this i386 binary loads them), or as .py
 compiled on import. The bench app reports where rainmaker came from, and the run
 stops if it is not what was deployed.
 
+The binary is $MICROPYTHON (default ../shared/micropython/micropython32), so a
+build of one's own is measured the same way: MICROPYTHON=/path/to/build python -m
+tests.bench.mpheap. With --frozen, the one column is the agent frozen into that
+binary (firmware/manifest.py in its FROZEN_MANIFEST): lib/ on the board holds only
+what `make deploy ARGS=--app-only` puts there (the time zone table), and the run
+stops if rainmaker was not loaded from the binary. Its bytecode, names and string
+constants are then in the binary (flash on an ESP32), not in the heap.
+
 In the figure: the interpreter's own state, the sim's boot driver and boot.py,
 the bench app (its bytecode and one task), MicroPython's frozen asyncio and ssl
 (their objects; the bytecode is in the binary, as in an ESP32's flash), the
@@ -62,14 +70,16 @@ class Deploy:
         self.mpy = {rel: data for rel, (data, _) in firmware_files(FIRMWARE, mpy=True, arch="xtensawin").items()
                     if rel.startswith("lib/")}
 
-    def board(self, cloud, root, node, mpy, heapsize=None):
+    def board(self, cloud, root, node, lib, heapsize=None):
+        """A board with lib/ as LIBS[lib] says (the board starts with lib/ as .py)."""
         args = ["--heapsize", heapsize] if heapsize else []
         b = Board(cloud, root, node, backend="micropython", args=args)
         direct(b, cloud)  # the radio relay adds delayed-ACK stalls (see roundtrip.py)
         lift_budget(b)
-        if mpy:
+        if lib != "py":
             for src in (b.dir / "lib").rglob("*.py"):
                 src.unlink()
+        if lib == "mpy":
             for rel, data in self.mpy.items():
                 (b.dir / rel).parent.mkdir(parents=True, exist_ok=True)
                 (b.dir / rel).write_bytes(data)
@@ -121,11 +131,26 @@ def heap_reading(board, timeout=10):
     return out
 
 
-def check_files(reading, mpy):
+# The columns: where the board's rainmaker modules come from.
+LIBS = {"mpy": "lib .mpy", "py": "lib .py", "frozen": "frozen"}
+
+
+def _from_binary(f):
+    # A frozen module's __file__ is its name in the manifest ("rainmaker/agent.py");
+    # one loaded from a file has the MICROPYPATH entry before it, which is an
+    # absolute path on a board and "lib/" in the import-table VM.
+    return not f.startswith("/") and not f.startswith("lib/")
+
+
+def check_files(reading, lib):
     files = reading["files"].split(",")
-    want = ".mpy" if mpy else ".py"
-    if not all(f.endswith(want) for f in files):
-        raise RuntimeError("rainmaker was not loaded from %s files: %s" % (want, files))
+    if lib == "frozen":
+        ok = all(_from_binary(f) for f in files)
+    else:
+        ok = all(f.endswith("." + lib) and not _from_binary(f) for f in files)
+    if not ok:
+        raise RuntimeError("rainmaker was not loaded from %s: %s%s" % (
+            LIBS[lib], files, " (is it frozen into $MICROPYTHON?)" if lib == "frozen" else ""))
 
 
 def writes(req, node, n, timeout=5.0, start=0):
@@ -135,15 +160,16 @@ def writes(req, node, n, timeout=5.0, start=0):
     return n
 
 
-def measure(dep, cloud, req, root, mpy, n=1000):
-    node = NODE if mpy else NODE[:-1] + "1"
-    b = dep.board(cloud, root / ("full-mpy" if mpy else "full-py"), node, mpy)
+def measure(dep, cloud, req, root, lib, n=1000):
+    node = NODE[:-1] + str(list(LIBS).index(lib))
+    b = dep.board(cloud, root / ("full-" + lib), node, lib)
     m = cloud.mark()
     b.start()
     try:
         why = wait_online(b, node, 30)
         if why:
-            raise RuntimeError("MicroPython board not online: " + why)
+            hint = " (is rainmaker frozen into $MICROPYTHON?)" if lib == "frozen" else ""
+            raise RuntimeError("MicroPython board not online: " + why + hint)
         # Settled: the Connected re-report comes 5 s after the SUBACK, and the
         # boot's otafetch 5 s after the node is online (sent by the agent: the
         # OTA code is loaded only for a job).
@@ -151,7 +177,7 @@ def measure(dep, cloud, req, root, mpy, n=1000):
         cloud.wait("otafetch", node, since=m, timeout=30)
         time.sleep(1.0)
         online = heap_reading(b)
-        check_files(online, mpy)
+        check_files(online, lib)
         done = writes(req, node, n)
         if done != n:
             raise RuntimeError("MicroPython board echoed %d of %d writes: %s" % (done, n, bad_line(b)))
@@ -166,10 +192,10 @@ def measure(dep, cloud, req, root, mpy, n=1000):
         b.stop()
 
 
-def fits(dep, cloud, req, root, mpy, kb, idx, n=200):
+def fits(dep, cloud, req, root, lib, kb, idx, n=200):
     """(ok, why not, heap reading) for one fresh board with -X heapsize=<kb>K."""
     node = "240AC4BE1%03X" % idx
-    b = dep.board(cloud, root / ("probe-%d" % idx), node, mpy, heapsize="%dK" % kb)
+    b = dep.board(cloud, root / ("probe-%d" % idx), node, lib, heapsize="%dK" % kb)
     b.start()
     try:
         why = wait_online(b, node, 10)
@@ -189,7 +215,7 @@ def fits(dep, cloud, req, root, mpy, kb, idx, n=200):
         shutil.rmtree(root / ("probe-%d" % idx), ignore_errors=True)
 
 
-def smallest(dep, cloud, req, root, mpy, start_idx):
+def smallest(dep, cloud, req, root, lib, start_idx):
     """Bisect the -X heapsize grid, then confirm the result on a second fresh board
     (near the edge, heap layout and timing decide; a failed confirmation moves one
     step up, at most 3 times). Returns (smallest passing KB or None, its reading,
@@ -199,7 +225,7 @@ def smallest(dep, cloud, req, root, mpy, start_idx):
 
     def probe(kb):
         idx[0] += 1
-        return fits(dep, cloud, req, root, mpy, kb, idx[0])
+        return fits(dep, cloud, req, root, lib, kb, idx[0])
 
     ok, why, reading = probe(grid[-1])
     if not ok:
@@ -248,27 +274,29 @@ for name in NAMES:
 """
 
 
-def import_costs(dep, mpy):
+def import_costs(dep, lib):
     """{module: bytes retained by importing it}, each after the ones before it, in a bare VM."""
     with tempfile.TemporaryDirectory(prefix="bench-imports-") as d:
         d = Path(d)
         (d / "stub").mkdir()
         (d / "stub" / "network.py").write_text("STA_IF = 0\nAP_IF = 1\nSTAT_IDLE = 0\n")  # agent imports it
-        if mpy:
+        if lib == "mpy":
             for rel, data in dep.mpy.items():
                 (d / rel).parent.mkdir(parents=True, exist_ok=True)
                 (d / rel).write_bytes(data)
-        else:
+        elif lib == "py":
             shutil.copytree(FIRMWARE / "lib", d / "lib", ignore=shutil.ignore_patterns("__pycache__"))
         (d / "run.py").write_text("NAMES = %r\n" % (_IMPORTS,) + _IMPORT_CODE)
-        env = dict(os.environ, MICROPYPATH="stub:lib:.frozen")
+        # lib/ before .frozen, so the file is the one measured even if the binary has the agent
+        env = dict(os.environ, MICROPYPATH="stub:lib:.frozen" if lib != "frozen" else "stub:.frozen")
         r = subprocess.run([MICROPYTHON, "run.py"], cwd=d, env=env, capture_output=True, text=True, timeout=60)
     rows = {}
     for line in r.stdout.splitlines():
         if line.startswith("ROW "):
             _, name, n, f = line.split()
-            if mpy and name.startswith("rainmaker") and not f.endswith(".mpy"):
-                raise RuntimeError("import table: %s came from %s, not .mpy" % (name, f))
+            if name.startswith("rainmaker") and (_from_binary(f) != (lib == "frozen") or
+                                                 lib == "mpy" and not f.endswith(".mpy")):
+                raise RuntimeError("import table: %s came from %s, not %s" % (name, f, LIBS[lib]))
             rows[name] = int(n)
     if len(rows) != len(_IMPORTS):
         raise RuntimeError("import table run failed: " + (r.stdout + r.stderr)[-500:])
@@ -277,19 +305,18 @@ def import_costs(dep, mpy):
 
 # ---------------------------------------------------------------- report
 
-def run():
+def run(libs=("mpy", "py")):
     dep = Deploy()
     root = Path(tempfile.mkdtemp(prefix="bench-mpheap-"))
     cloud = Cloud(root / "cloud", engine="mosquitto").start()
     req = Requester(cloud, "bench-heap-requester")
     res = {}
     try:
-        for mpy in (True, False):
-            key = "mpy" if mpy else "py"
-            online, after = measure(dep, cloud, req, root, mpy)
-            kb, best, failed, probes = smallest(dep, cloud, req, root, mpy, 0 if mpy else 100)
-            res[key] = {"online": online, "after": after, "min_kb": kb, "min_reading": best,
-                        "failed": failed, "probes": probes, "imports": import_costs(dep, mpy)}
+        for lib in libs:
+            online, after = measure(dep, cloud, req, root, lib)
+            kb, best, failed, probes = smallest(dep, cloud, req, root, lib, 100 * list(LIBS).index(lib))
+            res[lib] = {"online": online, "after": after, "min_kb": kb, "min_reading": best,
+                        "failed": failed, "probes": probes, "imports": import_costs(dep, lib)}
         return res
     finally:
         req.stop()
@@ -298,21 +325,24 @@ def run():
 
 
 def report_lines(res):
-    m, p = res["mpy"], res["py"]
+    """The report, one column per LIBS key in res (in its order); the first one's
+    reading gives the sim hw, the loaded modules and the resident total."""
+    cols = [res[k] for k in res]
+    m = cols[0]
 
     def row(label, f, note=""):
-        return f"  {label:<46} {f(m):>9,d} {f(p):>9,d}{note}"
+        return f"  {label:<46}" + "".join(f" {f(r):>9,d}" for r in cols) + note
 
     def share(r):
         return r["used"] - r["start"] - r["hw"]
 
     lines = [
-        "Heap of the whole firmware on MicroPython v1.28, unix port, 32-bit (micropython32): the example",
+        "Heap of the whole firmware on MicroPython v1.28, unix port, 32-bit (%s): the example" % _binary(),
         "node (firmware/main.py) online over mutual TLS to Mosquitto; gc.mem_alloc() after gc.collect(), bytes:",
-        f"  {'':<46} {'lib .mpy':>9} {'lib .py':>9}",
+        f"  {'':<46}" + "".join(f" {LIBS[k]:>9}" for k in res),
         row("online, settled: heap in use", lambda r: r["online"]["used"]),
         row("after 1,000 remote writes echoed", lambda r: r["after"]["used"],
-            "   (writes applied: %d, %d)" % (m["after"]["writes"], p["after"]["writes"])),
+            "   (writes applied: %s)" % ", ".join("%d" % r["after"]["writes"] for r in cols)),
         row("  - start (interpreter, boot driver, bench app)", lambda r: r["after"]["start"]),
         row("  - sim hw (machine/network/esp32 in Python)", lambda r: r["after"]["hw"]),
         row("  = firmware's own, online", lambda r: share(r["online"])),
@@ -332,31 +362,41 @@ def report_lines(res):
         "  smallest -X heapsize at which a fresh board comes online and echoes 200 writes with no MemoryError,",
         "  twice (bisected over %d..%dK in %dK steps; after it, the largest size that failed and why):"
         % (KB_LO, KB_HI, KB_STEP),
-        "    lib .mpy: %s  (%d probes)" % (smallest_text(m), m["probes"]),
-        "    lib .py:  %s  (%d probes)" % (smallest_text(p), p["probes"]),
+    ]
+    lines += ["    %-10s%s  (%d probes)" % (LIBS[k] + ":", smallest_text(r), r["probes"]) for k, r in res.items()]
+    lines += [
         "    (the minimum includes the sim hw modules, %s bytes, C in flash on an ESP32: less them, %s)"
         % ("{:,}".format(m["after"]["hw"]), _less_hw(m)),
         "  rainmaker modules loaded on the board: " + m["after"]["mods"].replace(",", ", "),
         "  Not counted: mbedTLS buffers (libc here, the IDF heap on an ESP32), sockets, stacks.",
-        "Import cost on micropython32 (bare VM, a stub network module), each after the ones above it, bytes",
+        "Import cost on %s (bare VM, a stub network module), each after the ones above it, bytes" % _binary(),
         "(the interned-name pool grows in chunks, so a module may be charged ~2 KB its successor uses):",
-        f"  {'module':<20} {'.mpy':>7} {'.py':>7}  on the board after 1,000 writes",
+        f"  {'module':<20}" + "".join(f" {_HEAD[k]:>7}" for k in res) + "  on the board after 1,000 writes",
     ]
     loaded = set(m["after"].get("mods", "").split(","))
-    total_m = total_p = res_m = 0
+    totals = [0] * len(cols)
+    res_m = 0
     for name in _IMPORTS:
-        a, b = m["imports"][name], p["imports"][name]
+        costs = [r["imports"][name] for r in cols]
         label = {"rainmaker": "rainmaker (+node)", "asyncio": "asyncio (frozen)", "ssl": "ssl (frozen)"}.get(name, name)
         short = name[10:] if name.startswith("rainmaker.") else None
         where = "" if short is None else "resident" if short in loaded else "not loaded (" + _WHEN.get(short, "when needed") + ")"
-        lines.append(f"  {label:<20} {a:7,d} {b:7,d}  {where}")
+        lines.append(f"  {label:<20}" + "".join(f" {c:7,d}" for c in costs) + f"  {where}")
         if name.startswith("rainmaker"):
-            total_m, total_p = total_m + a, total_p + b
+            totals = [t + c for t, c in zip(totals, costs)]
             if short is None or short in loaded:
-                res_m += a
-    lines.append(f"  {'rainmaker, all':<20} {total_m:7,d} {total_p:7,d}")
+                res_m += costs[0]
+    lines.append(f"  {'rainmaker, all':<20}" + "".join(f" {t:7,d}" for t in totals))
     lines.append(f"  {'rainmaker, resident':<20} {res_m:7,d}")
     return lines
+
+
+_HEAD = {"mpy": ".mpy", "py": ".py", "frozen": "frozen"}
+
+
+def _binary():
+    # The shared binary by its name; a build of one's own ($MICROPYTHON) by its path.
+    return str(MICROPYTHON) if os.environ.get("MICROPYTHON") else "micropython32"
 
 
 def _less_hw(r):
@@ -382,12 +422,26 @@ _WHEN = {
 }
 
 
-def report():
+def report(frozen=False):
+    """(text, figures): lib/ as .mpy and as .py, or with frozen=True the agent
+    frozen into $MICROPYTHON (see the module's docstring)."""
     if not MICROPYTHON:
         return "Heap on micropython32: skipped, no MicroPython binary ($MICROPYTHON)", {}
-    res = run()
+    res = run(("frozen",) if frozen else ("mpy", "py"))
     return "\n".join(report_lines(res)), res
 
 
+def main(argv=None):
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m tests.bench.mpheap", description=__doc__.split("\n\n")[0],
+                                 epilog="The binary is $MICROPYTHON (now: %s)." % MICROPYTHON)
+    ap.add_argument("--frozen", action="store_true",
+                    help="measure the agent frozen into $MICROPYTHON (built with firmware/manifest.py), "
+                         "not deployed in lib/; stops if rainmaker is not loaded from the binary")
+    args = ap.parse_args(argv)
+    print(report(frozen=args.frozen)[0])
+
+
 if __name__ == "__main__":
-    print(report()[0])
+    main()
