@@ -188,3 +188,21 @@ def test_the_driver_gathers_short_packets_in_its_buffer_and_writes_long_ones_as_
     a.link.out = [short[1]]
     a._flush()
     assert w.writes == [] and a.link.out == [short[1]]
+
+
+def test_no_memory_to_start_the_agent_is_named_with_the_fix(board, monkeypatch):
+    # Before the supervisor exists nothing can retry: the error says what
+    # to change, and the MemoryError still ends the app (main.py's traceback).
+    d, rt = board
+    agent, node = _agent(rt)
+
+    def starved(*a, **kw):
+        raise MemoryError("memory allocation failed, allocating 531 bytes")
+
+    monkeypatch.setattr(agent, "Agent", starved)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(MemoryError):
+        agent.run(node)
+    line = out.getvalue()
+    assert re.search(r"rm E agent: no memory to start \(\d+ bytes free\): a smaller app or node, "
+                     r"or the agent frozen into the firmware \(firmware/manifest.py\)", line), line

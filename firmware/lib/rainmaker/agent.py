@@ -504,7 +504,13 @@ _agent = None
 
 def run(node, *coros, **kw):
     """Start the agent and the app's own coroutines; never returns."""
-    agent = Agent(node, **kw)
+    try:
+        agent = Agent(node, **kw)
+    except MemoryError:  # before the supervisor exists: say what to do, then end
+        gc.collect()
+        log.error("agent", "no memory to start (%d bytes free): a smaller app or node, or the agent "
+                           "frozen into the firmware (firmware/manifest.py)" % gc.mem_free())
+        raise
 
     async def main():
         for c in coros:
