@@ -7,7 +7,7 @@ CLOUD   ?= .cloud
 BOARD_DIR ?= .sim/board
 
 .DEFAULT_GOAL := help
-.PHONY: help sim test typecheck bench console cloud bundle clean distclean
+.PHONY: help sim test typecheck bench console cloud bundle clean distclean firmware
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,10 @@ sim: $(VENV)/.ok ## Bring a simulated board online against a local mTLS broker (
 
 test: $(VENV)/.ok ## Run the whole test suite
 	$(VPY) -m pytest tests -q
+
+firmware: $(VENV)/.ok ## MicroPython with the agent frozen in: make firmware MICROPYTHON_SRC=<checkout> [ARGS=--board ...]
+	@test -n "$(MICROPYTHON_SRC)" || { echo "error: set MICROPYTHON_SRC to a MicroPython source checkout (git clone https://github.com/micropython/micropython)"; exit 1; }
+	$(VPY) -m tools.firmware --micropython $(MICROPYTHON_SRC) $(ARGS)
 
 typecheck: $(VENV)/.ok ## Type-check firmware/ against the ESP32 MicroPython stubs (part of make test)
 	$(VPY) -m tools.typecheck

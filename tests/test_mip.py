@@ -55,15 +55,40 @@ def load(name):
     return json.loads(PACKAGES[name].read_text())
 
 
-def manifest_metadata():
-    """The keyword arguments of firmware/manifest.py's metadata() call, run as MicroPython's build runs it."""
-    got = []
-    names = {"include": lambda *a, **k: None, "package": lambda *a, **k: None,
-             "module": lambda *a, **k: None, "require": lambda *a, **k: None,
-             "metadata": lambda **k: got.append(k)}
+class ManifestOptions:
+    """The `options` a manifest sees, as MicroPython's tools/manifestfile.py
+    makes it: include()'s keyword arguments over the file's own defaults()."""
+
+    def __init__(self, **kw):
+        self._kw, self._defaults = kw, {}
+
+    def defaults(self, **kw):
+        self._defaults = kw
+
+    def __getattr__(self, name):
+        return self._kw.get(name, self._defaults.get(name))
+
+
+def run_manifest(**options):
+    """firmware/manifest.py run as MicroPython's build runs it, included with
+    these options: [(function, args, kwargs)] of the calls it makes."""
+    calls = []
+
+    def fn(name):
+        return lambda *a, **k: calls.append((name, a, k))
+
+    names = {n: fn(n) for n in ("include", "package", "module", "require", "metadata")}
+    names["options"] = ManifestOptions(**options)
     code = (ROOT / "firmware" / "manifest.py").read_text()
     exec(compile(code, "firmware/manifest.py", "exec"), names)
+    return calls
+
+
+def manifest_metadata():
+    """The keyword arguments of firmware/manifest.py's metadata() call."""
+    got = [k for name, _, k in run_manifest() if name == "metadata"]
     assert len(got) == 1, "manifest.py must call metadata() exactly once"
+    code = (ROOT / "firmware" / "manifest.py").read_text()
     first = ast.parse(code).body[0].value
     assert isinstance(first, ast.Call) and first.func.id == "metadata", "metadata() must come first"
     return got[0]
