@@ -99,6 +99,7 @@ def simulate(changes=100, temp_period_s=None, ingest=False):
             c["samples"] += 1
         out = sess.tick(now)
         if out:
+            out = b"".join(bytes(x) for x in out)  # chunks
             up(out)
             if out == mqtt.pingreq():
                 down(b"\xd0\x00")

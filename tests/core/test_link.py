@@ -600,3 +600,38 @@ def test_a_report_that_can_never_be_sent_is_dropped_not_retried_forever():
     assert published(take(link)) == [] and not link.sync.dirty
     assert "not sent" in log.last_error[1]
 
+
+def test_a_long_config_is_resent_in_its_pieces_with_dup_set():
+    # The re-send after 10 s without PUBACK: the same bytes with DUP set, in
+    # chunks no longer than the longest piece (the pieces themselves), never
+    # joined into one block of the packet's size.
+    n = Node("N", "T")
+    n.node_id = "N1"
+    for i in range(3):
+        n.add(std.lightbulb("Light%d" % i))
+    link = Link(Session("N1", 120, WILL), Sync(n), Budget(0, 100), "N1", connectivity=False)  # (no Connected report at 5 s)
+    link.backoff.rand = lambda: 128  # (the WASM VM has no entropy source)
+    link.open(0)
+    take(link)
+    link.receive(CONNACK_OK, 10)
+    cfg = [(p, e[0]) for p, e in link.session.inflight.items() if e[3] == mqtt.PUBLISH]
+    assert len(cfg) == 1 and isinstance(cfg[0][1], list)
+    pid, pieces = cfg[0]
+    first = b"".join(bytes(c) for c in pieces)
+    assert len(first) > 1024 and take(link).startswith(first)
+    sub = sub_pid(link.session.inflight[pid + 1][0])
+    link.receive(bytes([0x90, 3, sub >> 8, sub & 255, 1]), 20)
+    init = [p for p in link.session.inflight if p != pid]
+    link.receive(mqtt.puback(init[0]), 30)
+    take(link)
+    link.tick(10009)
+    assert link.out == []
+    link.tick(10010)
+    out = link.out
+    assert b"".join(bytes(c) for c in out) == bytes((first[0] | 0x08,)) + first[1:]
+    assert max(len(c) for c in out) <= max(len(c) for c in pieces)
+    long = [c for c in pieces if len(c) >= 512]
+    assert long and all(any(c is x for x in out) for c in long)  # not copied
+    assert b"".join(bytes(c) for c in pieces) == first  # kept as built (DUP clear)
+    link.receive(mqtt.puback(pid), 10020)
+    assert not link.session.inflight
