@@ -54,6 +54,7 @@ t = 0
 for suffix in ("config", "params/local/init"):
     item = sync.take(t)
     pid, out = sess.publish(topics.pub(node.node_id, item[0]), item[1], 1, t)
+    sync.sent(item[0])
     sess.receive(mqtt.puback(pid), t)
 gc.collect()
 built = gc.mem_alloc() - base
@@ -65,6 +66,7 @@ for i in range(1000):
         sync.remote(ev[2], t)
     item = sync.take(t)
     pid, out = sess.publish(local, item[1], 1, t)
+    sync.sent(item[0])
     sess.receive(mqtt.puback(pid), t)
 gc.collect()
 print("RESULT", built, gc.mem_alloc() - base, sync.writes)

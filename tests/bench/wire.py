@@ -36,9 +36,12 @@ def simulate(changes=100, temp_period_s=None, ingest=False):
                                        b'{"Connectivity":{"Connected":false}}', 1, False))
     c = {"up_pkts": 0, "up_bytes": 0, "down_pkts": 0, "down_bytes": 0, "metered": 0, "samples": 0, "tsdata": 0}
 
+    def size(pkt):  # a long PUBLISH is a list of chunks
+        return sum(len(x) for x in pkt) if isinstance(pkt, list) else len(pkt)
+
     def up(pkt, metered=0):
         c["up_pkts"] += 1
-        c["up_bytes"] += len(pkt) + TLS_RECORD
+        c["up_bytes"] += size(pkt) + TLS_RECORD
         c["metered"] += metered
 
     def down(pkt, metered=0):
@@ -48,7 +51,7 @@ def simulate(changes=100, temp_period_s=None, ingest=False):
         sess.receive(pkt, now)
 
     def units(pkt):
-        return max(1, -(-len(pkt) // 5120))
+        return max(1, -(-size(pkt) // 5120))
 
     now = 0
     pkt = sess.connect(now)
@@ -62,6 +65,7 @@ def simulate(changes=100, temp_period_s=None, ingest=False):
             if item is None:
                 break
             pid, pkt = sess.publish(topics.pub(node.node_id, item[0], ingest), item[1], 1, now)
+            sync.sent(item[0])
             up(pkt, units(pkt))
             down(mqtt.puback(pid))
         while True:
@@ -75,6 +79,7 @@ def simulate(changes=100, temp_period_s=None, ingest=False):
 
     item = sync.take(now)  # config first
     pid, pkt = sess.publish(topics.pub(node.node_id, item[0], ingest), item[1], 1, now)
+    sync.sent(item[0])
     up(pkt, units(pkt))
     down(mqtt.puback(pid))
     pid, pkt = sess.subscribe([(topics.sub(node.node_id, "params/remote"), 1)], now)
@@ -94,6 +99,7 @@ def simulate(changes=100, temp_period_s=None, ingest=False):
             c["samples"] += 1
         out = sess.tick(now)
         if out:
+            out = b"".join(bytes(x) for x in out)  # chunks
             up(out)
             if out == mqtt.pingreq():
                 down(b"\xd0\x00")

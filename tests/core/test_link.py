@@ -465,3 +465,157 @@ def test_config_stays_due_when_its_packet_finds_no_memory():
     take(link)
     link.receive(CONNACK_OK, 5)
     assert [t for t, _ in published(take(link))] == ["node/N1/config"]
+
+
+def no_memory(link, times=1):
+    """The session's next `times` publishes raise MemoryError, as when the heap
+    has no block for the packet; returns the topics that failed."""
+    real = link.session.publish
+    failed = []
+
+    def publish(topic, payload, qos, now):
+        if len(failed) < times:
+            failed.append(topic)
+            raise MemoryError("memory allocation failed")
+        return real(topic, payload, qos, now)
+
+    link.session.publish = publish
+    return failed
+
+
+def test_an_init_that_finds_no_memory_goes_out_whole_at_the_next_tick():
+    link = make()
+    plug = link.sync.node.device("Plug")
+    link.open(0)
+    take(link)
+    link.receive(CONNACK_OK, 10)
+    pid = sub_pid(take(link))
+    failed = no_memory(link, 2)
+    raises(MemoryError, link.receive, bytes([0x90, 3, pid >> 8, pid & 255, 1]), 20)
+    assert failed == ["node/N1/params/local/init"] and link.state == ONLINE
+    assert published(take(link)) == []
+    # A write before the retry, whose own pump finds no memory either: applied,
+    # and its PUBACK goes out; the init stays due and will carry it.
+    raises(MemoryError, link.receive, mqtt.publish("node/N1/params/remote", b'{"Plug":{"Power":true}}', 1, 7), 30)
+    assert failed == ["node/N1/params/local/init"] * 2 and plug["Power"] is True
+    assert kinds(take(link)) == [mqtt.PUBACK]
+    plug.update("Name", "Porch")  # a local change too
+    link.tick(40)
+    pubs = published(take(link))
+    assert [t for t, _ in pubs] == ["node/N1/params/local/init"]
+    assert json.loads(pubs[0][1]) == json.loads(link.sync.node.params())
+    assert json.loads(pubs[0][1])["Plug"] == {"Name": "Porch", "Power": True}
+    link.tick(1000)  # and nothing more: the changes were in the init
+    assert published(take(link)) == []
+
+
+def test_a_merged_report_that_finds_no_memory_goes_out_at_the_next_tick():
+    link = make()
+    online(link, 0)
+    plug = link.sync.node.device("Plug")
+    failed = no_memory(link)
+    plug.update("Power", True)
+    link.tick(1000)  # starts the 200 ms window
+    raises(MemoryError, link.tick, 1200)
+    assert failed == ["node/N1/params/local"] and published(take(link)) == []
+    plug.update("Power", False)  # the values of the retry's moment go out
+    plug.update("Name", "Porch")  # merged, not lost
+    link.tick(1300)
+    pubs = published(take(link))
+    assert [(t, json.loads(p)) for t, p in pubs] == [("node/N1/params/local", {"Plug": {"Power": False, "Name": "Porch"}})]
+    link.tick(2000)
+    assert published(take(link)) == []
+    # A remote write's echo likewise: its PUBACK now, the echo at the next tick.
+    failed = no_memory(link)
+    raises(MemoryError, link.receive, mqtt.publish("node/N1/params/remote", b'{"Plug":{"Power":true}}', 1, 8), 2100)
+    assert kinds(take(link)) == [mqtt.PUBACK]
+    link.tick(2150)
+    assert published(take(link)) == [("node/N1/params/local", b'{"Plug":{"Power":true}}')]
+
+
+def test_a_persisted_value_that_finds_no_memory_still_waits_for_the_flash():
+    store = MemStore()
+    link = make(store=store)
+    online(link, 0)
+    saves = store.saves
+    failed = no_memory(link)
+    write = b'{"Plug":{"Name":"Porch","Power":true}}'
+    raises(MemoryError, link.receive, mqtt.publish("node/N1/params/remote", write, 1, 7), 10)
+    assert failed == ["node/N1/params/local"] and store.saves == saves + 1
+    take(link)
+    # Another write before the retry: on flash at most once a second, so the
+    # report (now carrying both) waits until the flash has it.
+    link.receive(mqtt.publish("node/N1/params/remote", b'{"Plug":{"Name":"Deck"}}', 1, 8), 20)
+    link.tick(500)
+    assert published(take(link)) == [] and store.data["Plug"]["Name"] == "Porch"
+    link.tick(1010)
+    pubs = published(take(link))
+    assert [(t, json.loads(p)) for t, p in pubs] == [("node/N1/params/local", {"Plug": {"Name": "Deck", "Power": True}})]
+    assert store.data["Plug"]["Name"] == "Deck" and store.saves == saves + 2
+
+
+def test_a_connected_report_or_a_posted_message_that_finds_no_memory_stays_due():
+    link = make()
+    online(link, 0)
+    no_memory(link)
+    raises(MemoryError, link.tick, 5000)
+    link.tick(5100)
+    assert published(take(link)) == [("node/N1/params/local", b'{"Connectivity":{"Connected":true}}')]
+    acked = []
+    no_memory(link)
+    link.post("tsdata", b"x", acked.append)
+    raises(MemoryError, link.pump, 6000)
+    assert link.queue
+    link.pump(6100)
+    out = take(link)
+    assert published(out) == [("node/N1/tsdata", b"x")] and not link.queue
+    assert len(link._acks) == 1  # its done() waits for its PUBACK
+    link.receive(mqtt.puback(next(iter(link._acks))), 6200)
+    assert acked == [6200]
+
+
+def test_a_report_that_can_never_be_sent_is_dropped_not_retried_forever():
+    link = make()
+    online(link, 0)
+    link.session.max_out = 40  # smaller than any report
+    link.sync.node.device("Plug").update("Name", "Porch")
+    link.tick(1000)
+    link.tick(1300)
+    assert published(take(link)) == [] and not link.sync.dirty
+    assert "not sent" in log.last_error[1]
+
+
+def test_a_long_config_is_resent_in_its_pieces_with_dup_set():
+    # The re-send after 10 s without PUBACK: the same bytes with DUP set, in
+    # chunks no longer than the longest piece (the pieces themselves), never
+    # joined into one block of the packet's size.
+    n = Node("N", "T")
+    n.node_id = "N1"
+    for i in range(3):
+        n.add(std.lightbulb("Light%d" % i))
+    link = Link(Session("N1", 120, WILL), Sync(n), Budget(0, 100), "N1", connectivity=False)  # (no Connected report at 5 s)
+    link.backoff.rand = lambda: 128  # (the WASM VM has no entropy source)
+    link.open(0)
+    take(link)
+    link.receive(CONNACK_OK, 10)
+    cfg = [(p, e[0]) for p, e in link.session.inflight.items() if e[3] == mqtt.PUBLISH]
+    assert len(cfg) == 1 and isinstance(cfg[0][1], list)
+    pid, pieces = cfg[0]
+    first = b"".join(bytes(c) for c in pieces)
+    assert len(first) > 1024 and take(link).startswith(first)
+    sub = sub_pid(link.session.inflight[pid + 1][0])
+    link.receive(bytes([0x90, 3, sub >> 8, sub & 255, 1]), 20)
+    init = [p for p in link.session.inflight if p != pid]
+    link.receive(mqtt.puback(init[0]), 30)
+    take(link)
+    link.tick(10009)
+    assert link.out == []
+    link.tick(10010)
+    out = link.out
+    assert b"".join(bytes(c) for c in out) == bytes((first[0] | 0x08,)) + first[1:]
+    assert max(len(c) for c in out) <= max(len(c) for c in pieces)
+    long = [c for c in pieces if len(c) >= 512]
+    assert long and all(any(c is x for x in out) for c in long)  # not copied
+    assert b"".join(bytes(c) for c in pieces) == first  # kept as built (DUP clear)
+    link.receive(mqtt.puback(pid), 10020)
+    assert not link.session.inflight

@@ -219,6 +219,23 @@ def test_success_statuses_and_their_order():
     assert r.take_acts() == [("reboot",)]
 
 
+def test_a_status_or_fetch_whose_publish_found_no_memory_goes_out_at_the_next_pump():
+    # The link calls sent() once the packet exists: a publish that raised
+    # MemoryError (no sent()) leaves the otafetch or the status in place.
+    r = Rig()
+    online(r)
+    r.now += 5000
+    r.acts += r.ota.tick(r.now, r.utc())
+    assert r.ota.take(r.now, 100)[0] == "otafetch"  # its publish raises: no sent()
+    r.flush()  # the next pump
+    assert r.fetch_times() == [r.now]
+    r.ota.message(JOB, r.now)
+    r.acts += r.ota.tick(r.now, r.utc())
+    assert r.ota.take(r.now, 100)[0] == "otastatus"  # no sent() either
+    r.flush()
+    assert r.statuses() == [START]
+
+
 def test_progress_is_merged_and_skipped_when_the_budget_is_low():
     r = Rig()
     online(r)

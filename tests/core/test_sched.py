@@ -9,7 +9,7 @@ import json
 import sys
 from rainmaker import Node, std, log, sched
 from rainmaker.sync import Sync, CONFIG, INIT, LOCAL
-from util import js, MemStore, raises
+from util import js, MemStore, raises, report
 
 log.level = -1
 
@@ -139,10 +139,10 @@ def setup(t=T0, store=None, zone=EU, deactivation=True):
     n.add(std.schedule_service(eng))
     n.add(std.scenes_service(eng, deactivation=deactivation))
     s = Sync(n, store)
-    assert s.take(0)[0] == CONFIG
+    assert report(s, 0)[0] == CONFIG
     s.connected()
-    assert s.take(0)[0] == INIT
-    assert s.take(0) is None
+    assert report(s, 0)[0] == INIT
+    assert report(s, 0) is None
     return n, s, eng, clock, app
 
 
@@ -156,10 +156,10 @@ _tick = [0]
 def reported(s):
     """The next params/local report, as JSON (a later tick each time: flash writes are spaced)."""
     _tick[0] += 10000
-    r = s.take(_tick[0])
+    r = report(s, _tick[0])
     if r is None:  # a local change (a schedule fired or was armed) waits out the merge window
         _tick[0] += 10000
-        r = s.take(_tick[0])
+        r = report(s, _tick[0])
     assert r is not None and r[0] == LOCAL, r
     return js(r[1])
 
@@ -869,7 +869,7 @@ def test_fuzz_through_the_param_sync():
         s.remote(json.dumps(body).encode(), 0)
         clock.t += rnd.randint(0, DAY)
         drive(eng, s, clock.t)
-        s.take(10 ** 6)
+        report(s, 10 ** 6)
         assert len(sched_list(n)) <= 10
 
 
@@ -958,9 +958,9 @@ def lazy(t=T0, store=None):
     clock = Clock(t)
     k.clock = clock
     s = Sync(n, store)
-    s.take(0)
+    report(s, 0)
     s.connected()
-    s.take(0)
+    report(s, 0)
     return n, s, k, clock, app
 
 
@@ -1079,9 +1079,9 @@ def test_the_zone_restored_at_boot_does_not_re_arm():
         s2 = Sync(n2, store)  # restores the zone and the list
         assert tz.current.posix == BERLIN
         k2.clock = Clock(t + 180)  # what the agent does next
-        s2.take(0)
+        report(s2, 0)
         s2.connected()
-        s2.take(0)
+        report(s2, 0)
         assert drive(k2, s2, t + 180) == ["Schedule"] and not resident()
         assert app2.calls == [("Light", {"Power": True}, "Schedule")]
         assert k2.at == at(2026, 3, 26, 18, 30)

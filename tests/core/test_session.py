@@ -17,6 +17,12 @@ def online(now=0, keepalive=120):
     return s
 
 
+def wire(out):
+    """The bytes of what tick() returned: b"" or a list of chunks."""
+    assert out == b"" or (isinstance(out, list) and out), out
+    return b"".join(bytes(c) for c in out)
+
+
 def test_diff_wraps():
     assert diff(5, 3) == 2
     assert diff(3, 5) == -2
@@ -45,10 +51,10 @@ def test_retransmit_with_dup_then_dead():
     s = online()
     s.publish("t", b"x", 1, 0)
     assert s.tick(9999) == b""
-    out = s.tick(10000)
+    out = wire(s.tick(10000))
     assert out[0] == 0x3A and out[1:] == mqtt.publish("t", b"x", 1, 1)[1:]  # DUP set, same pid
     for t in (20000, 30000, 40000):
-        assert s.tick(t)[0] == 0x3A
+        assert wire(s.tick(t)) == out
     e = raises(mqtt.MQTTError, s.tick, 50000)
     assert "not acknowledged" in str(e)
 
@@ -98,11 +104,11 @@ def test_suback_and_foreign_acks():
 def test_keepalive_ping_and_dead_link():
     s = online(0, keepalive=20)
     assert s.tick(14999) == b""
-    assert s.tick(15000) == mqtt.pingreq()
+    assert wire(s.tick(15000)) == mqtt.pingreq()
     assert s.tick(16000) == b""  # one ping outstanding at a time
     ev, _ = s.receive(h("d0 00"), 17000)
     assert s.tick(17001) == b""
-    assert s.tick(32000) == mqtt.pingreq()
+    assert wire(s.tick(32000)) == mqtt.pingreq()
     e = raises(mqtt.MQTTError, s.tick, 32000 + 20001)
     assert "link is dead" in str(e)
 
@@ -111,7 +117,7 @@ def test_keepalive_across_tick_wrap():
     start = _WRAP - 5000
     s = online(start, keepalive=20)
     assert s.tick((start + 14999) % _WRAP) == b""
-    assert s.tick((start + 15000) % _WRAP) == mqtt.pingreq()
+    assert wire(s.tick((start + 15000) % _WRAP)) == mqtt.pingreq()
 
 
 def test_receiving_traffic_defers_ping():
@@ -140,25 +146,35 @@ def test_corrupt_stream_raises():
     raises(mqtt.MQTTError, s.receive, h("50 02 00 01"), 1)
 
 
-def test_long_publish_is_kept_in_chunks_and_resent_whole():
-    # Longer than _SPLIT: kept as header + pieces (no block of its size);
-    # a retransmission sets DUP in the header and sends the same bytes.
+def test_long_publish_is_kept_in_chunks_and_resent_in_them():
+    # Longer than _SPLIT: kept as header + pieces (no block of its size); a
+    # retransmission sends the same bytes with DUP set, in chunks no longer
+    # than the pieces: the pieces themselves, and a copy of the header.
     s = online()
     pieces = [b"a" * 700, b"b" * 700]
     pid, pkt = s.publish("node/N1/config", pieces, 1, 0)
     whole = mqtt.publish("node/N1/config", pieces, 1, pid)
     assert isinstance(pkt, list) and pkt[1] is pieces[0] and b"".join(pkt) == whole
     assert s.inflight[pid][0] is pkt
-    out = s.tick(10000)
-    assert out[0] == 0x3A and out[1:] == whole[1:]
-    # Resent after a reconnect: the same chunks, in a list.
+    dup = bytes((whole[0] | 0x08,)) + whole[1:]
+    for t in (10000, 20000):
+        out = s.tick(t)
+        assert wire(out) == dup and dup[0] == 0x3A
+        assert max(len(c) for c in out) <= 700
+        assert out[-2] is pieces[0] and out[-1] is pieces[1]  # not copied
+    assert b"".join(pkt) == whole  # the kept packet is as built: DUP clear
+    # Resent after a reconnect: the same chunks, as new messages (DUP clear).
     s.lost()
-    s.connect(20000)
-    s.receive(h("20 02 00 00"), 20000)
-    again = s.resend(20000)
-    assert again == [pkt] and b"".join(again[0])[1:] == whole[1:]
+    s.connect(25000)
+    s.receive(h("20 02 00 00"), 25000)
+    again = s.resend(25000)
+    assert again == [pkt] and b"".join(again[0]) == whole
     # Short ones stay one bytearray.
-    pid2, small = s.publish("t", b"x" * 1000, 1, 20000)
+    pid2, small = s.publish("t", b"x" * 1000, 1, 25000)
     assert isinstance(small, bytearray) and small == mqtt.publish("t", b"x" * 1000, 1, pid2)
-    s.receive(mqtt.puback(pid), 20001)
+    out = s.tick(35000)  # both: the short one also goes out whole, not copied, DUP set
+    dup2 = b"\x3a" + small[1:]
+    assert wire(out) in (dup + dup2, dup2 + dup) and small[0] == 0x32  # (a dict: either order)
+    assert max(len(c) for c in out) < len(small)  # no copy of the whole packet
+    s.receive(mqtt.puback(pid), 35001)
     assert pid not in s.inflight

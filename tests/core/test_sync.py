@@ -4,7 +4,7 @@
 import json
 from rainmaker import Node, Param, std, log
 from rainmaker.sync import Sync, CONFIG, INIT, LOCAL
-from util import js, MemStore, Logs
+from util import js, MemStore, Logs, report
 
 log.level = -1  # keep test output quiet; counts and last_error still work
 
@@ -28,10 +28,10 @@ def setup(app=None, store=None):
     n.add(std.lightbulb("Light", cb=app))
     n.add(std.temperature_sensor("Temp", 20.0))
     s = Sync(n, store)
-    assert s.take(0)[0] == CONFIG
+    assert report(s, 0)[0] == CONFIG
     s.connected()
-    assert s.take(0)[0] == INIT
-    assert s.take(0) is None
+    assert report(s, 0)[0] == INIT
+    assert report(s, 0) is None
     return n, s
 
 
@@ -41,16 +41,16 @@ def test_accepted_write_reaches_callback_and_is_echoed():
     assert s.remote(b'{"Light":{"Power":true,"Brightness":40}}', 10) == 2
     assert app.calls == [("Light", {"Power": True, "Brightness": 40}, "Cloud")]
     assert n.device("Light")["Brightness"] == 40
-    suffix, payload = s.take(10)
+    suffix, payload = report(s, 10)
     assert suffix == LOCAL and js(payload) == {"Light": {"Power": True, "Brightness": 40}}
-    assert s.take(10) is None
+    assert report(s, 10) is None
 
 
 def test_callback_can_change_values():
     n, s = setup(App(answer={"Brightness": 10}))
     s.remote(b'{"Light":{"Brightness":90}}', 0)
     assert n.device("Light")["Brightness"] == 10
-    assert js(s.take(0)[1]) == {"Light": {"Brightness": 10}}
+    assert js(report(s, 0)[1]) == {"Light": {"Brightness": 10}}
 
 
 def test_callback_partial_answer_refuses_the_rest():
@@ -58,7 +58,7 @@ def test_callback_partial_answer_refuses_the_rest():
     s.remote(b'{"Light":{"Power":true,"Hue":200}}', 0)
     light = n.device("Light")
     assert light["Power"] is True and light["Hue"] == 0
-    assert js(s.take(0)[1]) == {"Light": {"Power": True, "Hue": 0}}
+    assert js(report(s, 0)[1]) == {"Light": {"Power": True, "Hue": 0}}
     assert s.refused == 1
 
 
@@ -68,7 +68,7 @@ def test_refusal_reports_current_value():
         n, s = setup(app)
         assert s.remote(b'{"Light":{"Brightness":90}}', 0) == 0
         assert n.device("Light")["Brightness"] == 100
-        assert js(s.take(0)[1]) == {"Light": {"Brightness": 100}}
+        assert js(report(s, 0)[1]) == {"Light": {"Brightness": 100}}
         assert logs.warnings() == 1
     assert "too hot" in logs.last()[1]
 
@@ -91,7 +91,7 @@ def test_invalid_writes_never_reach_the_app():
         # The current value goes back so the cloud does not keep the bad one.
         dev, vals = list(js(payload).items())[0]
         pname = list(vals)[0]
-        assert js(s.take(0)[1]) == {dev: {pname: n.device(dev)[pname]}}
+        assert js(report(s, 0)[1]) == {dev: {pname: n.device(dev)[pname]}}
 
 
 def test_garbage_is_logged_and_ignored():
@@ -112,7 +112,7 @@ def test_garbage_is_logged_and_ignored():
         assert s.remote(payload, 0) == 0
         assert app.calls == [] and n.params() == before
         assert logs.warnings() == 1 and why in logs.last()[1], (payload, logs.last())
-        assert s.take(0) is None  # nothing to report, nothing lost
+        assert report(s, 0) is None  # nothing to report, nothing lost
 
 
 def test_mixed_write_applies_the_good_part():
@@ -121,47 +121,47 @@ def test_mixed_write_applies_the_good_part():
     s.remote(b'{"Light":{"Power":true,"Brightness":500},"Nope":{},"Temp":{"Name":"Kitchen"}}', 0)
     assert app.calls == [("Light", {"Power": True}, "Cloud")]
     assert n.device("Temp")["Name"] == "Kitchen"  # no callback: accepted as is
-    assert js(s.take(0)[1]) == {"Light": {"Power": True, "Brightness": 100}, "Temp": {"Name": "Kitchen"}}
+    assert js(report(s, 0)[1]) == {"Light": {"Power": True, "Brightness": 100}, "Temp": {"Name": "Kitchen"}}
 
 
 def test_local_changes_are_merged_over_the_window():
     n, s = setup()
     light = n.device("Light")
     light.update("Brightness", 10)
-    assert s.take(1000) is None  # the window starts here
+    assert report(s, 1000) is None  # the window starts here
     light.update("Brightness", 20)
     n.device("Temp").update("Temperature", 21.25)
-    assert s.take(1199) is None
-    suffix, payload = s.take(1200)
+    assert report(s, 1199) is None
+    suffix, payload = report(s, 1200)
     assert suffix == LOCAL
     assert payload == '{"Light":{"Brightness":20},"Temp":{"Temperature":21.25000}}'
-    assert s.take(5000) is None
+    assert report(s, 5000) is None
 
 
 def test_reconnect_sends_full_state_again():
     n, s = setup()
     n.device("Light").update("Power", True)
     s.connected()
-    suffix, payload = s.take(0)
+    suffix, payload = report(s, 0)
     assert suffix == INIT and js(payload)["Light"]["Power"] is True
-    assert s.take(10000) is None  # the pending delta was folded into init
+    assert report(s, 10000) is None  # the pending delta was folded into init
 
 
 def test_runtime_reconfiguration_republishes_config_then_params():
     n, s = setup()
     fan = n.add(std.fan("Fan"))
-    suffix, pieces = s.take(0)
+    suffix, pieces = report(s, 0)
     # The config goes out in pieces (copied straight into the packet) that join to the node's config.
     assert suffix == CONFIG and isinstance(pieces, list) and len(pieces) > 1
     assert b"".join(pieces).decode() == n.config() and '"Fan"' in n.config()
-    assert "Fan" in js(s.take(0)[1])
+    assert "Fan" in js(report(s, 0)[1])
     fan.add(std.speed(2))
-    assert s.take(0)[0] == CONFIG
-    assert js(s.take(0)[1])["Fan"]["Speed"] == 2
+    assert report(s, 0)[0] == CONFIG
+    assert js(report(s, 0)[1])["Fan"]["Speed"] == 2
     n.remove("Fan")
-    suffix, cfg = s.take(0)
+    suffix, cfg = report(s, 0)
     assert suffix == CONFIG and b"Fan" not in b"".join(cfg) and b"Light" in b"".join(cfg)
-    assert "Fan" not in js(s.take(0)[1])
+    assert "Fan" not in js(report(s, 0)[1])
 
 
 def test_removed_param_is_not_reported():
@@ -169,9 +169,9 @@ def test_removed_param_is_not_reported():
     light = n.device("Light")
     light.update("Hue", 5)
     light.remove("Hue")
-    s.take(0)  # config
-    s.take(0)  # init
-    assert s.take(10000) is None
+    report(s, 0)  # config
+    report(s, 0)  # init
+    assert report(s, 10000) is None
 
 
 def test_persisted_params_survive_a_reboot_without_a_callback():
@@ -216,7 +216,7 @@ def test_unchanged_local_value_is_not_reported():
     n, s = setup()
     n.device("Temp").update("Temperature", 20.0)  # same as before
     n.device("Light").update("Power", False)
-    assert s.take(0) is None and s.take(10000) is None
+    assert report(s, 0) is None and report(s, 10000) is None
 
 
 def test_echo_of_a_persisted_param_waits_for_the_flash_write():
@@ -225,17 +225,17 @@ def test_echo_of_a_persisted_param_waits_for_the_flash_write():
     store = MemStore()
     n, s = setup(App(), store)
     s.remote(b'{"Light":{"Name":"a"}}', 0)
-    assert s.take(0) == (LOCAL, '{"Light":{"Name":"a"}}')
+    assert report(s, 0) == (LOCAL, '{"Light":{"Name":"a"}}')
     assert store.data["Light"]["Name"] == "a" and store.saves == 1
     s.remote(b'{"Light":{"Name":"b"}}', 300)
     s.remote(b'{"Light":{"Name":"c"}}', 600)
-    assert s.take(300) is None and s.take(999) is None  # flash written < 1 s ago
+    assert report(s, 300) is None and report(s, 999) is None  # flash written < 1 s ago
     assert store.saves == 1
-    assert s.take(1000) == (LOCAL, '{"Light":{"Name":"c"}}')
+    assert report(s, 1000) == (LOCAL, '{"Light":{"Name":"c"}}')
     assert store.data["Light"]["Name"] == "c" and store.saves == 2
     # Params that are not persisted are not held back.
     s.remote(b'{"Light":{"Power":true}}', 1100)
-    assert s.take(1100) == (LOCAL, '{"Light":{"Power":true}}')
+    assert report(s, 1100) == (LOCAL, '{"Light":{"Power":true}}')
 
 
 def test_init_after_connect_carries_only_stored_persisted_values():
@@ -243,7 +243,7 @@ def test_init_after_connect_carries_only_stored_persisted_values():
     n, s = setup(App(), store)
     s.remote(b'{"Light":{"Name":"x"}}', 0)
     s.connected()
-    suffix, payload = s.take(0)
+    suffix, payload = report(s, 0)
     assert suffix == INIT and js(payload)["Light"]["Name"] == "x" and store.data["Light"]["Name"] == "x"
 
 
@@ -271,9 +271,32 @@ def test_memory_error_while_building_the_config_leaves_it_due():
 
     n.config = boom
     try:
-        s.take(0)
+        report(s, 0)
         raise AssertionError("MemoryError not raised")
     except MemoryError:
         pass
     n.config = real
-    assert s.config_due and s.take(0)[0] == CONFIG
+    assert s.config_due and report(s, 0)[0] == CONFIG
+
+
+def test_take_only_builds_and_sent_clears():
+    # Two-phase: the link calls sent() once the packet exists, so a report
+    # whose packet found no memory is built again, with what changed since.
+    n, s = setup()
+    s.remote(b'{"Light":{"Power":true}}', 10)
+    first = s.take(10)
+    assert first[0] == LOCAL and s.take(10) == first  # not sent: still due, the same
+    s.remote(b'{"Light":{"Brightness":40}}', 20)  # merged, not lost
+    suffix, payload = s.take(20)
+    assert suffix == LOCAL and js(payload) == {"Light": {"Power": True, "Brightness": 40}}
+    s.sent(suffix)
+    assert s.take(20) is None and s.pending() == 0
+    s.reconfigured()
+    assert s.take(30)[0] == CONFIG and s.take(30)[0] == CONFIG
+    s.sent(CONFIG)
+    assert s.take(30)[0] == INIT
+    n.device("Light").update("Power", False)
+    suffix, payload = s.take(40)
+    assert suffix == INIT and js(payload) == js(n.params()) and js(payload)["Light"]["Power"] is False
+    s.sent(INIT)
+    assert s.take(1000) is None  # the change went out in the init

@@ -3,7 +3,7 @@
 # (rainmaker.tz.current) after a write and after a reboot.
 from rainmaker import Node, std, log, tz
 from rainmaker.sync import Sync, CONFIG, INIT, LOCAL
-from util import js, MemStore, Logs, raises
+from util import js, MemStore, Logs, raises, report
 
 log.level = -1
 
@@ -17,12 +17,12 @@ def setup(store=None, default=""):
     n.add(std.switch("Switch"))
     n.add(std.time_service(default))
     s = Sync(n, store)
-    suffix, cfg = s.take(0)
+    suffix, cfg = report(s, 0)
     assert suffix == CONFIG
     s.connected()
-    suffix, init = s.take(0)
+    suffix, init = report(s, 0)
     assert suffix == INIT
-    assert s.take(0) is None
+    assert report(s, 0) is None
     return n, s, js(cfg), js(init)
 
 
@@ -45,19 +45,19 @@ def test_app_writes_an_iana_name_and_both_params_are_reported():
     assert s.remote(b'{"Time":{"TZ":"Europe/Berlin"}}', 5) == 2
     assert tz.current.posix == BERLIN
     assert tz.current.offset(1751328000) == 7200  # 2025-07-01: summer time
-    suffix, payload = s.take(5)
+    suffix, payload = report(s, 5)
     assert suffix == LOCAL and js(payload) == {"Time": {"TZ": "Europe/Berlin", "TZ-POSIX": BERLIN}}
     assert store.data["Time"] == {"TZ": "Europe/Berlin", "TZ-POSIX": BERLIN}  # on flash before the report
     # Names are found whatever their case and with spaces for '_'.
     s.remote(b'{"Time":{"TZ":"america/new york"}}', 2000)
     assert tz.current.posix == "EST5EDT,M3.2.0,M11.1.0"
-    assert js(s.take(2000)[1])["Time"]["TZ-POSIX"] == "EST5EDT,M3.2.0,M11.1.0"
+    assert js(report(s, 2000)[1])["Time"]["TZ-POSIX"] == "EST5EDT,M3.2.0,M11.1.0"
 
 
 def test_unknown_name_is_refused_and_the_current_zone_kept():
     n, s, cfg, init = setup()
     s.remote(b'{"Time":{"TZ":"Asia/Kolkata"}}', 0)
-    s.take(0)
+    report(s, 0)
     logs = Logs()
     try:
         for bad in (b'{"Time":{"TZ":"Mars/Olympus_Mons"}}', b'{"Time":{"TZ":""}}', b'{"Time":{"TZ":5}}',
@@ -67,7 +67,7 @@ def test_unknown_name_is_refused_and_the_current_zone_kept():
             assert logs.warnings() > before, bad
             assert tz.current.posix == "IST-5:30"
             # the refusal is answered with the values the node has
-            assert js(s.take(10)[1]) == {"Time": {"TZ": "Asia/Kolkata"}}, bad
+            assert js(report(s, 10)[1]) == {"Time": {"TZ": "Asia/Kolkata"}}, bad
     finally:
         logs.close()
     assert n.device("Time")["TZ-POSIX"] == "IST-5:30"
@@ -77,12 +77,12 @@ def test_posix_write_is_parsed_and_applied_or_refused():
     n, s, cfg, init = setup()
     assert s.remote(b'{"Time":{"TZ-POSIX":"<+0545>-5:45"}}', 0) == 1
     assert tz.current.offset(0) == 20700 and tz.current.local(0)[3:5] == (5, 45)
-    assert js(s.take(0)[1]) == {"Time": {"TZ-POSIX": "<+0545>-5:45"}}
+    assert js(report(s, 0)[1]) == {"Time": {"TZ-POSIX": "<+0545>-5:45"}}
     for bad in (b'{"Time":{"TZ-POSIX":"CET"}}', b'{"Time":{"TZ-POSIX":"CET-1CEST,M3.5.0"}}',
                 b'{"Time":{"TZ-POSIX":"Europe/Berlin"}}', b'{"Time":{"TZ-POSIX":false}}'):
         assert s.remote(bad, 10) == 0, bad
         assert tz.current.posix == "<+0545>-5:45"
-        assert js(s.take(10)[1]) == {"Time": {"TZ-POSIX": "<+0545>-5:45"}}
+        assert js(report(s, 10)[1]) == {"Time": {"TZ-POSIX": "<+0545>-5:45"}}
     # "" means UTC, as an empty TZ does.
     assert s.remote(b'{"Time":{"TZ-POSIX":""}}', 20) == 1 and tz.current is tz.UTC
 
@@ -91,18 +91,18 @@ def test_posix_written_with_a_name_wins():
     n, s, cfg, init = setup()
     s.remote(b'{"Time":{"TZ":"Europe/Berlin","TZ-POSIX":"CET-1"}}', 0)
     assert tz.current.posix == "CET-1"
-    assert js(s.take(0)[1]) == {"Time": {"TZ": "Europe/Berlin", "TZ-POSIX": "CET-1"}}
+    assert js(report(s, 0)[1]) == {"Time": {"TZ": "Europe/Berlin", "TZ-POSIX": "CET-1"}}
     # a bad POSIX string does not stop a good name
     s.remote(b'{"Time":{"TZ":"Asia/Tokyo","TZ-POSIX":"JST"}}', 10)
     assert tz.current.posix == "JST-9"
-    assert js(s.take(10)[1]) == {"Time": {"TZ": "Asia/Tokyo", "TZ-POSIX": "JST-9"}}
+    assert js(report(s, 10)[1]) == {"Time": {"TZ": "Asia/Tokyo", "TZ-POSIX": "JST-9"}}
 
 
 def test_stored_zone_is_in_effect_after_a_reboot():
     store = MemStore()
     n, s, cfg, init = setup(store)
     s.remote(b'{"Time":{"TZ":"Australia/Lord_Howe"}}', 0)
-    s.take(0)
+    report(s, 0)
     tz.current = tz.UTC  # the reboot
     n2, s2, cfg2, init2 = setup(store)
     assert tz.current.posix == "<+1030>-10:30<+11>-11,M10.1.0,M4.1.0"
@@ -164,8 +164,8 @@ def test_schedules_follow_the_zone_the_app_writes():
         n.add(std.schedule_service())
         k = n.device("Schedule").engine
         k.clock = lambda: T
-        s.take(0)
-        s.take(0)
+        report(s, 0)
+        report(s, 0)
 
         def ts():
             return n.device("Schedule")["Schedules"][0]["triggers"][0]["ts"]

@@ -105,3 +105,12 @@ def mutate(r, data):
         else:
             data = data[:pos] + data[pos + 1 + r.next(3):]
     return data
+
+
+def report(sync, now):
+    """sync.take(now), then sync.sent() as the link does once the packet exists:
+    the report the cloud gets, or None."""
+    item = sync.take(now)
+    if item is not None:
+        sync.sent(item[0])
+    return item

@@ -9,7 +9,7 @@ from rainmaker.prov import pb
 from rainmaker.prov.errors import Refused
 from rainmaker.prov.protocomm import Protocomm
 from rainmaker.prov.sec0 import Sec0
-from util import js, h, raises, MemStore, Rand, mutate
+from util import js, h, raises, MemStore, Rand, mutate, report
 
 log.level = -1
 
@@ -29,10 +29,10 @@ def setup():
     n.add(std.switch("Switch", cb=app))
     n.add(std.local_control_service("0a1b2c3d", 2))
     s = Sync(n, MemStore())
-    assert s.take(0)[0] == CONFIG
+    assert report(s, 0)[0] == CONFIG
     s.connected()
-    assert s.take(0)[0] == INIT
-    assert s.take(0) is None
+    assert report(s, 0)[0] == INIT
+    assert report(s, 0) is None
     return n, s, app, Control(n, s, lambda: 1000)
 
 
@@ -134,7 +134,7 @@ def test_params_write_is_applied_with_source_local_and_reported():
     assert set_status(c.handle(set_vals([(1, b'{"Switch":{"Power":true}}')]))) == 0
     assert app.calls == [("Switch", {"Power": True}, "Local")]
     assert n.device("Switch")["Power"] is True
-    suffix, payload = s.take(1000)
+    suffix, payload = report(s, 1000)
     assert suffix == LOCAL and js(payload) == {"Switch": {"Power": True}}
     assert c.writes == 1
     # and the next read shows it
@@ -148,7 +148,7 @@ def test_write_to_a_read_only_param_is_refused_like_a_cloud_write():
     n, s, app, c = setup()
     assert set_status(c.handle(set_vals([(1, b'{"Local Control":{"POP":"x"}}')]))) == 0
     assert n.device("Local Control")["POP"] == "0a1b2c3d"
-    suffix, payload = s.take(1000)
+    suffix, payload = report(s, 1000)
     assert suffix == LOCAL and js(payload) == {"Local Control": {"POP": "0a1b2c3d"}}
 
 
@@ -158,7 +158,7 @@ def test_writing_config_or_a_missing_property_is_invalid_argument_and_nothing_ap
     for pairs in ([(0, b"{}")], [(2, ok)], [(1, ok), (0, b"{}")], [(1, ok), (7, ok)]):
         assert set_status(c.handle(set_vals(pairs))) == 4, pairs
     assert app.calls == [] and n.device("Switch")["Power"] is False
-    assert s.take(1000) is None
+    assert report(s, 1000) is None
 
 
 def test_a_value_that_is_not_a_json_object_is_invalid_argument():
@@ -167,7 +167,7 @@ def test_a_value_that_is_not_a_json_object_is_invalid_argument():
     for v in (b"", b"not json", b"[1,2]", b'"x"', b"\xff\xfe", b'{"Switch":', deep,
               b'{"a":"' + b"x" * MAX_VALUE + b'"}'):
         assert set_status(c.handle(set_vals([(1, v)]))) == 4, v[:20]
-    assert app.calls == [] and s.take(1000) is None
+    assert app.calls == [] and report(s, 1000) is None
 
 
 def test_too_many_values_is_invalid_argument():

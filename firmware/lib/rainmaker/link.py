@@ -164,11 +164,8 @@ class Link:
         # The config is due until its packet exists: a MemoryError while it is
         # built or packed leaves it due, for the next connection.
         suffix, payload = self.sync.take(now)
-        try:
-            self._send(suffix, payload, now)
-        except MemoryError:
-            self.sync.config_due = True
-            raise
+        self._send(suffix, payload, now)
+        self.sync.sent(suffix)
 
     def receive(self, data, now):
         """Bytes from the broker. Raises MQTTError when the link must end."""
@@ -215,8 +212,8 @@ class Link:
         if self.state == ONLINE:
             if self._connected_due and diff(now, self._online_at) >= _CONNECTED_DELAY \
                     and self.session.can_publish():  # (a full window: at a later tick)
-                self._connected_due = False
                 self._send(LOCAL, _CONNECTED, now)
+                self._connected_due = False  # (after: a MemoryError leaves it due)
             self.pump(now)
 
     def deadline(self, now):
@@ -321,20 +318,24 @@ class Link:
                 # The wait ends with a token, not with the init after a
                 # connect: a starved node says so once, not per reconnect.
                 self.starved = False
+            # Each report stays due (sync.sent, queue.pop) until its packet
+            # exists: a MemoryError or MQTTError in _send loses nothing.
             item = sync.take(now)
             if item is None:
                 if not self.queue:
                     if self._source(now, spare):
                         continue
                     return
-                suffix, payload, done = self.queue.pop(0)
+                suffix, payload, done = self.queue[0]
                 pid = self._send(suffix, payload, now)
+                self.queue.pop(0)
                 if done and pid:
                     self._acks[pid] = done
                 continue
+            self._send(item[0], item[1], now)
+            sync.sent(item[0])  # nothing between: the node cannot have changed
             if item[0] == INIT:
                 self._fresh = False
-            self._send(item[0], item[1], now)
 
     def _source(self, now, spare):
         for src in self.sources:
@@ -345,7 +346,8 @@ class Link:
         return False
 
     def _send(self, suffix, payload, now):
-        self.budget.take(now)
+        # Returns the pid, or 0 for what can never be sent (dropped: the caller
+        # treats it as sent). Anything else it raises leaves the report due.
         topic = topics.pub(self.node_id, suffix, self.ingest)
         try:
             pid, pkt = self.session.publish(topic, payload, 1, now)
@@ -353,6 +355,7 @@ class Link:
             # It can never be sent; retrying would loop forever. Say what to cut.
             log.error("mqtt", "%s not sent: %s (fewer or shorter params?)" % (suffix, e))
             return 0
+        self.budget.take(now)  # a token only for what goes out
         self.put(pkt)
         log.debug("mqtt", "%s %d bytes" % (suffix, sum(len(c) for c in pkt) if isinstance(pkt, list) else len(pkt)))
         return pid

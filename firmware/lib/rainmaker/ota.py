@@ -319,7 +319,7 @@ class Ota:
         """
         q = self._q
         if q and (q[0][3] != _PROGRESS or spare > _KEEP):
-            e = q.pop(0)
+            e = q[0]  # popped by sent(): a publish that finds no memory loses nothing
             self._taken = e[3]
             ts = 0
             if self._utc is not None:
@@ -327,10 +327,10 @@ class Ota:
             return "otastatus", '{"ota_job_id":%s,"status":"%s","additional_info":%s,"ts":%d}' % (
                 json.dumps(e[0]), e[1], json.dumps(e[2]), ts)
         if self._fetch_ready and spare > 0:
-            self._fetch_ready = False
             if self._fetch_pid or self.state != IDLE:
+                self._fetch_ready = False
                 return None  # one is already on its way, or a job is running
-            self._taken = "fetch"
+            self._taken = "fetch"  # still ready until sent()
             return "otafetch", '{"node_id":%s,"fw_version":%s}' % (json.dumps(self.node_id), json.dumps(self.fw_version))
         return None
 
@@ -339,13 +339,16 @@ class Ota:
         kind = self._taken
         self._taken = None
         if kind == "fetch":
+            self._fetch_ready = False
             if pid:
                 self._fetch_pid = pid
                 self._fetch_until = now + _FETCH_ACK
             else:
                 self._retry(now)
-        elif kind == _FINAL:
-            self._final_pid = pid
+        elif kind is not None:
+            self._q.pop(0)
+            if kind == _FINAL:
+                self._final_pid = pid
 
     def pending(self):
         return len(self._q)

@@ -166,34 +166,46 @@ class Session:
     # -- timers ---------------------------------------------------------------
 
     def tick(self, now):
-        """Periodic work. Returns bytes to send; raises mqtt.MQTTError on a dead link."""
+        """Periodic work. Returns b"" or a list of chunks to send, in order
+        (never joined: see publish); raises mqtt.MQTTError on a dead link."""
         if not self.connected:
             return b""
         ka = self.keepalive * 1000
         if self._ping is not None and diff(now, self._ping) > min(ka, _ACK_TIMEOUT * 2):
             raise mqtt.MQTTError("no PINGRESP within %d s: link is dead" % (diff(now, self._ping) // 1000))
-        out = b""
+        out = None  # made only when needed: tick runs often
         for pid in self.inflight:
             entry = self.inflight[pid]
             if diff(now, entry[1]) >= _ACK_TIMEOUT:
                 if entry[2] >= _MAX_TRIES:
                     raise mqtt.MQTTError("packet %d not acknowledged after %d sends" % (pid, entry[2]))
+                if out is None:
+                    out = []
                 pkt = entry[0]
-                if not isinstance(pkt, list):
-                    pkt = (pkt,)
                 if entry[3] == mqtt.PUBLISH:
-                    # Same pid, DUP flag set (MQTT 3.1.1 §4.4).
-                    pkt[0][0] |= 0x08  # the bytearray publish() built (its header)
+                    # Same pid, DUP set (MQTT 3.1.1 §4.4) in a copy of the
+                    # first byte: the kept packet stays as built (resend()
+                    # after a reconnect sends it with DUP clear), and no
+                    # block longer than a piece of it is made.
+                    h = pkt[0] if isinstance(pkt, list) else pkt
+                    out.append(bytes((h[0] | 0x08,)))
+                    out.append(memoryview(h)[1:])
+                    if h is not pkt:
+                        for i in range(1, len(pkt)):
+                            out.append(pkt[i])
+                else:
+                    out.append(pkt)
                 entry[1] = now
                 entry[2] += 1
-                for c in pkt:
-                    out += c
         # Ping when we have been quiet for 3/4 of keep-alive, or when the
         # broker has been silent that long (a half-open TCP link looks like that).
         quiet = max(diff(now, self._tx), diff(now, self._rx))
         if ka and self._ping is None and quiet >= ka * 3 // 4:
-            out += mqtt.pingreq()
+            if out is None:
+                out = []
+            out.append(mqtt.pingreq())
             self._ping = now
-        if out:
-            self._tx = now
+        if out is None:
+            return b""
+        self._tx = now
         return out

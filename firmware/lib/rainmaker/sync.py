@@ -175,26 +175,22 @@ class Sync:
     def take(self, now):
         """The next (suffix, payload) due for publishing, or None.
 
-        The caller publishes it right away; state is cleared here, after the
-        payload is built (a MemoryError while building leaves it due).
+        Two-phase: this only builds the payload; the report stays due until
+        the caller says its packet exists (sent(suffix)), so a MemoryError
+        while it is built or packed loses nothing: the next take() builds it
+        again, with the values of that moment. Call sent() right after the
+        publish, with nothing in between that can change the node.
         Order: config, then the full params, then merged changes. A report
         that carries a persisted param waits until the value is on flash:
         the cloud is never told a value that a power cut would lose.
         """
         if self.config_due:
-            payload = self.node.config(True)  # pieces: see mqtt.parts()
-            self.config_due = False
-            return CONFIG, payload
+            return CONFIG, self.node.config(True)  # pieces: see mqtt.parts()
         if self._persist and self.store and (self.init_due or self._due is not None):
             if not self.save(now):
                 return None  # flash written less than _STORE_EVERY ago
         if self.init_due:
-            payload = self.node.params()
-            self.init_due = False
-            self.dirty = set()
-            self._due = None
-            self._local = False
-            return INIT, payload
+            return INIT, self.node.params()
         if self._local:
             self._local = False
             if self._due is None:
@@ -202,12 +198,22 @@ class Sync:
         if self._due is not None and diff(now, self._due) >= 0:
             # Params removed since they were marked have no device any more.
             dirty = set(p for p in self.dirty if p.device and p.device.node is self.node)
-            payload = self.node.params(dirty) if dirty else None
+            if dirty:
+                return LOCAL, self.node.params(dirty)
             self._due = None
-            self.dirty = set()
-            if payload:
-                return LOCAL, payload
+            self.dirty.clear()
         return None
+
+    def sent(self, suffix):
+        """The packet of what take() returned exists: that report is no longer due."""
+        if suffix == CONFIG:
+            self.config_due = False
+            return
+        if suffix == INIT:
+            self.init_due = False
+            self._local = False
+        self._due = None
+        self.dirty.clear()
 
     def pending(self):
         return len(self.dirty) + self.config_due + self.init_due
