@@ -74,8 +74,6 @@ class Rig:
 
     def fetch_times(self):
         """The ticks at which an otafetch was asked for."""
-        for t in self.asks:
-            assert t is None or t <= self.now
         return [t for t in self.asks if t is not None]
 
     def take_acts(self):
@@ -155,7 +153,7 @@ def test_an_otafetch_is_asked_for_once_whatever_its_puback():
     assert r.fetch_times() == [t + 300000] and r.ota.idle() == ("J1",)
 
 
-def test_every_otaurl_taken_withdraws_the_otafetch_first():
+def test_every_otaurl_taken_withdraws_the_otafetch():
     # A message on otaurl is what an otafetch asks for (a pushed job answers
     # it as well): the caller stops sending it, whatever the payload holds.
     for payload in (JOB, b'{"ota_job_id":"J1","url":"http://h"}', b"not json", b"", b'{"url":"https://h"}'):
