@@ -191,7 +191,7 @@ def _settle(a, now):
     assert _fetch(a, now + 4900) is None
     _, done = _fetch(a, now + 5000)
     done(now + 5100)
-    assert a.update is None and not _loaded() and a._ota_late
+    assert a.update is None and not _loaded()
     assert _fetch(a, now + 900000) is None  # acknowledged: no other this boot
 
 
@@ -200,7 +200,7 @@ def test_the_agent_drops_every_hook_of_the_ota_code_and_a_job_loads_it_again(sim
     topic = "node/240AC4ABCDE0/otaurl"
     # Nothing to finish from an earlier boot: not loaded at start (not in the
     # heap at connect), only the resident otaurl handler is there.
-    assert a.update is None and not _loaded() and a._ota_late
+    assert a.update is None and not _loaded() and a._fetch_at is not None  # the boot's otafetch is wanted
     assert a.link.hooks == [] and a.link.sources == [] and a.link.handlers[topic] == a._otaurl
     _settle(a, 1000)
     assert a.link.hooks == [] and a.link.sources == [] and a.link.handlers[topic] == a._otaurl
@@ -283,12 +283,14 @@ def test_a_job_pushed_before_the_otafetch_is_due_means_none_is_sent(sim_board):
     a = _agent(sim_board)
     _online(a, 0)
     a.link.handlers["node/240AC4ABCDE0/otaurl"](b'{"ota_job_id":"J5","url":"http://h/f.bin"}', 1000)
-    assert a.update is not None and not a._ota_late
+    assert a.update is not None and a._fetch_at is None  # withdrawn by the job logic
     _drain(a.update, 2000, 40)  # the job's answer (refused: http)
     _now(a._ota_tick(3000))
     # The job was the answer: the keeper sends no otafetch from here on (the
-    # OTA code's own job logic, loaded for the next job, decides any other).
-    assert a.update is None and not _loaded() and not a._ota_late and not a.link.queue
+    # job logic, loaded for the next job, asks for any other).
+    assert a.update is None and not _loaded() and not a.link.queue
+    for t in (5000, 6000, 10 ** 6):
+        assert _fetch(a, t) is None
 
 
 def test_a_stored_job_loads_the_ota_code_at_start(sim_board):
@@ -299,21 +301,128 @@ def test_a_stored_job_loads_the_ota_code_at_start(sim_board):
             f.write(text)
         a = _agent(sim_board)
         if text == "{}":  # what a finished job leaves: nothing to do
-            assert a.update is None and a._ota_late
+            assert a.update is None
         else:
-            assert a.update is not None and not a._ota_late and a.link.hooks == [a.update.hook]
+            assert a.update is not None and a.link.hooks == [a.update.hook]
+        assert a._fetch_at is not None  # the boot's otafetch is the agent's either way
         os.remove(name)
 
 
 def test_a_job_pushed_before_the_boot_load_runs_and_needs_no_otafetch(sim_board):
     a = _agent(sim_board)
     topic = "node/240AC4ABCDE0/otaurl"
-    assert a.update is None and a._ota_late
+    assert a.update is None and a._fetch_at is not None
     a.link.handlers[topic](b'{"ota_job_id":"J7","url":"http://h/f.bin"}', 2000)
     u = a.update
-    assert u is not None and not a._ota_late and u.ota.job is None  # http: refused
+    assert u is not None and a._fetch_at is None and u.ota.job is None  # http: refused
     sent = _drain(u, 3000, 30)
     # The job is answered; no otafetch, whose answer the pushed job already is.
     assert [x[0] for x in sent] == ["otastatus"] and '"J7"' in sent[0][1], sent
     _now(a._ota_tick(4000))
     assert a.update is None and not _loaded()
+    _online(a, 5000)
+    assert _fetch(a, 10000) is None and _fetch(a, 10 ** 6) is None
+
+
+# -- the hand-over: the job logic asks, the agent sends (with or without the OTA code) --
+
+
+def test_a_refetch_the_job_logic_asks_for_is_sent_by_the_agent_after_the_code_is_dropped(sim_board, capsys):
+    a = _agent(sim_board)
+    _settle(a, 1000)
+    topic = "node/240AC4ABCDE0/otaurl"
+    # A job with a time constraint while the clock is not set: "delayed", and
+    # an otafetch wanted 30 s later.
+    a.link.handlers[topic](b'{"ota_job_id":"J8","url":"https://h/f.bin","metadata":{"validity":{"start":1,"end":2}}}', 8000)
+    u = a.update
+    assert u is not None
+    u.utc = lambda: None
+    _now(a._ota_tick(9000))
+    sent = _drain(u, 9000, 50)
+    assert [x[0] for x in sent] == ["otastatus"] and "No time information" in sent[0][1], sent
+    _now(a._ota_tick(38999))
+    assert a.update is u and _fetch(a, 38999) is None  # the job logic's timer runs: the code stays
+    _now(a._ota_tick(39000))
+    # Asked for: the job logic has nothing left to do and is dropped; the
+    # otafetch is the agent's, sent, and sent again without a PUBACK.
+    assert a.update is None and not _loaded() and a.link.hooks == [] and a.link.sources == []
+    assert _fetch(a, 39000)
+    assert _fetch(a, 39000 + 90000 - 1) is None
+    _, done = _fetch(a, 39000 + 90000)
+    assert "otafetch not acknowledged within 60 s: sent again" in capsys.readouterr().out
+    assert not _loaded()
+    done(39000 + 90100)
+    assert _fetch(a, 10 ** 7) is None and not _loaded()
+
+
+def test_each_otafetch_asked_for_starts_the_sdk_schedule_afresh(sim_board):
+    a = _agent(sim_board)
+    _online(a, 0)
+    assert _fetch(a, 5000)  # the boot's, never acknowledged
+    assert _fetch(a, 5000 + 90000)
+    a.fetch(100000)  # asked for again: sent at once, the backoff from its start
+    assert _fetch(a, 100000)
+    assert _fetch(a, 100000 + 90000 - 1) is None
+    _, done = _fetch(a, 100000 + 90000)
+    done(190100)
+    assert _fetch(a, 10 ** 7) is None
+    a.fetch(10 ** 7)
+    a.fetch(None)  # withdrawn (an otaurl came) before it went out
+    assert _fetch(a, 10 ** 7 + 1000) is None
+
+
+def test_an_otafetch_asked_for_waits_until_the_node_is_online_for_5_s(sim_board):
+    a = _agent(sim_board)
+    _settle(a, 1000)
+    a.state = "backoff"
+    a.fetch(50000)  # asked for while offline
+    assert _fetch(a, 60000) is None
+    _online(a, 70000)
+    assert _fetch(a, 74999) is None
+    assert _fetch(a, 75000)
+    # Across the tick clock's wrap (2^30 ms): 5 s of the clock, not of its numbers.
+    b = _agent(sim_board)
+    _online(b, (1 << 30) - 1000)
+    assert _fetch(b, 3999) is None
+    assert _fetch(b, 4000)
+    # Online for days, the tick difference to the connect wraps: no wait then.
+    c = _agent(sim_board)
+    _settle(c, 0)
+    for t in ((1 << 29) + 10, 3 << 28, (1 << 30) - 1):
+        c.fetch(t)
+        _, done = _fetch(c, t)
+        done(t)
+
+
+def test_a_stored_job_at_boot_leaves_the_boot_otafetch_to_the_agent(sim_board):
+    # The new image confirms itself on the first connect with the OTA code
+    # loaded at start; the code is dropped once "success" is acknowledged and
+    # the boot's otafetch still goes out 5 s after the connect, from the agent.
+    with open("ota.json", "w") as f:
+        f.write('{"job":"J1","state":"rebooting-into-new","old":"x"}')
+    try:
+        a = _agent(sim_board)
+        u = a.update
+        assert u is not None and u.ota.state == 5  # VERIFYING
+        _online(a, 1000)
+        u.hook(1000)
+        sent = _drain(u, 1100, 60)
+        assert [x[0] for x in sent] == ["otastatus"] and '"success"' in sent[0][1], sent
+        assert _fetch(a, 1200) is None
+        _now(a._ota_tick(1200))
+        assert a.update is None and not _loaded()
+        assert _fetch(a, 5999) is None
+        _, done = _fetch(a, 6000)
+        done(6100)
+        assert _fetch(a, 10 ** 6) is None
+    finally:
+        os.remove("ota.json")
+
+
+def test_a_node_without_ota_sends_no_otafetch(sim_board):
+    rm = sim_board.import_module("rainmaker")
+    node = rm.Node("No OTA", "Test")
+    a = sim_board.import_module("rainmaker.agent").Agent(node, ota=False)
+    _online(a, 0)
+    assert _fetch(a, 5000) is None and _fetch(a, 10 ** 6) is None
+    assert "node/240AC4ABCDE0/otaurl" not in a.link.handlers and a.update is None

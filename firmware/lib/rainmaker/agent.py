@@ -26,9 +26,10 @@ _WRITE = const(512)  # bytes of the write buffer, where short packets are gather
 # RTC has not been set, and certificate validity cannot be checked.
 _TIME_VALID = const(599616000)
 
-# The boot's otafetch, as the SDK sends it: 5 s after the node is online; sent
-# again if its PUBACK has not come within 60 s, after 30 s * 2^(n-1) (n = 1..5),
-# then every 480 s.
+# The node's otafetch (the boot's, and any the OTA job logic asks for), as the
+# SDK sends it: not within 5 s of the node coming online; sent again if its
+# PUBACK has not come within 60 s, after 30 s * 2^(n-1) (n = 1..5), then every
+# 480 s.
 _FETCH_FIRST = const(5000)
 _FETCH_ACK = const(60000)
 _FETCH_BASE = const(30000)
@@ -104,20 +105,18 @@ class Agent:
         unload("std")
         self.update = None  # the OTA driver while it has work
         self._ota_carry = None
-        self._ota_late = False  # the agent sends the boot's otafetch (the OTA code is not loaded)
-        self._fetch_at = None  # tick the otafetch goes out again (None: not sent yet, or acknowledged)
-        self._fetch_n = 0  # otafetch sends this boot
+        # The otafetch wanted: None (none, or acknowledged), else the tick its
+        # next send is due (any value before the first send, see _otafetch).
+        # Every otafetch is sent from here, so a boot without a job never has
+        # the OTA code (about 15 KB) in its heap, nor its names, which would
+        # stay in the name pool for good; the job logic asks with fetch().
+        self._fetch_at = None
+        self._fetch_n = 0  # sends of the wanted otafetch
         if ota:  # OTA jobs on node/<id>/otaurl: firmware images and app bundles
-            if _ota_state():
-                # A job or a new app's trial to finish: from the start.
-                if not self._ota_load("the unfinished job waits for the next boot"):
-                    self.link.on("otaurl", self._otaurl)
-            else:
-                # Loaded only for a job (an otaurl): the boot's otafetch is
-                # sent from here, so a boot without a job never has the OTA
-                # code (about 15 KB) in its heap, nor its names, which would
-                # stay in the name pool for good.
-                self._ota_late = True
+            self._fetch_at = 0  # the boot's
+            # Loaded at start for a job or a new app's trial to finish, else
+            # only for a job (an otaurl).
+            if not (_ota_state() and self._ota_load("the unfinished job waits for the next boot")):
                 self.link.on("otaurl", self._otaurl)
         self.wlan = None
         self.state = "starting"
@@ -191,8 +190,7 @@ class Agent:
                     await system.act(self, req)
                 if self.update:
                     await self._ota_tick(now)
-                elif self._ota_late:
-                    self._otafetch(now)
+                self._otafetch(now)
             except Exception as e:
                 log.error("agent", "service: %s" % (str(e) or type(e).__name__))
             if self._wdt:
@@ -245,32 +243,34 @@ class Agent:
     def _ota_load(self, lost):
         # The OTA driver, or None if its code could not be loaded (MemoryError,
         # most likely): lost says what that costs.
-        # Loaded by a pushed job before the boot's otafetch: that job is the
-        # answer the otafetch would get, so none is sent (carry).
-        carry = self._ota_carry or ((None,) if self._ota_late else None)
-        self._ota_late = False
         try:
             from .update import Updater
 
-            u = self.update = Updater(self, carry)
+            u = self.update = Updater(self, self._ota_carry)
         except Exception as e:
             log.error("ota", "%s: the OTA code could not be loaded: %s" % (lost, str(e) or type(e).__name__))
             return None
         return u
 
+    def fetch(self, now):
+        """The OTA job logic's hook: an otafetch is wanted (now: a tick), or
+        none any more (None: an otaurl came, which is what it asks for)."""
+        self._fetch_at = now
+        self._fetch_n = 0
+
     def _otafetch(self, now):
-        # The boot's otafetch, sent until its PUBACK; the answer, if there is
-        # a job, is an otaurl, which loads the OTA code. Once that code is
-        # loaded, its own job logic takes over (_ota_late is then False).
-        if self.state != "online":
-            return
+        # Sent until its PUBACK, only while online, with or without the OTA
+        # code; the answer, if there is a job, is an otaurl, which loads it.
         at = self._fetch_at
-        if at is None:
-            if self._fetch_n or diff(now, self.since) < _FETCH_FIRST:
-                return  # acknowledged, or not yet due
-        elif diff(now, at) < 0:
+        if at is None or self.state != "online":
             return
-        n = self._fetch_n = self._fetch_n + 1
+        n = self._fetch_n
+        if n:
+            if diff(now, at) < 0:
+                return
+        elif 0 <= diff(now, self.since) < _FETCH_FIRST:
+            return  # online for less than 5 s (a wrapped diff, after days online, does not count)
+        n = self._fetch_n = n + 1
         if n > 1:
             log.warn("ota", "otafetch not acknowledged within %d s: sent again" % (_FETCH_ACK // 1000))
         self._fetch_at = now + _FETCH_ACK + (_FETCH_BASE << (min(n, 5) - 1))
@@ -279,7 +279,7 @@ class Agent:
                        self._fetched)
 
     def _fetched(self, now):
-        self._fetch_at = None  # acknowledged: no other this boot
+        self._fetch_at = None  # acknowledged
 
     async def _ota_tick(self, now):
         u = self.update

@@ -10,9 +10,16 @@
 #
 #   events in    online, message, checked, progress, finished, activated,
 #                puback, tick
-#   publishes    take() -> ("otafetch" | "otastatus", payload); sent(pid)
+#   publishes    take() -> ("otastatus", payload); sent(pid)
+#   otafetch     fetch(now): one is wanted; fetch(None): an otaurl came
 #   actions      tick() -> [("download", url, size, md5, offset), ("activate",),
 #                           ("reboot",), ("mark_valid",), ("rollback",)]
+#
+# The otafetch itself (the boot's, 5 s after the node is online, and every
+# one asked for here) is sent by the agent, which is resident: it waits for
+# the PUBACK and sends again without one, with or without this code loaded.
+# Here is only when one is wanted: after a failed job, when a delayed job's
+# wait is over, and every `period` hours.
 #
 # MicroPython cannot ask the bootloader whether the running image still
 # waits to be confirmed, so that is read from a small JSON file (store) kept
@@ -26,10 +33,6 @@ from .session import diff
 from .node import unload
 from . import log, topics
 
-_FETCH_DELAY = const(5000)  # ms after the first connect of a boot (SDK: 5 s)
-_FETCH_ACK = const(60000)  # ms an otafetch may wait for its PUBACK
-_FETCH_BASE = const(30000)  # ms; then 30 s * 2^(n-1), n = 1..5, then 480 s forever
-_FETCH_STEPS = const(5)
 _RETRY_DELAY = const(300000)  # ms before fetching again after 3 failed attempts
 _TRIES = const(3)  # download attempts per job
 _REBOOT_DELAY = const(10000)  # ms between "Rebooting into new firmware" and the reboot
@@ -59,22 +62,23 @@ _EMPTY = ()
 
 
 class Ota:
-    def __init__(self, node_id, fw_version, store, now, slots=True, period=0, every=10, running=None,
+    def __init__(self, node_id, fw_version, store, now, fetch, slots=True, period=0, every=10, running=None,
                  verify=_VERIFY_WAIT, carry=None):
-        """fw_version: sent in otafetch.
+        """fetch: fetch(now) when an otafetch is wanted, fetch(None) when an
+        otaurl came (the answer it asks for: none is wanted any more). The
+        caller sends it (the boot's too) and sends it again until its PUBACK.
         running: names the running image, e.g. its app slot ("ota_0"); by
         default fw_version, which must then change with every image.
         slots: False on a firmware without a second app partition.
-        period: hours between periodic otafetch requests (0: once per boot).
+        period: hours between periodic otafetch requests (0: none), counted
+        from the first Ota of the boot.
         every: percent step of the progress reports (0: none).
         verify: s a new image (or app) has to reach the broker before it is
         rolled back.
         carry: what idle() returned when the driver dropped the previous Ota
-        of this boot (it was idle): this one goes on from there, and the
-        once-per-boot otafetch is not sent again.
+        of this boot (it was idle): this one goes on from there.
         """
-        self.node_id = node_id
-        self.fw_version = fw_version
+        self.fetch = fetch
         self.running = running or fw_version
         self.store = store
         self.slots = slots
@@ -94,21 +98,17 @@ class Ota:
         self._acts = []
         self._taken = None  # kind of what take() gave last, for sent()
         self._final_pid = 0
-        self._fetch = None  # [tick, ms left]: next otafetch
-        self._fetch_ready = False
-        self._fetch_pid = 0  # otafetch waiting for its PUBACK
-        self._fetch_until = 0
-        self._fetch_n = 0  # otafetch publishes without a PUBACK in a row
+        self._fetch = None  # [tick, ms left]: the otafetch wanted next
         self._period = period * 3600000
-        self._auto = None
-        self._first = True
+        self._auto = None  # [tick, ms left]: the next periodic otafetch
         self._at = None  # reboot or rollback tick
         self._utc = None
         self._utc_at = 0
         self._old = None  # after a reboot: the image that downloaded the running one
         if carry:
-            self._first = False
             self._last = carry[0]
+        elif period:  # (a carried Ota was idle: it had none)
+            self._auto = _due(now, self._period)
         self._boot(now)
 
     # -- after a reboot ---------------------------------------------------------
@@ -164,12 +164,8 @@ class Ota:
             self._put(self.job, "success", "OTA Upgrade finished and verified successfully", _FINAL)
             self.state = IDLE
             self._at = None
-            self._fetch_in(now, _FETCH_DELAY)
-        if self._first:
-            self._first = False
-            self._fetch_in(now, _FETCH_DELAY)
-            if self._period:
-                self._auto = _due(now, self._period)
+            # The boot's otafetch, which the caller sends 5 s after this
+            # connect, asks for the next job.
 
     def message(self, payload, now):
         """An otaurl payload (bytes). Never raises."""
@@ -178,6 +174,7 @@ class Ota:
         if self.state != IDLE:
             log.warn("ota", "OTA job ignored: job %s is still in progress" % self.job)
             return
+        self.fetch(None)  # the answer an otafetch asks for (or a job pushed before it)
         from . import otajob  # the checks are needed only when a job arrives
 
         job, err, j = otajob.parse(payload)
@@ -252,12 +249,7 @@ class Ota:
         self._at = now + _REBOOT_DELAY
 
     def puback(self, pid, now):
-        if not pid:
-            return
-        if pid == self._fetch_pid:
-            self._fetch_pid = 0
-            self._fetch_n = 0
-        elif pid == self._final_pid:
+        if pid and pid == self._final_pid:
             self._final_pid = 0
             self.store.save({})
             if self.state == IDLE:
@@ -270,16 +262,12 @@ class Ota:
             self._utc_at = now
         if self.state == WAITING:
             self._start(now, utc)
-        if self._fetch_pid and diff(now, self._fetch_until) >= 0:
-            log.warn("ota", "otafetch not acknowledged within %d s" % (_FETCH_ACK // 1000))
-            self._fetch_pid = 0
-            self._retry(now)
         if self._fetch and _ripe(self._fetch, now):
             self._fetch = None
-            self._fetch_ready = True
+            self._ask(now)
         if self._auto and _ripe(self._auto, now):
             self._auto = _due(now, self._period)
-            self._fetch_ready = True
+            self._ask(now)
         if self._at is not None and diff(now, self._at) >= 0:
             self._at = None
             if self.state == REBOOTING:
@@ -294,13 +282,11 @@ class Ota:
         return a
 
     def next_deadline(self, now):
-        """Tick by which tick() has something to do, or None. (A fetch that is
-        due waits for take(), which the link calls when it can publish.)"""
+        """Tick by which tick() has something to do, or None."""
         if self._acts or self.state == WAITING:
             return now
         t = None
-        for c in (self._fetch[0] if self._fetch else None, self._auto[0] if self._auto else None,
-                  self._fetch_until if self._fetch_pid else None, self._at):
+        for c in (self._fetch[0] if self._fetch else None, self._auto[0] if self._auto else None, self._at):
             if c is not None and (t is None or diff(c, t) < 0):
                 t = c
         return t
@@ -326,26 +312,13 @@ class Ota:
                 ts = self._utc + diff(now, self._utc_at) // 1000
             return "otastatus", '{"ota_job_id":%s,"status":"%s","additional_info":%s,"ts":%d}' % (
                 json.dumps(e[0]), e[1], json.dumps(e[2]), ts)
-        if self._fetch_ready and spare > 0:
-            if self._fetch_pid or self.state != IDLE:
-                self._fetch_ready = False
-                return None  # one is already on its way, or a job is running
-            self._taken = "fetch"  # still ready until sent()
-            return "otafetch", '{"node_id":%s,"fw_version":%s}' % (json.dumps(self.node_id), json.dumps(self.fw_version))
         return None
 
     def sent(self, pid, now):
         """pid of the publish take() returned last (0: it could not be sent)."""
         kind = self._taken
         self._taken = None
-        if kind == "fetch":
-            self._fetch_ready = False
-            if pid:
-                self._fetch_pid = pid
-                self._fetch_until = now + _FETCH_ACK
-            else:
-                self._retry(now)
-        elif kind is not None:
+        if kind is not None:
             self._q.pop(0)
             if kind == _FINAL:
                 self._final_pid = pid
@@ -355,12 +328,13 @@ class Ota:
 
     def idle(self):
         """None while there is work: a job, a stored state to finish, a status
-        to send, the first otafetch or its PUBACK, a timer (a re-fetch, the
-        periodic fetch, a reboot or a rollback). Otherwise a tuple for carry=:
-        the driver may drop this Ota (and its code) until the next otaurl, as
-        nothing happens here until then, on reconnects either."""
-        if (self.state != IDLE or self._q or self._acts or self._first or self._fetch or self._fetch_ready
-                or self._fetch_pid or self._auto or self._at is not None or self._final_pid):
+        to send, a timer (a re-fetch, the periodic fetch, a reboot or a
+        rollback). Otherwise a tuple for carry=: the driver may drop this Ota
+        (and its code) until the next otaurl, as nothing happens here until
+        then, on reconnects either. (An otafetch asked for is the caller's:
+        it is sent and sent again without this code.)"""
+        if (self.state != IDLE or self._q or self._acts or self._fetch or self._auto or self._at is not None
+                or self._final_pid):
             return None
         return (self._last,)
 
@@ -435,9 +409,11 @@ class Ota:
         if f is None or ms < max(0, diff(f[0], now)) + f[1]:
             self._fetch = _due(now, ms)
 
-    def _retry(self, now):
-        self._fetch_n += 1
-        self._fetch_in(now, _FETCH_BASE << (min(self._fetch_n, _FETCH_STEPS) - 1))
+    def _ask(self, now):
+        # An otafetch is wanted now; not while a job runs (its answer would be
+        # ignored).
+        if self.state == IDLE:
+            self.fetch(now)
 
 
 def _text(reason):

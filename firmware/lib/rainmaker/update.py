@@ -2,9 +2,9 @@
 # with the download (fetch.py), the flash slot or the staged app bundle, and
 # boot.py's switch, confirm and revert. Loaded by the agent at start when a job
 # or an app's trial is to be finished, else for a job (an otaurl: the agent
-# sends the boot's otafetch itself), and dropped with the rest of the OTA code
-# (close()) while it has nothing to do: the agent then keeps only a small
-# otaurl handler, which loads it again.
+# sends every otafetch itself, the job logic only asks for one), and dropped
+# with the rest of the OTA code (close()) while it has nothing to do: the
+# agent then keeps only a small otaurl handler, which loads it again.
 import asyncio
 import sys
 import time
@@ -56,7 +56,7 @@ class Updater:
         # What runs: the app slot and the app files. The job logic compares it
         # with what ran the download to tell a new image (or app) from a rollback.
         running = "%s:%s" % (_slot_label(), self.app)
-        self.ota = Ota(node.node_id, node.fw_version, Store(OTA_STATE), time.ticks_ms(), running=running,
+        self.ota = Ota(node.node_id, node.fw_version, Store(OTA_STATE), time.ticks_ms(), agent.fetch, running=running,
                        verify=agent.cfg["ota_verify"], carry=carry)
         link = agent.link
         self.hook = self._online  # one bound method: close() removes this very object
