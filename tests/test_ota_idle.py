@@ -258,6 +258,32 @@ def test_a_stored_job_whose_code_finds_no_memory_at_start_loads_with_the_next_ot
         os.remove("ota.json")
 
 
+def test_a_new_image_whose_code_loads_late_while_online_is_confirmed_by_that_connect(sim_board, monkeypatch):
+    # The new image came online, but its OTA code found no memory at start.
+    # An otaurl loads it later, while the link is up: that connect is the
+    # proof the image works, so it is confirmed then, not rolled back when
+    # its time to verify runs out.
+    topic = "node/240AC4ABCDE0/otaurl"
+    monkeypatch.setitem(sys.modules, "rainmaker.update", _NoMemory("rainmaker.update"))
+    with open("ota.json", "w") as f:
+        f.write('{"job":"J1","state":"rebooting-into-new","old":"x"}')
+    try:
+        b = _agent(sim_board)
+        assert b.update is None
+        _online(b, 0)
+        b.link.state = sim_board.import_module("rainmaker.link").ONLINE
+        monkeypatch.delitem(sys.modules, "rainmaker.update")
+        # (the cloud's answer to the otafetch: the job still in progress)
+        b.link.handlers[topic](b'{"ota_job_id":"J1","url":"https://h/f.bin","file_size":10}', 2000)
+        u = b.update
+        assert u is not None and u.ota.job == "J1"
+        assert [(s[0], s[1]) for s in u.ota._q] == [("J1", "success")]  # not downloaded again
+        with open("ota.json") as f:
+            assert json.load(f)["state"] == "verified"
+    finally:
+        os.remove("ota.json")
+
+
 def test_an_unacknowledged_otafetch_is_sent_again_as_the_sdk_does(sim_board, capsys):
     # No PUBACK within 60 s: sent again after 30 s * 2^(n-1), n = 1..5, then
     # every 480 s; only while online; a PUBACK ends it.

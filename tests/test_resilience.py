@@ -271,6 +271,23 @@ def test_hostile_payloads_and_unplanned_errors_never_stop_the_agent(cloud, backe
         b.stop()
 
 
+def test_a_failure_with_no_memory_left_to_report_it_does_not_stop_the_agent(cloud, backend, tmp_path):
+    # Neither the diagnosis code nor the supervisor's one-line fallback finds
+    # memory (tests/apps/nomem_report_main.py plants both): the failure goes
+    # unsaid, the supervisor retries, and the node comes online.
+    node = "240AC4E2E10A"
+    since = cloud.mark()
+    b = Board(cloud, tmp_path, node, main=ROOT / "tests" / "apps" / "nomem_report_main.py", backend=backend)
+    b.start()
+    try:
+        b.wait_line("retrying in", timeout=30)
+        b.wait_line("online as " + node, timeout=40)
+        cloud.wait("config", node, since)
+        assert b.count("connection failed") == 0 and b.count("raised") == 0
+    finally:
+        b.stop()
+
+
 @pytest.mark.parametrize("mutate,expected", [
     (lambda b: _config(b, server_hostname="broker.example"),
      "the broker's certificate is not for 'broker.example': set server_hostname"),

@@ -362,7 +362,10 @@ class Agent:
                     diag.report(self, e)
                 except Exception:  # e.g. no memory left to import diag
                     gc.collect()
-                    log.error("agent", "connection failed: %s" % type(e).__name__)
+                    try:
+                        log.error("agent", "connection failed: %s" % type(e).__name__)
+                    except MemoryError:
+                        pass  # not even a line: the retry below still comes
             self._task = None
             self._guard = None
             self._stalled = False

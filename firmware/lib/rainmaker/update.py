@@ -11,6 +11,7 @@ import time
 from micropython import const
 from . import log
 from .agent import utc
+from .link import ONLINE
 from .ota import Ota, NO_SLOT
 from .store import Store
 
@@ -67,6 +68,11 @@ class Updater:
         self.acts = []  # actions taken from the job logic, not yet carried out
         self.sink = None
         self.kind = None  # "image" or "bundle": what the current job's file turned out to be
+        if link.state == ONLINE:
+            # Loaded while connected (by an otaurl, the code having found no
+            # memory at start): this connect counts, or a new image that came
+            # online would be rolled back when its time to verify ran out.
+            self._online(time.ticks_ms())
 
     def idle(self):
         """None while there is OTA work, else carry= for the next Updater."""
