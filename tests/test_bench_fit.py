@@ -32,3 +32,12 @@ def test_ota_options_of_the_probes_alone_are_refused_for_the_full_report(argv, c
 def test_the_version_bump_finds_each_app():
     assert 'fw_version="2.0.1"' in ota._version_app("2.0.1", "example")
     assert 'fw_version="2.0.1"' in ota._version_app("2.0.1", "plug")
+
+
+@pytest.mark.parametrize("argv,says", [(["--retry"], "--retry applies to --at"),
+                                       (["--fit", "--trace"], "--trace applies to --at with the example app"),
+                                       (["--at", "96", "--app", "plug", "--trace"], "--trace applies to --at")])
+def test_ota_diagnostic_options_name_where_they_apply(argv, says, capsys):
+    with pytest.raises(SystemExit):
+        ota.main(argv)
+    assert says in capsys.readouterr().err

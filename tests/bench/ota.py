@@ -68,7 +68,8 @@ unless the binary has rainmaker frozen in, and the example's boards report
 where it was loaded from (the run stops unless that is the binary). Without
 --frozen the run stops if the binary has it frozen in (it would shadow lib/).
 --fit runs only the smallest-heap probes; --at KB... probes given sizes and
-prints the board's log around each failure.
+prints the board's log around each failure (--retry: passing within the job's
+3 attempts; --trace: the traceback of the MemoryError behind "out of memory").
 
 3. Bytes over the air for a one-line change in main.py: the app bundle
    (tools/bundle.py, lib/ as .mpy) against a MicroPython firmware app image.
@@ -295,13 +296,16 @@ class Rig:
                 return r
         raise RuntimeError("the file server saw no GET %s" % path)
 
-    def ota(self, b, name, data, version=None, timeout=120, until="success", fail_fast=False, abort=None):
+    def ota(self, b, name, data, version=None, timeout=120, until="success", fail_fast=False, abort=None,
+            one_get=True):
         """(seconds from the GET to "download complete", statuses, board log mark) of one job.
         until="complete": return at "download complete" (the MD5 has been checked),
         without waiting for the reboot into the new image and its "success".
         fail_fast: give up at the first failed attempt rather than the third.
         abort: called while waiting; a reason it returns ends the wait with a
-        RuntimeError (a board that dropped the job publishes no status)."""
+        RuntimeError (a board that dropped the job publishes no status).
+        one_get: a job that took more than one GET is an error (a resumed
+        download is no throughput sample)."""
         self.jobs += 1
         job = "bench%d" % self.jobs
         (self.server.root / name).write_bytes(data)
@@ -336,7 +340,7 @@ class Rig:
             raise RuntimeError("OTA job %s on %s did not succeed: %s\n%s" % (
                 job, b.node_id, st[-3:], "\n".join(b.lines()[-15:])))
         reqs = [r for r in self.server.requests[mark:] if r["path"] == "/" + name and r["method"] == "GET"]
-        if len(reqs) != 1:
+        if len(reqs) != 1 and (one_get or not reqs):
             raise RuntimeError("OTA job %s took %d GETs (a resumed download is no throughput sample)" % (job, len(reqs)))
         start = reqs[0]["time"] - self._offset()
         return done - start, st, lines
@@ -435,11 +439,28 @@ def heap(rig):
     return out
 
 
-def probe(rig, data, kb, app="example", kind="image", trace=False):
-    """(ok, why not, detail lines) for one fresh MicroPython board at -X
-    heapsize=<kb>K: online, then `data` (an image or bundle, by kind) taken as
-    an OTA job to "download complete" (on flash, MD5 or hashes checked), with
-    no MemoryError, traceback or error line in its log.
+def _crash(b):
+    """mpheap.bad_line(b), but an OTA attempt that the agent reports failed
+    for want of memory is no crash: it tries again (--retry)."""
+    for line in b.lines():
+        if line.startswith("rm I ota: ") and "Attempt " in line:
+            continue
+        if any(word in line for word in mpheap.BAD):
+            return line.strip().split(";")[0][:100]
+    if b.count("MicroPython v") > 1:
+        return "the board rebooted"
+    if b.proc and b.proc.poll() is not None:
+        return "the board exited (status %s)" % b.proc.returncode
+    return None
+
+
+def probe(rig, data, kb, app="example", kind="image", trace=False, retry=False):
+    """(ok, why not, detail lines, attempts) for one fresh MicroPython board at
+    -X heapsize=<kb>K: online, then `data` (an image or bundle, by kind) taken
+    as an OTA job to "download complete" (on flash, MD5 or hashes checked), at
+    the first attempt, with no MemoryError, traceback or error line in its log.
+    retry: within the job's 3 attempts, an attempt the agent reports failed
+    "out of memory" allowed (a crash, a traceback or an error line is not).
 
     Not the reboot into the update: the sim's set_boot() validates an image in
     Python, in the board's heap, where an ESP32 does it in C."""
@@ -450,7 +471,7 @@ def probe(rig, data, kb, app="example", kind="image", trace=False):
     try:
         b = rig.board("micropython", node, name, heapsize="%dK" % kb, timeout=20, app=app, trace=trace)
     except NotOnline as e:
-        return False, "not online: %s" % e, e.context
+        return False, "not online: %s" % e, e.context, 0
     try:
         try:
             # Settled first, as tests/bench/mpheap.py measures the node: the
@@ -462,16 +483,18 @@ def probe(rig, data, kb, app="example", kind="image", trace=False):
             time.sleep(1.0)
             why = mpheap.bad_line(b)
             if why:
-                return False, "before the job: " + why, mpheap.context(b)
-            rig.ota(b, "min%d.%s" % (n, "bin" if kind == "image" else "rmb"), data, timeout=90,
-                    until="complete", fail_fast=True, abort=lambda: mpheap.bad_line(b))
+                return False, "before the job: " + why, mpheap.context(b), 0
+            bad = (lambda: _crash(b)) if retry else (lambda: mpheap.bad_line(b))
+            _, st, _ = rig.ota(b, "min%d.%s" % (n, "bin" if kind == "image" else "rmb"), data, timeout=90,
+                               until="complete", fail_fast=not retry, abort=bad, one_get=not retry)
         except (RuntimeError, AssertionError) as e:
             time.sleep(0.3)  # the rest of a traceback on its way
-            why = mpheap.bad_line(b) or str(e).splitlines()[0][:160]
-            return False, why, mpheap.context(b)
+            why = bad() or str(e).splitlines()[0][:160]
+            return False, why, mpheap.context(b), 0
         time.sleep(0.2)
-        why = mpheap.bad_line(b)
-        return (False, why, mpheap.context(b)) if why else (True, None, [])
+        why = bad()
+        attempts = 1 + sum(1 for status, _ in st if status == "failed")
+        return (False, why, mpheap.context(b), attempts) if why else (True, None, [], attempts)
     finally:
         b.stop()
         rig.boards.remove(b)
@@ -489,7 +512,7 @@ def smallest(rig, data, app="example", kind="image", grid=None):
 
     def ok(kb):
         probes[0] += 1
-        good, why, _ = probe(rig, data, kb, app, kind)
+        good, why, _, _ = probe(rig, data, kb, app, kind)
         return good, why
 
     lo, hi, failed = -1, len(grid) - 1, None
@@ -576,19 +599,23 @@ def fit_lines(rig, app="example", kinds=("image", "bundle"), grid=None):
     return lines
 
 
-def at_lines(rig, sizes, app="example", kinds=("image", "bundle"), tries=2, trace=False):
+def at_lines(rig, sizes, app="example", kinds=("image", "bundle"), tries=2, trace=False, retry=False):
     """Each kind of 1.5 MB update at each heap size, on `tries` fresh boards:
     taken or not, and for a failure the board's log around it (with trace,
-    the traceback of a MemoryError the agent reports as "out of memory")."""
+    the traceback of a MemoryError the agent reports as "out of memory").
+    retry: see probe()."""
     lines = ["OTA at a given -X heapsize (%s; the %s app): a fresh board online and settled, then a 1.5 MB"
              % (_where(rig), app),
-             "update as an OTA job to \"download complete\":"]
+             "update as an OTA job to \"download complete\"%s:" % (
+                 " within the job's 3 attempts (attempts that ran out of memory allowed)" if retry
+                 else " at the first attempt")]
     for kind in kinds:
         data = _fit_data(rig, kind, app)
         for kb in sizes:
             for i in range(tries):
-                ok, why, context = probe(rig, data, kb, app, kind, trace)
-                lines.append("  %-6s %4dK board %d: %s" % (kind, kb, i + 1, "taken" if ok else "FAILED: " + why))
+                ok, why, context, attempts = probe(rig, data, kb, app, kind, trace, retry)
+                lines.append("  %-6s %4dK board %d: %s" % (
+                    kind, kb, i + 1, ("taken at attempt %d" % attempts) if ok else "FAILED: " + why))
                 lines += ["      | " + l for l in context]
     return lines
 
@@ -678,6 +705,9 @@ def main(argv=None):
                     help="only probe these -X heapsize values (KB), --tries fresh boards each, and print the "
                          "log of each failure")
     ap.add_argument("--tries", type=int, default=2, help="boards per size with --at (default 2)")
+    ap.add_argument("--retry", action="store_true",
+                    help="with --at: a board passes if the job reaches download complete within its 3 attempts, "
+                         "attempts the agent reports out of memory allowed (default: at the first attempt)")
     ap.add_argument("--trace", action="store_true",
                     help="with --at and the example app: print the traceback of a MemoryError in the download "
                          "(tests/bench/ota_trace.py; it imports the OTA modules at boot, so the heap differs)")
@@ -694,6 +724,8 @@ def main(argv=None):
     kinds = tuple(args.kind or ("image", "bundle"))
     if args.trace and not (args.at and args.app == "example"):
         ap.error("--trace applies to --at with the example app")
+    if args.retry and not args.at:
+        ap.error("--retry applies to --at")
     if not (args.fit or args.at):
         if args.grid != ap.get_default("grid") or args.kind:
             ap.error("--grid and --kind apply to --fit and --at")
@@ -704,7 +736,7 @@ def main(argv=None):
     rig = Rig(lib)
     try:
         if args.at:
-            out = at_lines(rig, args.at, args.app, kinds, args.tries, args.trace)
+            out = at_lines(rig, args.at, args.app, kinds, args.tries, args.trace, args.retry)
         else:
             out = fit_lines(rig, args.app, kinds, grid)
     finally:
