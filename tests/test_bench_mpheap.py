@@ -57,3 +57,54 @@ def test_report_has_one_column_per_source():
     total = [line for line in two if line.startswith("  rainmaker, all")]
     n = sum(1 for name in mpheap._IMPORTS if name.startswith("rainmaker"))
     assert total[0].split()[-2:] == ["{:,}".format(1000 * n), "{:,}".format(2000 * n)]
+
+
+# ---- the binary check and the failure context, shared with tests/bench/ota.py and provfit.py
+
+def _fake_binary(tmp_path, out, rc):
+    """A stand-in for $MICROPYTHON that answers the frozen-agent question."""
+    exe = tmp_path / "fake-micropython"
+    exe.write_text("#!/bin/sh\necho '%s'\nexit %d\n" % (out, rc))
+    exe.chmod(0o755)
+    return exe
+
+
+def test_agent_frozen_reads_where_the_binary_loads_rainmaker_from(tmp_path):
+    assert mpheap.agent_frozen(_fake_binary(tmp_path, "rainmaker/__init__.py", 0))
+    assert not mpheap.agent_frozen(_fake_binary(tmp_path, "ImportError: no module named 'rainmaker'", 1))
+    # found, but on the filesystem: not frozen in
+    assert not mpheap.agent_frozen(_fake_binary(tmp_path, "lib/rainmaker/__init__.mpy", 0))
+
+
+def test_check_binary_stops_on_a_binary_that_does_not_suit_the_mode(tmp_path):
+    frozen = _fake_binary(tmp_path, "rainmaker/__init__.py", 0)
+    mpheap.check_binary("frozen", frozen)
+    with pytest.raises(RuntimeError, match="shadows lib/ lib .mpy: measure it with --frozen"):
+        mpheap.check_binary("mpy", frozen)
+    plain = _fake_binary(tmp_path, "", 1)
+    mpheap.check_binary("mpy", plain)
+    with pytest.raises(RuntimeError, match="not frozen into .*FROZEN_MANIFEST"):
+        mpheap.check_binary("frozen", plain)
+
+
+class _Log:
+    def __init__(self, lines):
+        self._lines = lines
+
+    def lines(self):
+        return list(self._lines)
+
+
+def test_context_keeps_a_whole_traceback_and_its_exception():
+    lines = ["boot", "a", "b", "c", "Traceback (most recent call last):", '  File "main.py", line 1, in <module>',
+             '  File "lib/rainmaker/log.py", line 24, in log', "MemoryError: memory allocation failed, allocating 1280 bytes",
+             "after"]
+    assert mpheap.context(_Log(lines)) == lines[1:8]
+
+
+def test_context_of_an_error_line_and_of_a_clean_log():
+    lines = ["l%d" % i for i in range(20)]
+    assert mpheap.context(_Log(lines)) == lines[-12:]
+    lines[5] = "rm E ota: OTA job dropped: " + "x" * 300
+    got = mpheap.context(_Log(lines))
+    assert got[0] == "l2" and got[3].endswith("...") and len(got[3]) == 203 and got[-1] == "l13"

@@ -8,6 +8,12 @@ these machines are noisy; sizes and counts are absolute.
 heap, roundtrip and ota boot the firmware on the MicroPython unix port too
 (micropython32, $MICROPYTHON) and skip that part without it. ota also prints
 the OTA parsers' own heap and speed (tests/bench/ota_heap.py).
+
+Run on their own, MicroPython only (each has --help and --frozen, for the agent
+frozen into $MICROPYTHON): tests.bench.mpheap (the example node's heap and its
+smallest -X heapsize), tests.bench.ota --fit / --at (the smallest heap for an
+OTA of the same node), tests.bench.provfit (the smallest heap for provisioning
+it).
 """
 import sys
 import time

@@ -70,10 +70,12 @@ class Deploy:
         self.mpy = {rel: data for rel, (data, _) in firmware_files(FIRMWARE, mpy=True, arch="xtensawin").items()
                     if rel.startswith("lib/")}
 
-    def board(self, cloud, root, node, lib, heapsize=None):
-        """A board with lib/ as LIBS[lib] says (the board starts with lib/ as .py)."""
-        args = ["--heapsize", heapsize] if heapsize else []
-        b = Board(cloud, root, node, backend="micropython", args=args)
+    def board(self, cloud, root, node, lib, heapsize=None, wifi=True, args=()):
+        """A board with lib/ as LIBS[lib] says (the board starts with lib/ as .py).
+        wifi=False: no credentials, the board starts in provisioning; args: more
+        tools.sim.mpboard options (a --relay for a file server)."""
+        args = (["--heapsize", heapsize] if heapsize else []) + list(args)
+        b = Board(cloud, root, node, backend="micropython", args=args, wifi=wifi)
         direct(b, cloud)  # the radio relay adds delayed-ACK stalls (see roundtrip.py)
         lift_budget(b)
         if lib != "py":
@@ -97,6 +99,23 @@ def bad_line(board, since=0):
     if board.proc and board.proc.poll() is not None:
         return "the board exited (status %s)" % board.proc.returncode
     return None
+
+
+def context(board):
+    """The board's log around its first bad line (BAD): three lines before it,
+    then a traceback whole up to its exception line, or eight lines after; the
+    last lines when there is no bad line. Long lines are cut at 200 characters."""
+    lines = [l if len(l) <= 200 else l[:200] + "..." for l in board.lines()]
+    for i, line in enumerate(lines):
+        if any(word in line for word in BAD):
+            end = i + 9
+            if "Traceback" in line:
+                end = i + 1
+                while end < len(lines) and lines[end].startswith(" "):
+                    end += 1
+                end += 1  # the exception
+            return lines[max(0, i - 3):end]
+    return lines[-12:]
 
 
 def wait_online(board, node, timeout):
@@ -140,6 +159,29 @@ def _from_binary(f):
     # one loaded from a file has the MICROPYPATH entry before it, which is an
     # absolute path on a board and "lib/" in the import-table VM.
     return not f.startswith("/") and not f.startswith("lib/")
+
+
+def agent_frozen(binary=None):
+    """True if the rainmaker package is frozen into the binary ($MICROPYTHON by
+    default): imported with only the binary's own modules on the path."""
+    with tempfile.TemporaryDirectory(prefix="bench-frozen-") as d:
+        r = subprocess.run([str(binary or MICROPYTHON), "-c", "import rainmaker; print(rainmaker.__file__)"],
+                           cwd=d, env=dict(os.environ, MICROPYPATH=".frozen"), capture_output=True, text=True,
+                           timeout=30)
+    return r.returncode == 0 and _from_binary(r.stdout.strip())
+
+
+def check_binary(lib, binary=None):
+    """Stop unless the binary suits the lib/ mode: the agent frozen in for "frozen";
+    not frozen in for "mpy" and "py", where '.frozen', before lib/ on the path,
+    would shadow what the board has in lib/."""
+    frozen = agent_frozen(binary)
+    if lib == "frozen" and not frozen:
+        raise RuntimeError("rainmaker is not frozen into %s: build MicroPython with a FROZEN_MANIFEST that "
+                           "includes firmware/manifest.py and point $MICROPYTHON at it" % (binary or MICROPYTHON))
+    if lib != "frozen" and frozen:
+        raise RuntimeError("%s has rainmaker frozen in, which shadows lib/ %s: measure it with --frozen, or "
+                           "point $MICROPYTHON at a binary without the agent" % (binary or MICROPYTHON, LIBS[lib]))
 
 
 def check_files(reading, lib):

@@ -3,13 +3,14 @@
 Printed, never asserted. One local cloud (broker and the HTTPS file server,
 tools/otaserver.py) serves every board in the run; the boards are the
 simulator's (tests/harness.Board) running the bench app tests/bench/ota_main.py
-(the OTA test app's plug, plus an opt-in heap sampler).
+(the OTA test app's plug, plus an opt-in heap sampler), or for the smallest
+heap the example node.
 
 1. Throughput. A ~1 MB firmware image (tests/esp_image.py) goes to a fresh
    board as an OTA job, and the same file is downloaded raw by the same
    interpreter over the same kind of link, alternately: raw, OTA, raw, OTA, raw.
    - MicroPython board: micropython32 running the firmware (lib/ as .mpy, as
-     `make deploy` installs it); its sockets reach the file server through the
+     `make deploy` installs it, or frozen in with --frozen); its sockets reach the file server through the
      board's radio relay (tools/sim/relay.py). Raw: a small script run by
      micropython32 that connects to the same relay port, does TLS with
      MicroPython's own ssl against the same CA, sends the GET and reads the
@@ -35,7 +36,8 @@ simulator's (tests/harness.Board) running the bench app tests/bench/ota_main.py
    of the board). fetch.py reads 4 KB at a time and takes what TLS already
    holds straight from the socket, through the scheduler every 8th read.
 
-2. Heap during an OTA, MicroPython board (lib/ as .mpy, -X heapsize=HEAP),
+2. Heap during an OTA, MicroPython board (lib/ as .mpy or, --frozen, the
+   agent frozen in; -X heapsize=HEAP),
    with the sampler on (gc.collect() then gc.mem_alloc() every 100 ms): the
    heap in use at the last sample before the download task starts, and the
    largest during it, one fresh board per update: a firmware image of
@@ -45,8 +47,29 @@ simulator's (tests/harness.Board) running the bench app tests/bench/ota_main.py
    (fetch, http, image or bundle and stage: bytecode and names) and the TLS
    context and socket objects; not mbedTLS's own buffers (libc on the unix
    port, the IDF heap on an ESP32). Samples every 100 ms can miss a short
-   peak between them. Then the smallest -X heapsize at which a fresh board
-   still takes a 1.5 MB image to "download complete" (skip it: `nomin`).
+   peak between them.
+   Then the smallest -X heapsize (64K..256K in 4K steps, tests/bench/mpheap.py's
+   grid; bisected, confirmed on a second fresh board) at which a fresh board of
+   the example node (firmware/main.py, run by tests/bench/heap_main.py as
+   mpheap.py runs it, so the two smallest heaps compare) comes online, settles
+   (Connected re-report and the boot's otafetch sent) and takes a 1.5 MB update
+   pushed as an OTA job to "download complete": once a firmware image (on
+   flash, MD5 checked), once an app bundle padded to the same size (staged,
+   hashes checked). A probe fails on a MemoryError, "out of memory", a
+   traceback or an error line in the board's log. The reboot into the update
+   is not probed: the sim's set_boot() validates an image in Python in the
+   board's heap, C on an ESP32. The figure includes the sim hw modules (~44 KB,
+   C in flash on an ESP32; mpheap.py prints them). Skip it: --nomin.
+
+--frozen: every MicroPython board runs the agent frozen into $MICROPYTHON (a
+build with firmware/manifest.py in its FROZEN_MANIFEST); lib/ holds only what
+`make deploy ARGS=--app-only` leaves there (the zone table). The run stops
+unless the binary has rainmaker frozen in, and the example's boards report
+where it was loaded from (the run stops unless that is the binary). Without
+--frozen the run stops if the binary has it frozen in (it would shadow lib/).
+--fit runs only the smallest-heap probes; --at KB... probes given sizes and
+prints the board's log around each failure (--retry: passing within the job's
+3 attempts; --trace: the traceback of the MemoryError behind "out of memory").
 
 3. Bytes over the air for a one-line change in main.py: the app bundle
    (tools/bundle.py, lib/ as .mpy) against a MicroPython firmware app image.
@@ -55,7 +78,8 @@ simulator's (tests/harness.Board) running the bench app tests/bench/ota_main.py
 
 Then the parsers' own heap and speed (tests/bench/ota_heap.py).
 
-    python -m tests.bench ota          python -m tests.bench.ota [nomin]
+    python -m tests.bench ota
+    python -m tests.bench.ota [--nomin] [--frozen] [--fit | --at KB...] [--kind image|bundle] [--app example|plug]
 """
 import hashlib
 import json
@@ -69,7 +93,7 @@ import time
 from pathlib import Path
 
 from tests import esp_image
-from tests.bench import ota_heap
+from tests.bench import mpheap, ota_heap
 from tests.harness import MICROPYTHON, Board, Cloud
 from tools import bundle as tb
 from tools.deploy import firmware_files
@@ -79,6 +103,8 @@ from tools.sim.relay import free_port
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
 APP = Path(__file__).with_name("ota_main.py")
+HEAP_APP = Path(__file__).with_name("heap_main.py")  # the example app, run as mpheap.py runs it
+TRACE = Path(__file__).with_name("ota_trace.py")  # --trace: the traceback of an OTA's MemoryError
 THROUGHPUT_SIZE = 1024 * 1024
 HEAP_SIZES = (100 * 1024, 1536 * 1000)
 HEAP = "256K"
@@ -87,8 +113,14 @@ HEAP = "256K"
 # not measured here.
 FIRMWARE_APP = 1600 * 1024
 FINAL = ("success", "rejected")
-MIN_GRID = list(range(120, 257, 8))  # KB, for the smallest heap that still takes a 1.5 MB image (the node
-# alone needs ~116K: README)
+# KB, for the smallest heap that still takes a 1.5 MB image or bundle: the 4K
+# steps of tests/bench/mpheap.py's grid, from well below the node's own smallest.
+MIN_GRID = list(range(64, 257, 4))
+# The app on the boards of the smallest-heap probes: "example" is firmware/main.py,
+# the node whose heap tests/bench/mpheap.py measures (run by its bench app, which
+# also tells where rainmaker was loaded from); "plug" is the one-switch bench app
+# of the throughput and heap-sampling parts.
+APPS = ("example", "plug")
 
 # The raw download, for CPython and MicroPython alike. With ASYNC (MicroPython
 # only) the body is read through MicroPython's asyncio stream, as the firmware
@@ -153,14 +185,32 @@ t.close()
 """
 
 
-def _version_app(version):
-    return APP.read_text().replace('fw_version="1.0.0"', 'fw_version="%s"' % version)
+def _version_app(version, app="plug"):
+    src = (APP if app == "plug" else FIRMWARE / "main.py").read_text()
+    if 'fw_version="1.0.0"' not in src:
+        raise RuntimeError("the %s app has no fw_version=\"1.0.0\" to bump: update the bench" % app)
+    return src.replace('fw_version="1.0.0"', 'fw_version="%s"' % version)
+
+
+class NotOnline(RuntimeError):
+    """A board did not come online (the reason is the message, its log around
+    the failure in .context)."""
+
+    context = ()
 
 
 class Rig:
     """The local cloud and file server, and the boards of one run."""
 
-    def __init__(self):
+    def __init__(self, lib="mpy"):
+        """lib: where a MicroPython board's agent comes from, "mpy" (lib/ as
+        `make deploy` installs it) or "frozen" (frozen into $MICROPYTHON; lib/
+        holds only what `make deploy ARGS=--app-only` leaves there, the time
+        zone table). Stops first if the binary does not suit it."""
+        assert lib in ("mpy", "frozen"), lib
+        self.lib = lib
+        if MICROPYTHON:
+            mpheap.check_binary(lib)
         self.root = Path(tempfile.mkdtemp(prefix="bench-ota-"))
         self.cloud = Cloud(self.root / "cloud").start()
         self.server = OtaServer(self.root / "files", self.cloud.workdir).start()
@@ -176,22 +226,39 @@ class Rig:
         self.cloud.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def board(self, backend, node, name, heapsize=None, sample=False, timeout=40, read=None):
+    def board(self, backend, node, name, heapsize=None, sample=False, timeout=40, read=None, app="plug",
+              trace=False):
+        """A fresh board, started and online (RuntimeError naming why not, at
+        once on a crash or a MemoryError). app: "plug" (ota_main.py) or
+        "example" (firmware/main.py through heap_main.py; on MicroPython its
+        heap reading then checks where rainmaker was loaded from). trace: the
+        example's bench app first imports ota_trace.py (see there)."""
         args, port = [], self.server.port
         if backend == "micropython":  # its sockets reach the file server through its radio relay
             port = free_port()
             args = ["--relay", "%d=127.0.0.1:%d" % (port, self.server.port)]
             if heapsize:
                 args += ["--heapsize", heapsize]
-        b = Board(self.cloud, self.root / name, node, main=APP, keepalive=30, backend=backend, args=args)
+        b = Board(self.cloud, self.root / name, node, main=APP if app == "plug" else HEAP_APP, keepalive=30,
+                  backend=backend, args=args)
+        if app == "example":
+            (b.dir / "example.py").write_bytes((FIRMWARE / "main.py").read_bytes())
+            if trace:
+                (b.dir / "benchtrace.py").write_bytes(TRACE.read_bytes())
+                (b.dir / "main.py").write_text("import benchtrace  # noqa: F401\n" + HEAP_APP.read_text())
+        elif trace:
+            raise ValueError("trace is for the example app")
         b.ota_port = port
-        if backend == "micropython":  # lib/ as `make deploy` installs it on an ESP32
+        if backend == "micropython":  # lib/ as `make deploy` (or `make deploy ARGS=--app-only`) installs it
             for src in (b.dir / "lib").rglob("*.py"):
                 src.unlink()
-            for rel, data in self.mpy.items():
-                (b.dir / rel).parent.mkdir(parents=True, exist_ok=True)
-                (b.dir / rel).write_bytes(data)
+            if self.lib == "mpy":
+                for rel, data in self.mpy.items():
+                    (b.dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (b.dir / rel).write_bytes(data)
         if read:  # this board only: fetch.py with another read size, as source
+            if backend == "micropython" and self.lib == "frozen":
+                raise RuntimeError("a fetch.py of another read size in lib/ would be shadowed by the frozen one")
             src = (FIRMWARE / "lib" / "rainmaker" / "fetch.py").read_text()
             if "_READ = const(1024)" not in src:
                 raise RuntimeError("fetch.py's read size is no longer _READ = const(1024): update the bench")
@@ -202,10 +269,21 @@ class Rig:
         self.boards.append(b)
         b.start()
         try:
-            b.wait_line("online as " + node, timeout=timeout)
-        except AssertionError:
+            why = mpheap.wait_online(b, node, timeout)
+            if why:
+                raise NotOnline(why)
+            if app == "example" and backend == "micropython":
+                try:
+                    reading = mpheap.heap_reading(b)
+                except AssertionError as e:  # its probe task did not answer
+                    raise NotOnline("no heap reading from the bench app: " + str(e).splitlines()[0][:100])
+                mpheap.check_files(reading, self.lib)  # a RuntimeError that ends the run: wrong source
+        except BaseException as e:
             b.stop()
             self.boards.remove(b)
+            if isinstance(e, NotOnline):
+                time.sleep(0.3)  # the rest of a traceback on its way
+                e.context = mpheap.context(b)
             raise
         return b
 
@@ -218,11 +296,16 @@ class Rig:
                 return r
         raise RuntimeError("the file server saw no GET %s" % path)
 
-    def ota(self, b, name, data, version=None, timeout=120, until="success", fail_fast=False):
+    def ota(self, b, name, data, version=None, timeout=120, until="success", fail_fast=False, abort=None,
+            one_get=True):
         """(seconds from the GET to "download complete", statuses, board log mark) of one job.
         until="complete": return at "download complete" (the MD5 has been checked),
         without waiting for the reboot into the new image and its "success".
-        fail_fast: give up at the first failed attempt rather than the third."""
+        fail_fast: give up at the first failed attempt rather than the third.
+        abort: called while waiting; a reason it returns ends the wait with a
+        RuntimeError (a board that dropped the job publishes no status).
+        one_get: a job that took more than one GET is an error (a resumed
+        download is no throughput sample)."""
         self.jobs += 1
         job = "bench%d" % self.jobs
         (self.server.root / name).write_bytes(data)
@@ -249,12 +332,15 @@ class Rig:
                 break
             if until == "complete" and done is not None or fail_fast and st and st[-1][0] == "failed":
                 break
+            why = abort() if abort else None
+            if why:
+                raise RuntimeError(why)
             time.sleep(0.05)
         if done is None if until == "complete" else (not st or st[-1][0] != "success"):
             raise RuntimeError("OTA job %s on %s did not succeed: %s\n%s" % (
                 job, b.node_id, st[-3:], "\n".join(b.lines()[-15:])))
         reqs = [r for r in self.server.requests[mark:] if r["path"] == "/" + name and r["method"] == "GET"]
-        if len(reqs) != 1:
+        if len(reqs) != 1 and (one_get or not reqs):
             raise RuntimeError("OTA job %s took %d GETs (a resumed download is no throughput sample)" % (job, len(reqs)))
         start = reqs[0]["time"] - self._offset()
         return done - start, st, lines
@@ -302,13 +388,14 @@ def throughput(rig, rounds=2):
 
 # ---------------------------------------------------------------- 2. heap
 
-def _bench_bundle(rig, version, size):
+def _bench_bundle(rig, version, size, app="plug"):
     """An app bundle as tools/bundle.py builds it (lib .mpy for the esp32, the
-    bench app as main.py), padded to `size` bytes with a data file before
-    main.py when it is smaller (the agent's bundle alone is ~140 KB)."""
+    app as main.py: the plug bench app or the example), padded to `size` bytes
+    with a data file before main.py when it is smaller (the agent's bundle alone
+    is ~140 KB)."""
     fw = rig.root / ("fw-" + version)
     shutil.copytree(FIRMWARE, fw, ignore=shutil.ignore_patterns("__pycache__"))
-    (fw / "main.py").write_text(_version_app(version))
+    (fw / "main.py").write_text(_version_app(version, app))
     files, arch = tb.collect(fw, "esp32", True)
     pad = size - len(tb.build(version, firmware=fw, chip="esp32")) - 110  # ~110: the pad's manifest entry
     if pad > 0:
@@ -352,59 +439,104 @@ def heap(rig):
     return out
 
 
-def smallest(rig, image):
-    """(smallest KB of MIN_GRID at which a fresh board takes `image` to
-    "download complete" with no MemoryError, the largest failing (KB, why), probes)."""
+def _crash(b):
+    """mpheap.bad_line(b), but an OTA attempt that the agent reports failed
+    for want of memory is no crash: it tries again (--retry)."""
+    for line in b.lines():
+        if line.startswith("rm I ota: ") and "Attempt " in line:
+            continue
+        if any(word in line for word in mpheap.BAD):
+            return line.strip().split(";")[0][:100]
+    if b.count("MicroPython v") > 1:
+        return "the board rebooted"
+    if b.proc and b.proc.poll() is not None:
+        return "the board exited (status %s)" % b.proc.returncode
+    return None
+
+
+def probe(rig, data, kb, app="example", kind="image", trace=False, retry=False):
+    """(ok, why not, detail lines, attempts) for one fresh MicroPython board at
+    -X heapsize=<kb>K: online, then `data` (an image or bundle, by kind) taken
+    as an OTA job to "download complete" (on flash, MD5 or hashes checked), at
+    the first attempt, with no MemoryError, traceback or error line in its log.
+    retry: within the job's 3 attempts, an attempt the agent reports failed
+    "out of memory" allowed (a crash, a traceback or an error line is not).
+
+    Not the reboot into the update: the sim's set_boot() validates an image in
+    Python, in the board's heap, where an ESP32 does it in C."""
+    rig.jobs += 1  # a fresh node id and folder per probe
+    n = rig.jobs
+    node, name = "240AC4BE2%03X" % (n % 0x1000), "min-%d" % n
+    since = rig.cloud.mark()
+    try:
+        b = rig.board("micropython", node, name, heapsize="%dK" % kb, timeout=20, app=app, trace=trace)
+    except NotOnline as e:
+        return False, "not online: %s" % e, e.context, 0
+    try:
+        try:
+            # Settled first, as tests/bench/mpheap.py measures the node: the
+            # Connected re-report (5 s after the SUBACK) and the boot's otafetch
+            # (5 s after online) sent; the job then comes as a pushed otaurl.
+            rig.cloud.wait("params/local", node, since=since, timeout=15,
+                           where=lambda p: b'"Connected":true' in p)
+            rig.cloud.wait("otafetch", node, since=since, timeout=30)
+            time.sleep(1.0)
+            why = mpheap.bad_line(b)
+            if why:
+                return False, "before the job: " + why, mpheap.context(b), 0
+            bad = (lambda: _crash(b)) if retry else (lambda: mpheap.bad_line(b))
+            _, st, _ = rig.ota(b, "min%d.%s" % (n, "bin" if kind == "image" else "rmb"), data, timeout=90,
+                               until="complete", fail_fast=not retry, abort=bad, one_get=not retry)
+        except (RuntimeError, AssertionError) as e:
+            time.sleep(0.3)  # the rest of a traceback on its way
+            why = bad() or str(e).splitlines()[0][:160]
+            return False, why, mpheap.context(b), 0
+        time.sleep(0.2)
+        why = bad()
+        attempts = 1 + sum(1 for status, _ in st if status == "failed")
+        return (False, why, mpheap.context(b), attempts) if why else (True, None, [], attempts)
+    finally:
+        b.stop()
+        rig.boards.remove(b)
+        shutil.rmtree(rig.root / name, ignore_errors=True)
+
+
+def smallest(rig, data, app="example", kind="image", grid=None):
+    """(smallest KB of grid (default MIN_GRID) at which a fresh board takes
+    `data` to "download complete" (see probe()), the largest failing (KB, why)
+    or None, probes). Bisected, then confirmed on a second fresh board: near
+    the edge heap layout and timing decide, so a failed confirmation moves one
+    step up (at most twice) and the size it lands on must pass once more."""
+    grid = grid or MIN_GRID
     probes = [0]
 
     def ok(kb):
         probes[0] += 1
-        node = "240AC4BE2%03X" % probes[0]
-        try:
-            b = rig.board("micropython", node, "min-%d" % probes[0], heapsize="%dK" % kb, timeout=20)
-        except AssertionError as e:
-            tail = [l.strip() for l in str(e).splitlines()[1:] if l.strip()]
-            return False, "not online within 20 s (last line: %s)" % (tail[-1][:100] if tail else "none")
-        try:
-            # Up to "download complete": the image is on flash and its MD5 checked.
-            # Not the reboot: the sim's set_boot() validates the image in Python,
-            # in the board's heap, where an ESP32 does it in C.
-            rig.ota(b, "min.bin", image, timeout=60, until="complete", fail_fast=True)
-            time.sleep(0.2)
-            bad = [l for l in b.lines() if "MemoryError" in l or "Traceback" in l]
-            return (False, bad[0].strip()[:100]) if bad else (True, None)
-        except (RuntimeError, AssertionError) as e:
-            bad = [l for l in b.lines() if "MemoryError" in l or "out of memory" in l]
-            return False, (bad[0].strip()[:100] if bad else str(e).splitlines()[0][:160])
-        finally:
-            b.stop()
-            rig.boards.remove(b)
-            shutil.rmtree(rig.root / ("min-%d" % probes[0]), ignore_errors=True)
+        good, why, _, _ = probe(rig, data, kb, app, kind)
+        return good, why
 
-    lo, hi, failed = -1, len(MIN_GRID) - 1, None
-    good, why = ok(MIN_GRID[hi])
+    lo, hi, failed = -1, len(grid) - 1, None
+    good, why = ok(grid[hi])
     if not good:
-        return None, (MIN_GRID[hi], why), probes[0]
+        return None, (grid[hi], why), probes[0]
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        good, why = ok(MIN_GRID[mid])
+        good, why = ok(grid[mid])
         if good:
             hi = mid
         else:
-            lo, failed = mid, (MIN_GRID[mid], why)
-    # Near the edge, heap layout and timing decide: confirm on a second fresh
-    # board, one step up after a failed confirmation (at most twice).
+            lo, failed = mid, (grid[mid], why)
     for _ in range(2):
-        good, why = ok(MIN_GRID[hi])
-        if good or hi == len(MIN_GRID) - 1:
+        good, why = ok(grid[hi])
+        if good or hi == len(grid) - 1:
             break
-        failed = (MIN_GRID[hi], why + " (on the confirming board)")
+        failed = (grid[hi], why + " (on the confirming board)")
         hi += 1
     else:
-        good, why = ok(MIN_GRID[hi])
+        good, why = ok(grid[hi])
     if not good:
-        return None, (MIN_GRID[hi], why), probes[0]
-    return MIN_GRID[hi], failed, probes[0]
+        return None, (grid[hi], why), probes[0]
+    return grid[hi], failed, probes[0]
 
 
 # ---------------------------------------------------------------- 3. bytes over the air
@@ -434,9 +566,66 @@ def _n(x):
     return "{:,}".format(x)
 
 
-def report(find_min=True):
+def _fit_data(rig, kind, app):
+    """The 1.5 MB update of the smallest-heap probes: a firmware image, or an
+    app bundle padded to the same size (its main.py the probed app's)."""
+    if kind == "image":
+        return esp_image.build("esp32", "2.0.0", size=HEAP_SIZES[1])
+    return _bench_bundle(rig, "2.0.9", HEAP_SIZES[1], app)
+
+
+def _where(rig):
+    return "%s, %s" % (mpheap._binary(), "agent frozen in" if rig.lib == "frozen" else "lib .mpy")
+
+
+def fit_lines(rig, app="example", kinds=("image", "bundle"), grid=None):
+    """The smallest heap for each kind of 1.5 MB update, as report lines."""
+    grid = grid or MIN_GRID
+    lines = ["Smallest -X heapsize at which a fresh board (%s; the %s app, no sampler) comes online, settles"
+             % (_where(rig), app),
+             "and takes a 1.5 MB update as an OTA job to \"download complete\" (on flash, checked) with no MemoryError:"]
+    for kind in kinds:
+        data = _fit_data(rig, kind, app)
+        t = time.monotonic()
+        kb, failed, probes = smallest(rig, data, app, kind, grid)
+        s = ("none up to %dK (%s)" % failed) if kb is None else ("<= %dK" if kb == grid[0] else "%dK") % kb
+        if kb is not None and failed:
+            s += "; %dK failed: %s" % failed
+        lines.append("  %-6s %9s B: %s  (%d boards, %.0f s)" % (kind, _n(len(data)), s, probes, time.monotonic() - t))
+    lines.append("  (bisected over %d..%dK in %dK steps, confirmed on a second board. Includes the sim hw modules,"
+                 % (grid[0], grid[-1], grid[1] - grid[0]))
+    lines.append("   ~44 KB, C on an ESP32: tests/bench/mpheap.py prints them. The reboot after is not probed: the")
+    lines.append("   sim's set_boot() validates the image in Python in the board's heap, C on an ESP32)")
+    return lines
+
+
+def at_lines(rig, sizes, app="example", kinds=("image", "bundle"), tries=2, trace=False, retry=False):
+    """Each kind of 1.5 MB update at each heap size, on `tries` fresh boards:
+    taken or not, and for a failure the board's log around it (with trace,
+    the traceback of a MemoryError the agent reports as "out of memory").
+    retry: see probe()."""
+    lines = ["OTA at a given -X heapsize (%s; the %s app): a fresh board online and settled, then a 1.5 MB"
+             % (_where(rig), app),
+             "update as an OTA job to \"download complete\"%s:" % (
+                 " within the job's 3 attempts (attempts that ran out of memory allowed)" if retry
+                 else " at the first attempt")]
+    for kind in kinds:
+        data = _fit_data(rig, kind, app)
+        for kb in sizes:
+            for i in range(tries):
+                ok, why, context, attempts = probe(rig, data, kb, app, kind, trace, retry)
+                lines.append("  %-6s %4dK board %d: %s" % (
+                    kind, kb, i + 1, ("taken at attempt %d" % attempts) if ok else "FAILED: " + why))
+                lines += ["      | " + l for l in context]
+    return lines
+
+
+def report(find_min=True, lib="mpy", app="example"):
+    """(text, figures): every part; MicroPython boards with the agent as lib
+    .mpy or, lib="frozen", frozen into $MICROPYTHON; app: the app of the
+    smallest-heap probes."""
     lines = []
-    rig = Rig()
+    rig = Rig(lib)
     res = {}
     try:
         t = time.monotonic()
@@ -468,8 +657,8 @@ def report(find_min=True):
             t = time.monotonic()
             h = heap(rig)
             res["heap"] = h
-            lines.append("Heap during an OTA on micropython32 (lib .mpy, -X heapsize=%s), gc.collect() then gc.mem_alloc() every"
-                         % HEAP)
+            lines.append("Heap during an OTA on %s (-X heapsize=%s), gc.collect() then gc.mem_alloc() every"
+                         % (_where(rig), HEAP))
             lines.append("100 ms; before: the last sample before the download task, peak: the largest while it runs, bytes:")
             for (kind, n), r in h.items():
                 lines.append("  %-6s %9s B: before %7s, peak %7s (+%6s), least free %7s of %7s, %3d samples" % (
@@ -478,18 +667,7 @@ def report(find_min=True):
             lines.append("  (the rise includes the OTA modules imported on first use and the TLS context and socket")
             lines.append("   objects; not mbedTLS's buffers, outside the GC heap; a peak between two samples is missed)")
             if find_min:
-                big = esp_image.build("esp32", "2.0.0", size=HEAP_SIZES[1])
-                kb, failed, probes = smallest(rig, big)
-                res["min"] = (kb, failed)
-                s = ("none up to %dK (%s)" % failed) if kb is None else "%dK" % kb
-                if kb is not None and failed:
-                    s += "; %dK failed: %s" % failed
-                lines.append("  smallest -X heapsize at which a fresh board (no sampler) comes online and takes a %s-byte image"
-                             % _n(len(big)))
-                lines.append("  to \"download complete\" (on flash, MD5 checked) with no MemoryError: %s" % s)
-                lines.append("  (bisected over %d..%dK in 8K steps, confirmed on a second board, %d boards. The reboot after is"
-                             % (MIN_GRID[0], MIN_GRID[-1], probes))
-                lines.append("   not probed: the sim's set_boot() validates the image in Python in the board's heap, C on an ESP32)")
+                lines += fit_lines(rig, app=app)
             lines.append("  (%.0f s)" % (time.monotonic() - t))
         else:
             lines.append("Heap during an OTA: skipped, no micropython32 ($MICROPYTHON)")
@@ -511,5 +689,60 @@ def report(find_min=True):
     return "\n".join(lines), res
 
 
+def main(argv=None):
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m tests.bench.ota", description=__doc__.split("\n\n")[0],
+                                 epilog="The MicroPython binary is $MICROPYTHON (now: %s)." % MICROPYTHON)
+    ap.add_argument("--nomin", action="store_true", help="skip the smallest-heap probes (part 2's last lines)")
+    ap.add_argument("--frozen", action="store_true",
+                    help="MicroPython boards run the agent frozen into $MICROPYTHON (built with "
+                         "firmware/manifest.py); lib/ holds only the zone table. Stops if it is not frozen in")
+    ap.add_argument("--fit", action="store_true",
+                    help="only the smallest heap for a 1.5 MB image and a 1.5 MB app bundle (no throughput, "
+                         "sampling, bytes over the air or parsers)")
+    ap.add_argument("--at", metavar="KB", type=int, nargs="+",
+                    help="only probe these -X heapsize values (KB), --tries fresh boards each, and print the "
+                         "log of each failure")
+    ap.add_argument("--tries", type=int, default=2, help="boards per size with --at (default 2)")
+    ap.add_argument("--retry", action="store_true",
+                    help="with --at: a board passes if the job reaches download complete within its 3 attempts, "
+                         "attempts the agent reports out of memory allowed (default: at the first attempt)")
+    ap.add_argument("--trace", action="store_true",
+                    help="with --at and the example app: print the traceback of a MemoryError in the download "
+                         "(tests/bench/ota_trace.py; it imports the OTA modules at boot, so the heap differs)")
+    ap.add_argument("--app", choices=APPS, default="example",
+                    help="the app of the smallest-heap probes: the example node (default) or the one-switch plug")
+    ap.add_argument("--kind", choices=("image", "bundle"), action="append",
+                    help="with --fit or --at: only this kind of update (repeatable; default both)")
+    ap.add_argument("--grid", metavar="LO:HI:STEP", default="%d:%d:%d" % (MIN_GRID[0], MIN_GRID[-1], MIN_GRID[1] - MIN_GRID[0]),
+                    help="KB grid of the smallest-heap bisection (default %(default)s)")
+    args = ap.parse_args(argv)
+    lib = "frozen" if args.frozen else "mpy"
+    lo, hi, step = (int(x) for x in args.grid.split(":"))
+    grid = list(range(lo, hi + 1, step))
+    kinds = tuple(args.kind or ("image", "bundle"))
+    if args.trace and not (args.at and args.app == "example"):
+        ap.error("--trace applies to --at with the example app")
+    if args.retry and not args.at:
+        ap.error("--retry applies to --at")
+    if not (args.fit or args.at):
+        if args.grid != ap.get_default("grid") or args.kind:
+            ap.error("--grid and --kind apply to --fit and --at")
+        print(report(find_min=not args.nomin, lib=lib, app=args.app)[0])
+        return
+    if not MICROPYTHON:
+        ap.error("no MicroPython binary ($MICROPYTHON)")
+    rig = Rig(lib)
+    try:
+        if args.at:
+            out = at_lines(rig, args.at, args.app, kinds, args.tries, args.trace, args.retry)
+        else:
+            out = fit_lines(rig, args.app, kinds, grid)
+    finally:
+        rig.stop()
+    print("\n".join(out))
+
+
 if __name__ == "__main__":
-    print(report(find_min="nomin" not in sys.argv[1:])[0])
+    main()
