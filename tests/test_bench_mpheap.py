@@ -108,3 +108,24 @@ def test_context_of_an_error_line_and_of_a_clean_log():
     lines[5] = "rm E ota: OTA job dropped: " + "x" * 300
     got = mpheap.context(_Log(lines))
     assert got[0] == "l2" and got[3].endswith("...") and len(got[3]) == 203 and got[-1] == "l13"
+
+
+def test_bisect_finds_the_edge_and_confirms_it_on_another_board():
+    from tests.bench.mpheap import bisect
+
+    grid = list(range(64, 257, 4))
+    seen = []
+
+    def probe(kb, flaky=()):
+        seen.append(kb)
+        ok = kb >= 120 and not (kb in flaky and seen.count(kb) == 2)
+        return ok, None if ok else "no memory at %d" % kb, {"kb": kb} if ok else None
+
+    assert bisect(grid, probe) == (120, {"kb": 120}, (116, "no memory at 116"))
+    assert seen[0] == 256 and seen.count(120) == 2  # bisected, then confirmed
+    # The confirming board fails at the edge: one step up, which must pass again.
+    seen.clear()
+    kb, reading, failed = bisect(grid, lambda kb: probe(kb, flaky=(120,)))
+    assert (kb, reading) == (124, {"kb": 124}) and failed == (120, "no memory at 120 (on the confirming board)")
+    # Nothing passes: the largest size's failure.
+    assert bisect(grid, lambda kb: (False, "never", None)) == (None, None, (256, "never"))

@@ -257,21 +257,15 @@ def fits(dep, cloud, req, root, lib, kb, idx, n=200):
         shutil.rmtree(root / ("probe-%d" % idx), ignore_errors=True)
 
 
-def smallest(dep, cloud, req, root, lib, start_idx):
-    """Bisect the -X heapsize grid, then confirm the result on a second fresh board
-    (near the edge, heap layout and timing decide; a failed confirmation moves one
-    step up, at most 3 times). Returns (smallest passing KB or None, its reading,
-    largest failing (KB, why) or None, probes)."""
-    grid = list(range(KB_LO, KB_HI + 1, KB_STEP))
-    idx = [start_idx]
-
-    def probe(kb):
-        idx[0] += 1
-        return fits(dep, cloud, req, root, lib, kb, idx[0])
-
+def bisect(grid, probe, confirms=3):
+    """The smallest size of grid (ascending) at which probe(size) -> (ok, why,
+    reading) passes: bisected, then confirmed on a fresh board (near the edge,
+    heap layout and timing decide; a failed confirmation moves one step up, at
+    most `confirms` times, and the size it lands on must pass once more).
+    Returns (size or None, its reading, largest failing (size, why) or None)."""
     ok, why, reading = probe(grid[-1])
     if not ok:
-        return None, None, (grid[-1], why), idx[0] - start_idx
+        return None, None, (grid[-1], why)
     lo, hi = -1, len(grid) - 1  # grid[lo] fails (lo = -1: below the grid, not probed), grid[hi] passes
     best, failed = reading, None
     while hi - lo > 1:
@@ -281,18 +275,32 @@ def smallest(dep, cloud, req, root, lib, start_idx):
             hi, best = mid, reading
         else:
             lo, failed = mid, (grid[mid], why)
-    for _ in range(3):
+    for _ in range(confirms):
         ok, why, reading = probe(grid[hi])
         if ok or hi == len(grid) - 1:
             break
-        failed = (grid[hi], why)
+        failed = (grid[hi], why + " (on the confirming board)")
         hi += 1
         best = None
     if best is None:  # moved up: this size must pass too
         ok, why, best = probe(grid[hi])
         if not ok:
-            return None, None, (grid[hi], why), idx[0] - start_idx
-    return grid[hi], best, failed, idx[0] - start_idx
+            return None, None, (grid[hi], why)
+    return grid[hi], best, failed
+
+
+def smallest(dep, cloud, req, root, lib, start_idx):
+    """bisect() over the -X heapsize grid with fresh boards (fits()). Returns
+    (smallest passing KB or None, its reading, largest failing (KB, why) or
+    None, probes)."""
+    grid = list(range(KB_LO, KB_HI + 1, KB_STEP))
+    idx = [start_idx]
+
+    def probe(kb):
+        idx[0] += 1
+        return fits(dep, cloud, req, root, lib, kb, idx[0])
+
+    return bisect(grid, probe) + (idx[0] - start_idx,)
 
 
 # ---------------------------------------------------------------- import cost

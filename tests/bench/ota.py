@@ -506,37 +506,17 @@ def smallest(rig, data, app="example", kind="image", grid=None):
     `data` to "download complete" (see probe()), the largest failing (KB, why)
     or None, probes). Bisected, then confirmed on a second fresh board: near
     the edge heap layout and timing decide, so a failed confirmation moves one
-    step up (at most twice) and the size it lands on must pass once more."""
+    step up (mpheap.bisect) and the size it lands on must pass once more."""
     grid = grid or MIN_GRID
     probes = [0]
 
     def ok(kb):
         probes[0] += 1
         good, why, _, _ = probe(rig, data, kb, app, kind)
-        return good, why
+        return good, why, None
 
-    lo, hi, failed = -1, len(grid) - 1, None
-    good, why = ok(grid[hi])
-    if not good:
-        return None, (grid[hi], why), probes[0]
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        good, why = ok(grid[mid])
-        if good:
-            hi = mid
-        else:
-            lo, failed = mid, (grid[mid], why)
-    for _ in range(2):
-        good, why = ok(grid[hi])
-        if good or hi == len(grid) - 1:
-            break
-        failed = (grid[hi], why + " (on the confirming board)")
-        hi += 1
-    else:
-        good, why = ok(grid[hi])
-    if not good:
-        return None, (grid[hi], why), probes[0]
-    return grid[hi], failed, probes[0]
+    kb, _, failed = mpheap.bisect(grid, ok)
+    return kb, failed, probes[0]
 
 
 # ---------------------------------------------------------------- 3. bytes over the air

@@ -162,29 +162,7 @@ def smallest(dep, cloud, root, lib, sec=None, grid=None):
         ok, why, reading, _, _ = probe(dep, cloud, root, lib, kb, n[0], sec)
         return ok, why, reading
 
-    ok, why, reading = run(grid[-1])
-    if not ok:
-        return None, None, (grid[-1], why), n[0]
-    lo, hi, best, failed = -1, len(grid) - 1, reading, None
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        ok, why, reading = run(grid[mid])
-        if ok:
-            hi, best = mid, reading
-        else:
-            lo, failed = mid, (grid[mid], why)
-    for _ in range(3):
-        ok, why, reading = run(grid[hi])
-        if ok or hi == len(grid) - 1:
-            break
-        failed = (grid[hi], why + " (on the confirming board)")
-        hi += 1
-        best = None
-    if best is None:
-        ok, why, best = run(grid[hi])
-        if not ok:
-            return None, None, (grid[hi], why), n[0]
-    return grid[hi], best, failed, n[0]
+    return mpheap.bisect(grid, run) + (n[0],)
 
 
 def _where(lib):
