@@ -240,48 +240,51 @@ def test_a_job_that_cannot_load_the_ota_code_is_dropped_with_a_clear_error(sim_b
     assert a.update is not None and a.update.ota.job == "J10"
 
 
-def test_a_stored_job_whose_code_finds_no_memory_at_start_loads_with_the_next_otaurl(sim_board, capsys, monkeypatch):
-    topic = "node/240AC4ABCDE0/otaurl"
+_OTAURL = "node/240AC4ABCDE0/otaurl"
+
+
+@pytest.fixture
+def no_memory_for_a_stored_job(sim_board, capsys, monkeypatch):
+    """An agent started with a new image's job to finish (ota.json) and no
+    memory for the OTA code; memory comes back (the planted module goes)
+    before the test goes on."""
     monkeypatch.setitem(sys.modules, "rainmaker.update", _NoMemory("rainmaker.update"))
     with open("ota.json", "w") as f:
         f.write('{"job":"J1","state":"rebooting-into-new","old":"x"}')
     try:
         b = _agent(sim_board)
         assert "the unfinished job waits for the next boot: the OTA code could not be loaded" in capsys.readouterr().out
-        assert b.update is None and b.link.handlers[topic] == b._otaurl
+        assert b.update is None and b.link.handlers[_OTAURL] == b._otaurl
         monkeypatch.delitem(sys.modules, "rainmaker.update")
-        b.link.handlers[topic](b'{"ota_job_id":"J2","url":"https://h/f.bin","file_size":10}', 2000)
-        # Loaded at last: the stored job is taken up first (J2 waits, as any
-        # job arriving during another).
-        assert b.update is not None and b.update.ota.job == "J1"
+        yield b
     finally:
         os.remove("ota.json")
 
 
-def test_a_new_image_whose_code_loads_late_while_online_is_confirmed_by_that_connect(sim_board, monkeypatch):
+def test_a_stored_job_whose_code_finds_no_memory_at_start_loads_with_the_next_otaurl(no_memory_for_a_stored_job):
+    b = no_memory_for_a_stored_job
+    b.link.handlers[_OTAURL](b'{"ota_job_id":"J2","url":"https://h/f.bin","file_size":10}', 2000)
+    # Loaded at last: the stored job is taken up first (J2 waits, as any
+    # job arriving during another).
+    assert b.update is not None and b.update.ota.job == "J1"
+
+
+def test_a_new_image_whose_code_loads_late_while_online_is_confirmed_by_that_connect(sim_board,
+                                                                                     no_memory_for_a_stored_job):
     # The new image came online, but its OTA code found no memory at start.
     # An otaurl loads it later, while the link is up: that connect is the
     # proof the image works, so it is confirmed then, not rolled back when
     # its time to verify runs out.
-    topic = "node/240AC4ABCDE0/otaurl"
-    monkeypatch.setitem(sys.modules, "rainmaker.update", _NoMemory("rainmaker.update"))
-    with open("ota.json", "w") as f:
-        f.write('{"job":"J1","state":"rebooting-into-new","old":"x"}')
-    try:
-        b = _agent(sim_board)
-        assert b.update is None
-        _online(b, 0)
-        b.link.state = sim_board.import_module("rainmaker.link").ONLINE
-        monkeypatch.delitem(sys.modules, "rainmaker.update")
-        # (the cloud's answer to the otafetch: the job still in progress)
-        b.link.handlers[topic](b'{"ota_job_id":"J1","url":"https://h/f.bin","file_size":10}', 2000)
-        u = b.update
-        assert u is not None and u.ota.job == "J1"
-        assert [(s[0], s[1]) for s in u.ota._q] == [("J1", "success")]  # not downloaded again
-        with open("ota.json") as f:
-            assert json.load(f)["state"] == "verified"
-    finally:
-        os.remove("ota.json")
+    b = no_memory_for_a_stored_job
+    _online(b, 0)
+    b.link.state = sim_board.import_module("rainmaker.link").ONLINE
+    # (the cloud's answer to the otafetch: the job still in progress)
+    b.link.handlers[_OTAURL](b'{"ota_job_id":"J1","url":"https://h/f.bin","file_size":10}', 2000)
+    u = b.update
+    assert u is not None and u.ota.job == "J1"
+    assert [(s[0], s[1]) for s in u.ota._q] == [("J1", "success")]  # not downloaded again
+    with open("ota.json") as f:
+        assert json.load(f)["state"] == "verified"
 
 
 def test_an_unacknowledged_otafetch_is_sent_again_as_the_sdk_does(sim_board, capsys):

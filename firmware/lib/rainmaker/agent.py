@@ -69,6 +69,7 @@ class Agent:
         # cuts the heap up further: with them a read or a write allocates
         # nothing (stream.read(n) takes a fresh n-byte block for every read).
         self._rbuf = bytearray(_READ)
+        self._rview = memoryview(self._rbuf)
         self._wbuf = bytearray(_WRITE)
         self._wview = memoryview(self._wbuf)
         # config.py is needed only at start: it is dropped once the TLS context exists.
@@ -456,7 +457,7 @@ class Agent:
                     continue  # woken before a whole TLS record arrived: wait again
                 if not n:
                     raise OSError("connection closed by broker")
-                self.link.receive(memoryview(self._rbuf)[:n], time.ticks_ms())
+                self.link.receive(self._rview[:n], time.ticks_ms())
                 self._settle()
                 self._flush()
         except Exception as e:

@@ -3,8 +3,8 @@
 #
 # The driver (agent.py) opens a socket, calls open(), and from then on hands
 # in what arrives (receive) and the passing of time (tick); it sends the
-# chunks in link.out, in order, and, when the socket dies, asks closed() how long to wait before the next
-# attempt. Every decision lives here, so each can be tested on a fake clock:
+# chunks in link.out, in order, and, when the socket dies, asks closed() how
+# long to wait before the next attempt. Every decision lives here, so each can be tested on a fake clock:
 #
 #   * every wait is bounded: TCP + TLS + CONNACK, the user mapping's PUBACK,
 #     the SUBACK, and each write the driver is blocked on (deadline());
@@ -146,12 +146,11 @@ class Link:
     def stage(self, now):
         """Build the node config's PUBLISH before the first connection.
 
-        Called at start, before the TLS context and the connection cut the
-        heap up (and again before each connection while it is due): its
-        packet, the largest one,
-        then waits in the session's window and is the first to go out after
-        the CONNACK (with the other unacknowledged ones, resend()), in the
-        SDK's order. Its pieces never meet the TLS handshake's buffers.
+        Called at start, before the connection cuts the heap up (and again
+        before each connection while it is due): its packet, the largest
+        one, then waits in the session's window and is the first to go out
+        after the CONNACK (with the other unacknowledged ones, resend()), in
+        the SDK's order. Its pieces never meet the TLS handshake's buffers.
         """
         if self.state == OFFLINE and self.sync.config_due:
             try:
@@ -357,7 +356,8 @@ class Link:
             return 0
         self.budget.take(now)  # a token only for what goes out
         self.put(pkt)
-        log.debug("mqtt", "%s %d bytes" % (suffix, sum(len(c) for c in pkt) if isinstance(pkt, list) else len(pkt)))
+        if log.level >= log.DEBUG:  # (its text would be an allocation per publish)
+            log.debug("mqtt", "%s %d bytes" % (suffix, sum(len(c) for c in pkt) if isinstance(pkt, list) else len(pkt)))
         return pid
 
 
