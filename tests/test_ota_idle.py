@@ -221,6 +221,26 @@ def test_the_agent_drops_every_hook_of_the_ota_code_and_a_job_loads_it_again(sim
     assert u.ota.tick(22000, None)[0][0] == "download"
 
 
+def test_a_download_checks_its_server_with_the_links_context_unless_another_ca_is_named(sim_board):
+    # With the broker's CA (the default) the MQTT link's context serves: a second
+    # context would need 1.7 KB in one piece at the heap's most fragmented time.
+    import shutil
+
+    a = _agent(sim_board)
+    a.link.handlers["node/240AC4ABCDE0/otaurl"](b'{"ota_job_id":"J1","url":"https://h/f.bin"}', 8000)
+    u = a.update
+    assert a.ctx is not None and u._context() is a.ctx
+    a.cfg["ota_ca"] = "certs/ca.der"
+    assert u._context() is a.ctx
+    shutil.copy("certs/ca.der", "certs/files.der")
+    a.cfg["ota_ca"] = "certs/files.der"
+    ctx = u._context()
+    assert ctx is not a.ctx and ctx is not u._context()  # its own, per download
+    a.cfg["ota_ca"] = "certs/none.der"
+    with pytest.raises(OSError):
+        u._context()
+
+
 class _NoMemory(types.ModuleType):
     # Stands for the OTA driver's module when there is no memory to load it.
     def __getattr__(self, name):

@@ -235,3 +235,31 @@ def test_memory_stays_bounded_while_streaming():
             n += len(v)
         assert r.held() == 0
     assert n == 200 * 1024
+
+
+def test_a_head_in_one_feed_needs_no_buffer_and_a_split_one_gives_it_back():
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nServer: x\r\n\r\n"
+    r = http.Response()
+    evs = list(r.feed(head + b"abc"))
+    assert [e for e, _ in evs] == [http.HEAD, http.BODY, http.END] and not r._buf
+    # split anywhere, even inside the blank line: the 2 KB buffer only while it is needed
+    for cut in range(1, len(head)):
+        r = http.Response()
+        assert list(r.feed(head[:cut])) == [] and len(r._buf) == 2048 and r.held() == cut
+        evs = list(r.feed(head[cut:] + b"abc"))
+        assert [e for e, _ in evs] == [http.HEAD, http.BODY, http.END], cut
+        assert bytes(evs[1][1]) == b"abc" and r.length == 3 and not r._buf and r.held() == 0
+
+
+def test_trailers_are_skipped_not_held_and_still_bounded():
+    r = http.Response()
+    list(r.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"))
+    evs = []
+    for b in b"3\r\nabc\r\n0\r\nA: 1\r\nB: 2\n\r\n":  # byte by byte, LF and CRLF line ends
+        evs += [e for e, _ in r.feed(bytes([b]))]
+        assert r.held() == 0 and not r._buf
+    assert evs.count(http.END) == 1 and r.done()
+    r = http.Response()
+    list(r.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"))
+    line = b"T: " + b"t" * 97 + b"\r\n"
+    raises(http.HTTPError, lambda: [list(r.feed(line)) for _ in range(21)])

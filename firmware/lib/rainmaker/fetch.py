@@ -1,9 +1,10 @@
 # One OTA download attempt (docs/ota.md): an HTTPS GET, resumed with a Range
-# request, whose body is a firmware image (streamed into the other app slot,
-# a 4096-byte flash sector at a time) or an app bundle (staged as files).
+# request, whose body is a firmware image (written into the other app slot
+# as it arrives) or an app bundle (staged as files).
 #
 # The decisions are the sans-IO modules' (http, image, bundle, ota); this
-# file moves the bytes. Memory is fixed: one read buffer, one sector buffer.
+# file moves the bytes. Memory is fixed: one read buffer, and the image's
+# 288-byte head (no sector is buffered: see Image).
 # Every wait is bounded: a server that stops sending for _IDLE ms ends the
 # attempt, and the job logic (ota.py) decides about the next one.
 import asyncio
@@ -14,11 +15,17 @@ from micropython import const
 from . import http, log
 
 _BLOCK = const(4096)
-_READ = const(4096)  # one flash sector: fewer passes through the event loop
+# Bytes per read. Flash writes and erases set the pace on a board, not the
+# number of reads, and a larger block may find no room when the heap is
+# fragmented (at the node's smallest heap a 4 KB one did not).
+_READ = const(1024)
 _CONNECT = const(20000)  # ms for TCP + TLS + the response head
 _REDIRECTS = const(5)
-_BURST = const(8)  # reads taken straight from TLS between two passes of the event loop
+_BURST = const(32)  # reads taken straight from TLS between two passes of the event loop
 _HEAD = const(288)  # bytes of an image needed to check it (image.HEAD)
+_ALIGN = const(16)  # an encrypted flash is written in whole 16-byte blocks
+_PIECE = const(256)  # bytes read back per call when a resume re-hashes the kept sectors
+_PER = const(16)  # _PIECE reads per sector
 
 
 class Refused(Exception):
@@ -39,9 +46,9 @@ def running():
         import esp32
 
         p = esp32.Partition(esp32.Partition.RUNNING)  # pyright: ignore[reportArgumentType]
-        buf = bytearray(_BLOCK)
-        p.readblocks(0, buf)
-        return p.info()[4], buf[:_HEAD]
+        head = bytearray(_HEAD)
+        p.readblocks(0, head)  # reads len(head) bytes: no sector buffer for 288
+        return p.info()[4], head
     except Exception:  # a port or a board without partitions
         return None, None
 
@@ -57,55 +64,83 @@ def next_slot():
 
 
 class Image:
-    """A firmware image, written to the next app slot as it arrives."""
+    """A firmware image, written to the next app slot as it arrives.
+
+    No sector is buffered in RAM: each flash sector is erased when the image
+    reaches it and the bytes go straight to their place (writeblocks with an
+    offset, which does not erase). Only the image head (288 bytes) is held,
+    until it is checked, so a refused image leaves the slot untouched; after
+    that the same buffer carries the last bytes of a read that do not fill a
+    16-byte block, the unit an encrypted flash is written in."""
 
     def __init__(self, slot, check):
         self.slot = slot
         self.check = check  # fn(head) -> None, raises Refused
-        self.buf = bytearray(_BLOCK)
-        self.n = 0  # bytes in buf
-        self.block = 0  # sector buf goes to
-        self.size = 0  # bytes of the image received (the last sector is padded on flash)
+        self.buf = bytearray(_HEAD)
+        self.n = 0  # bytes held in buf
+        self.at = 0  # bytes on flash
+        self.size = 0  # bytes of the image received
         self.md5 = hashlib.md5()
         self.checked = False
 
     def resume(self, offset):
         """Continue after the first `offset` bytes (a sector multiple) already on flash."""
-        self.block = offset // _BLOCK
-        self.size = self.block * _BLOCK
+        self.at = self.size = offset
         self.n = 0
         self.md5 = hashlib.md5()
-        b = self.buf
-        for i in range(self.block):  # the hash of what is kept, read back from flash
-            self.slot.readblocks(i, b)
+        b = memoryview(self.buf)[:_PIECE]
+        for i in range(offset // _PIECE):  # the hash of what is kept, read back from flash
+            self.slot.readblocks(i // _PER, b, i % _PER * _PIECE)
             self.md5.update(b)
-        self.checked = self.block > 0
+        self.checked = offset > 0
 
     def write(self, mv):
-        b = self.buf
         self.size += len(mv)
-        i = 0
-        while i < len(mv):
-            k = min(len(mv) - i, _BLOCK - self.n)
-            b[self.n:self.n + k] = mv[i:i + k]
-            self.n += k
-            i += k
-            if not self.checked and self.block == 0 and self.n >= _HEAD:
-                self.check(b[:_HEAD])
-                self.checked = True
-            if self.n == _BLOCK:
-                self._flush()
-
-    def _flush(self):
+        self.md5.update(mv)
         b = self.buf
-        if self.n < _BLOCK:
-            for i in range(self.n, _BLOCK):
-                b[i] = 0xFF  # erased flash
-        self.md5.update(memoryview(b)[:self.n])
-        self.slot.ioctl(6, self.block)  # erase the sector: writes can only clear bits
-        self.slot.writeblocks(self.block, b)
-        self.block += 1
-        self.n = 0
+        if not self.checked:
+            k = min(len(mv), _HEAD - self.n)
+            b[self.n:self.n + k] = mv[:k]
+            self.n += k
+            if self.n < _HEAD:
+                return
+            self.check(b)
+            self.checked = True
+            self.n = 0
+            self._put(b)  # 288 bytes: whole 16-byte blocks
+            mv = mv[k:]
+        if self.n:  # complete the block carried from the last write
+            k = min(len(mv), _ALIGN - self.n)
+            b[self.n:self.n + k] = mv[:k]
+            self.n += k
+            if self.n < _ALIGN:
+                return
+            self.n = 0
+            self._put(memoryview(b)[:_ALIGN])
+            mv = mv[k:]
+        n = len(mv)
+        k = n - n % _ALIGN
+        if k:
+            self._put(mv[:k] if k < n else mv)
+        if k < n:
+            b[:n - k] = mv[k:]
+            self.n = n - k
+
+    def _put(self, mv):
+        # Write mv at self.at, erasing each sector as the image enters it.
+        s = self.slot
+        at = self.at
+        n = len(mv)
+        i = 0
+        while i < n:
+            o = at % _BLOCK
+            if not o:
+                s.ioctl(6, at // _BLOCK)  # erase: a write can only clear bits
+            k = min(n - i, _BLOCK - o)
+            s.writeblocks(at // _BLOCK, mv[i:i + k] if k < n else mv, o)
+            at += k
+            i += k
+        self.at = at
 
     def written(self):
         return self.size
@@ -113,8 +148,12 @@ class Image:
     def end(self, md5):
         if not self.checked:
             raise Failed("image too short to be an app image (%d bytes)" % self.n)
-        if self.n:
-            self._flush()
+        if self.n:  # the image's last bytes, padded to a block with erased flash's 0xFF
+            b = self.buf
+            for i in range(self.n, _ALIGN):
+                b[i] = 0xFF
+            self.n = 0
+            self._put(memoryview(b)[:_ALIGN])
         if md5:
             got = _hex(self.md5.digest())
             if got != md5.lower():
@@ -261,14 +300,21 @@ async def download(url, start, sink_for, ctx, progress, idle=30000):
                             start = 0  # the server ignored the Range: from the start
                     elif ev == http.BODY and location is None:
                         if sink is None:
-                            first.extend(v)  # pyright: ignore[reportArgumentType]
-                            if len(first) < 4 and not resp.done():
-                                continue
-                            sink = sink_for(first, start)
-                            sink.resume(start)
-                            sink.write(memoryview(first))
-                        else:
-                            sink.write(v)
+                            # The sink is chosen by the body's first 4 bytes. They
+                            # are copied only when a read brings fewer than that.
+                            if first or len(v) < 4:  # pyright: ignore[reportArgumentType]
+                                k = 4 - len(first)
+                                first.extend(v[:k])  # pyright: ignore[reportOptionalSubscript, reportIndexIssue]
+                                v = v[k:]  # pyright: ignore[reportOptionalSubscript, reportIndexIssue]
+                                if len(first) < 4 and not resp.done():
+                                    continue
+                                sink = sink_for(first, start)
+                                sink.resume(start)
+                                sink.write(memoryview(first))
+                            else:
+                                sink = sink_for(v, start)
+                                sink.resume(start)
+                        sink.write(v)
                         progress(sink)
                 if resp.done():
                     break
@@ -279,7 +325,8 @@ async def download(url, start, sink_for, ctx, progress, idle=30000):
                 log.info("ota", "redirected to %s" % url)
                 continue
             if sink is None:
-                raise Failed("the server sent an empty file")
+                raise Failed("the file is too short to be an update (%d bytes)" % len(first) if first
+                             else "the server sent an empty file")
             return sink
         except http.HTTPError as e:
             raise Failed("bad HTTP response: %s" % e)

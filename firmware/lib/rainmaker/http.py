@@ -34,6 +34,21 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 AGENT = "rainmaker-micropython/1"
 
 
+_NONE = bytearray(0)  # Response._buf when no head is being gathered
+
+
+def _blank(mv, i, top):
+    """Index just past the first blank line (LF LF or LF CR LF) in mv[i:top], or -1."""
+    while i < top:
+        if mv[i] == 10:
+            if i + 1 < top and mv[i + 1] == 10:
+                return i + 2
+            if i + 2 < top and mv[i + 1] == 13 and mv[i + 2] == 10:
+                return i + 3
+        i += 1
+    return -1
+
+
 class HTTPError(ValueError):
     """A URL, request or response this client will not handle; the text says why."""
 
@@ -128,7 +143,7 @@ class Response:
     are not parsed."""
 
     def __init__(self):
-        self._buf = bytearray(_MAX_HEAD)
+        self._buf = _NONE  # a head split across feeds is gathered here (_MAX_HEAD bytes)
         self._n = 0  # bytes held in _buf
         self._st = _HEAD
         self._left = 0
@@ -196,15 +211,16 @@ class Response:
             elif st == _CLOSE:
                 yield BODY, mv[i:] if i else mv
                 return
-            elif st == _HEAD or st == _TRAIL:
+            elif st == _HEAD:
                 i = self._head(mv, i)
                 if self._st == _HEAD:
                     continue  # a 1xx was skipped or more head is needed
-                if st == _HEAD:
-                    yield HEAD, self
-                    if self._st == _DONE:
-                        yield END, None
-                elif self._st == _DONE:
+                yield HEAD, self
+                if self._st == _DONE:
+                    yield END, None
+            elif st == _TRAIL:
+                i = self._trail(mv, i)
+                if self._st == _DONE:
                     yield END, None
             elif st == _SIZE:
                 i = self._size(mv, i)
@@ -222,46 +238,69 @@ class Response:
                 raise HTTPError("%d bytes after the end of the response" % (n - i))
 
     def _head(self, mv, i):
-        """Copy head (or trailer) bytes into the buffer until the blank line;
-        return the index in mv just past it (or len(mv) if not there yet)."""
+        """Find the blank line that ends the head, parse the head, return the
+        index in mv just past it (or len(mv) if it has not all come yet). A
+        head that comes whole in one feed, as it nearly always does, is parsed
+        from it; only a head split across feeds is gathered in a buffer, which
+        is allocated for it and dropped after."""
         n = len(mv)
+        old = self._n
+        if not old:
+            if mv[i] == 10 or (mv[i] == 13 and i + 1 < n and mv[i + 1] == 10):
+                raise HTTPError("response starts with a blank line, not a status line")
+            top = i + _MAX_HEAD if n - i > _MAX_HEAD else n
+            end = _blank(mv, i, top)
+            if end > 0:
+                self._parse(mv[i:end])
+                return end
+            if top < n:
+                raise HTTPError("response head longer than %d bytes" % _MAX_HEAD)
+            if len(self._buf) < _MAX_HEAD:
+                self._buf = bytearray(_MAX_HEAD)
         k = n - i
-        room = _MAX_HEAD - self._n
+        room = _MAX_HEAD - old
         if k > room:
             k = room
-        old = self._n
         buf = self._buf
         buf[old:old + k] = mv[i:i + k]
         self._n = old + k
-        end = 0
-        if buf[0] == 10:  # a blank first line: the end of an empty trailer
-            end = 1
-        elif buf[0] == 13 and self._n >= 2 and buf[1] == 10:
-            end = 2
+        if old and buf[0] == 13 and buf[1] == 10:  # a CR, then the LF in this feed
+            raise HTTPError("response starts with a blank line, not a status line")
+        # the blank line ending it: LF CR LF or LF LF, possibly split across feeds
+        s = old - 2 if old > 2 else 0
+        e = buf.find(b"\n\r\n", s, self._n)
+        f = buf.find(b"\n\n", s, self._n)
+        if f >= 0 and (e < 0 or f < e):
+            end = f + 2
+        elif e >= 0:
+            end = e + 3
+        elif self._n >= _MAX_HEAD:
+            raise HTTPError("response head longer than %d bytes" % _MAX_HEAD)
         else:
-            # the blank line ending it: LF CR LF or LF LF, possibly split across feeds
-            s = old - 2 if old > 2 else 0
-            e = buf.find(b"\n\r\n", s, self._n)
-            f = buf.find(b"\n\n", s, self._n)
-            if f >= 0 and (e < 0 or f < e):
-                end = f + 2
-            elif e >= 0:
-                end = e + 3
-            elif self._n >= _MAX_HEAD:
-                raise HTTPError("response %s longer than %d bytes" % ("head" if self._st == _HEAD else "trailer", _MAX_HEAD))
-            else:
-                return n  # not there yet
-        if self._st == _TRAIL:
-            self._n = 0
-            self._st = _DONE
-        else:
-            if end <= 2:
-                raise HTTPError("response starts with a blank line, not a status line")
-            self._parse(end)
+            return n  # not there yet
+        self._parse(memoryview(buf)[:end])
         return i + end - old
 
-    def _parse(self, end):
-        head = memoryview(self._buf)[:end]
+    def _trail(self, mv, i):
+        """Skip trailer lines (nothing in them is used) up to the blank line
+        that ends them; return the index in mv just past it."""
+        n = len(mv)
+        while i < n:
+            c = mv[i]
+            i += 1
+            self._left += 1  # trailer bytes so far (_left is free after the last chunk)
+            if self._left > _MAX_HEAD:
+                raise HTTPError("response trailer longer than %d bytes" % _MAX_HEAD)
+            if c == 10:
+                if not self._line:
+                    self._st = _DONE
+                    return i
+                self._line = 0
+            elif c != 13:
+                self._line += 1  # characters on this trailer line
+        return i
+
+    def _parse(self, head):
         lines = bytes(head).split(b"\n")
         self._n = 0
         st = lines[0].rstrip(b"\r")
@@ -318,6 +357,7 @@ class Response:
                 raise HTTPError("206 without a Content-Range")
             if length is not None and length != rng[1] - rng[0] + 1:
                 raise HTTPError("Content-Length disagrees with Content-Range")
+        self._buf = _NONE  # the head is parsed: a buffer it needed is not held through the body
         self.status = status
         self.length = length
         self.chunked = chunked
@@ -368,7 +408,6 @@ class Response:
                     self._st = _DATA
                 else:
                     self._st = _TRAIL
-                    self._n = 0
                 return i
             if self._hex < 0:
                 continue  # after the size: chunk extensions and the CR, ignored

@@ -19,6 +19,7 @@ _TIME_VALID = const(1546300800)  # 2019-01-01 in Unix seconds
 _WIFI_WAIT = const(120000)  # ms a failed attempt waits for Wi-Fi before the next one
 
 OTA_STATE = "ota.json"
+_CA = "certs/ca.der"  # the broker's CA (config.CA)
 # Loaded only for OTA work: unloaded by close(). (boot: the module boot.py
 # becomes when an update confirms or reverts an app.)
 _CODE = ("update", "ota", "otajob", "fetch", "http", "bundle", "image", "stage")
@@ -167,14 +168,22 @@ class Updater:
             waited += 500
 
     def _context(self):
-        # Server authentication only, against the CA in rainmaker.json's
-        # "ota_ca" (default: the broker's CA, as the RainMaker cloud's file
-        # store and broker share Amazon's root). Built per download, dropped after.
+        # The server is checked against the CA in rainmaker.json's "ota_ca"
+        # (default: the broker's CA, as the RainMaker cloud's file store and
+        # broker share Amazon's root). With the broker's CA the MQTT link's
+        # context serves: it checks the same, and a second one would need
+        # 1.7 KB in one piece while the heap is at its most fragmented. (It
+        # also holds the node's certificate, which a server sees only if it
+        # asks for one; file servers do not.) Another CA: a context per
+        # download, dropped after.
+        ca = self.agent.cfg.get("ota_ca", _CA)
+        if ca == _CA and self.agent.ctx is not None:
+            return self.agent.ctx
         import ssl
 
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cafile=self.agent.cfg.get("ota_ca", "certs/ca.der"))
+        ctx.load_verify_locations(cafile=ca)
         return ctx
 
     def _sink(self, first, start):
