@@ -81,6 +81,9 @@ EINVAL = 22
 _MAX_SEGMENTS = 16
 _CHUNK = 512
 _FFV = memoryview(b"\xff" * _CHUNK)
+# What a write reads back to AND with: taken once, as a chip's driver allocates
+# nothing per write (the firmware's heap is the board's on the MicroPython backend).
+_OLD = memoryview(bytearray(_CHUNK))
 
 
 def _fill(buf, got):
@@ -226,7 +229,7 @@ class Flash:
                 k = min(_CHUNK, offset - end)
                 f.write(_FFV[:k])
                 end += k
-            old = memoryview(bytearray(_CHUNK))
+            old = _OLD
             pos = 0
             while pos < n:
                 k = min(_CHUNK, n - pos)
