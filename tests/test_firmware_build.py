@@ -87,6 +87,20 @@ def test_the_unix_build_is_the_binary_the_tests_run_with_the_agent_frozen(tmp_pa
     assert "MICROPY_FORCE_32BIT" not in capsys.readouterr().out
 
 
+def test_a_build_compiles_the_agent_afresh_whatever_the_cache_holds(tmp_path):
+    # MicroPython's build keeps a cached frozen .mpy whose source is not newer:
+    # a build from another checkout (older files) would freeze the last agent.
+    out = tmp_path / "ports" / "unix" / "build-rainmaker" / "micropython"
+    cache = out.parent / "frozen_mpy"
+    for f in ("rainmaker/link.mpy", "rainmaker/prov/srp.mpy", "asyncio/core.mpy", "ssl.mpy"):
+        (cache / f).parent.mkdir(parents=True, exist_ok=True)
+        (cache / f).write_bytes(b"M")
+    assert firmware.forget_frozen(out) == cache / "rainmaker"
+    assert sorted(str(p.relative_to(cache)) for p in cache.rglob("*.mpy")) == ["asyncio/core.mpy", "ssl.mpy"]
+    assert firmware.forget_frozen(out) is None  # nothing cached: nothing to do
+    assert firmware.forget_frozen(tmp_path / "build-ESP32_GENERIC-OTA" / "firmware.bin") is None
+
+
 def test_the_manifest_freezes_the_package_and_the_port_list_unless_told_not_to():
     def calls(**options):
         return [(n, a, k) for n, a, k in run_manifest(**options) if n != "metadata"]

@@ -110,6 +110,18 @@ def plan(src, port, board, variant, jobs, bits32=True):
     return steps, src / "ports" / "esp32" / out / "firmware.bin", {}
 
 
+def forget_frozen(out):
+    """Remove the agent's cached frozen .mpy from the build folder of `out`.
+    MicroPython's build compiles a frozen module again only when its source is
+    newer than the cached .mpy, so a build from another checkout, whose files
+    may be older, would keep the last build's agent. Returns what it removed."""
+    stale = out.parent / "frozen_mpy" / "rainmaker"
+    if not stale.is_dir():
+        return None
+    shutil.rmtree(stale)
+    return stale
+
+
 def run(steps, log=print):
     for i, (what, argv) in enumerate(steps, 1):
         log("[%d/%d] %s: %s" % (i, len(steps), what, shlex.join(argv)), flush=True)
@@ -161,6 +173,8 @@ def main(argv=None):
         for path, text in files.items():
             path.parent.mkdir(exist_ok=True)
             path.write_text(text)
+        if forget_frozen(out):
+            print("The agent's frozen modules are compiled afresh from %s" % MANIFEST.parent)
         run(steps)
         if not out.is_file():
             raise FirmwareError(f"the build ended without {out}")
