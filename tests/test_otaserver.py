@@ -466,6 +466,86 @@ def test_micropython_client_cut_resume_chunked_redirect_stall(srv):
     assert server.sent("/app.bin") == SIZE + 10000 - resume
 
 
+MP_FETCH = """\
+# The agent's own download (rainmaker.fetch.download) on MicroPython, into a sink
+# that records what it is given.
+import sys
+sys.path.insert(0, LIB)
+import asyncio, ssl, json, hashlib, binascii
+from rainmaker import fetch
+
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.verify_mode = ssl.CERT_REQUIRED
+ctx.load_verify_locations(cafile=CA)
+
+
+class Sink:
+    def __init__(self, first):
+        assert len(first) >= 4
+        self.first = bytes(first[:4])
+        self.h = hashlib.sha256()
+        self.n = 0
+        self.empty = 0
+
+    def resume(self, offset):
+        pass
+
+    def write(self, mv):
+        self.empty += not len(mv)
+        self.n += len(mv)
+        self.h.update(mv)
+
+    def written(self):
+        return self.n
+
+
+async def main():
+    for path in PATHS:
+        try:
+            s = await fetch.download("https://127.0.0.1:%d%s" % (PORT, path), 0, lambda first, start: Sink(first),
+                                     ctx, lambda s: None, 5000)
+            out = {"first": binascii.hexlify(s.first).decode(), "n": s.n, "empty": s.empty,
+                   "sha": binascii.hexlify(s.h.digest()).decode()}
+        except Exception as e:
+            out = {"err": "%s: %s" % (type(e).__name__, e)}
+        print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def test_the_agents_download_gathers_first_bytes_that_come_one_at_a_time(srv):
+    # 1-byte chunks: the kind of file is told by its first 4 bytes, gathered across
+    # reads; the sink then gets the whole body, and never an empty write (a bundle
+    # would take it for its end).
+    import hashlib
+    import subprocess
+    from pathlib import Path
+    from tools.sim.mpboard import default_micropython
+
+    mp = default_micropython()
+    if not mp:
+        pytest.skip("no MicroPython unix-port binary (set MICROPYTHON=/path/to/micropython32)")
+    server = srv["server"]
+    body = b"RMB1" + bytes(range(60))
+    for name, data in (("one.bin", body), ("three.bin", b"RMB"), ("none.bin", b"")):
+        server.add_file(name, data)
+        server.add_fault("chunked:1,path=/" + name)
+    lib = Path(__file__).resolve().parents[1] / "firmware" / "lib"
+    ca_der = credential_paths(srv["workdir"])["ca_dir"] / "ca.der"
+    paths = ["/one.bin", "/three.bin", "/none.bin", "/app.bin"]
+    script = srv["workdir"] / "mpfetch.py"
+    script.write_text(f"LIB = {str(lib)!r}\nCA = {str(ca_der)!r}\nPORT = {server.port}\nPATHS = {paths!r}\n"
+                      + MP_FETCH)
+    done = subprocess.run([mp, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr + done.stdout
+    one, three, none, whole = [json.loads(line) for line in done.stdout.splitlines()]
+    assert one == {"first": "524d4231", "n": len(body), "empty": 0, "sha": hashlib.sha256(body).hexdigest()}
+    assert three == {"err": "Failed: the file is too short to be an update (3 bytes)"}
+    assert none == {"err": "Failed: the server sent an empty file"}
+    assert whole == {"first": DATA[:4].hex(), "n": SIZE, "empty": 0, "sha": hashlib.sha256(DATA).hexdigest()}
+
+
 def test_micropython_client_refuses_the_wrong_ca(srv):
     srv["server"].add_fault("wrong-ca,once")
     wrong, right = run_micropython(srv, [("/app.bin", 0), ("/app.bin", 0)])

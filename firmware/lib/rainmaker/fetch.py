@@ -314,7 +314,8 @@ async def download(url, start, sink_for, ctx, progress, idle=30000):
                             else:
                                 sink = sink_for(v, start)
                                 sink.resume(start)
-                        sink.write(v)
+                        if len(v):  # pyright: ignore[reportArgumentType]
+                            sink.write(v)  # (an empty write would tell a bundle it has ended)
                         progress(sink)
                 if resp.done():
                     break
