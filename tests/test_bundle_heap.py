@@ -19,7 +19,7 @@ HOLE = 512  # bytes of each free block the guest leaves
 
 GUEST = """
 import gc
-from rainmaker import bundle
+from rainmaker import bundle, bundlemf  # code loaded first: the data's blocks are what is tested
 with open("{path}", "rb") as f:
     data = f.read()
 mv = memoryview(data)

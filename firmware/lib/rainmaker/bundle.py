@@ -10,9 +10,10 @@
 # The manifest comes first so the whole update is judged (version, sizes,
 # paths) before a byte of it is stored, and each file can be written straight
 # to its place as it streams in. Nothing is buffered whole, not even the
-# manifest: it is decoded a key or a file entry at a time (_Manifest), so the
-# largest block the reader needs is _PIECE bytes. Sans-IO: Reader turns bytes
-# into events, the caller does the writing.
+# manifest: it is decoded a key or a file entry at a time (bundlemf.py, loaded
+# only while a manifest arrives), so the largest block the reader needs is a
+# few hundred bytes. Sans-IO: Reader turns bytes into events, the caller does
+# the writing.
 from micropython import const
 import binascii
 import hashlib
@@ -26,9 +27,6 @@ _MAX_PATH = const(96)
 _MAX_VERSION = const(32)
 MAX_TOTAL = const(1536 * 1024)  # more than the whole filesystem of a 4 MB OTA layout
 
-_PIECE = const(320)  # bytes of one manifest key or file entry (one is ~120)
-_MAX_KEYS = const(16)  # in the manifest object: format, version, total, files, chip, arch and a few more
-
 MANIFEST = const(1)  # value: the manifest dict, already checked; its "files" a Files
 FILE = const(2)  # value: the file's entry {"path", "size", "sha256"}; its data follows
 DATA = const(3)  # value: memoryview slice of the bytes fed, valid until the next feed
@@ -41,13 +39,6 @@ _S_FILE = const(2)
 _S_DATA = const(3)
 _S_END = const(4)
 _S_FAIL = const(5)
-
-_M_START = const(0)  # before the manifest object
-_M_MEMBER = const(1)  # in a key of it (or its value)
-_M_ENTRY = const(2)  # in "files": an entry or its end next (in an entry: depth > 2)
-_M_COMMA = const(3)  # in "files": a comma or its end next
-_M_FILES = const(4)  # after the files' array, before its , or }
-_M_END = const(5)  # after the manifest object
 
 _PATH_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-/"
 _HEX = "0123456789abcdef"
@@ -100,8 +91,9 @@ def check_entry(f):
     return n
 
 
-def _check_top(m, s, max_total):
-    # The manifest's own keys, once its entries are checked and add up to s.
+def check_top(m, s, max_total):
+    """Raise BundleError unless the manifest's own keys are right; its
+    entries are checked already and their sizes add up to s."""
     if m.get("format") != 1:
         raise BundleError("bundle format %r not supported (this agent reads format 1)" % (m.get("format"),))
     v = m.get("version")
@@ -129,7 +121,7 @@ def check_manifest(m, max_total=MAX_TOTAL):
     for i, f in enumerate(files):
         s += check_entry(f)
         _unique(files, i)
-    _check_top(m, s, max_total)
+    check_top(m, s, max_total)
     return m
 
 
@@ -139,179 +131,6 @@ def _unique(files, i):
     for j in range(i):
         if files[j]["path"] == p:
             raise BundleError("file %r listed twice" % p)
-
-
-def _loads(buf, n):
-    # Decoded as UTF-8 first: CPython's json would guess UTF-16 or -32 from bytes.
-    try:
-        return json.loads(str(memoryview(buf)[:n], "utf-8"))
-    except (ValueError, UnicodeError, RuntimeError, IndexError):
-        # RuntimeError: nesting too deep for the parser
-        raise BundleError("manifest is not valid UTF-8 JSON")
-
-
-def _blank(c):
-    return c == 0x20 or c == 0x0A or c == 0x0D or c == 0x09
-
-
-class _Manifest:
-    """The manifest, decoded as it streams in, never held whole.
-
-    The JSON is cut at its structure (outside strings): each top-level member
-    ("key": value) and each entry of "files" is gathered in one small buffer
-    and decoded on its own, so the largest block is _PIECE bytes, not the
-    manifest's up to 8 KB: one block that size often cannot be had in a
-    long-running node's fragmented heap. Entries are checked as they arrive,
-    the whole manifest once its last byte is in."""
-
-    def __init__(self, size, max_total):
-        self.left = size  # manifest bytes still to come
-        self.max_total = max_total
-        self.buf = bytearray(_PIECE)
-        self.n = 0
-        self.depth = 0  # brackets open; 1: in the manifest object
-        self.state = _M_START
-        self.str = False  # in a string
-        self.esc = False  # after a backslash in a string
-        self.m = {}
-        self.files = None  # the entries (Files), once "files" has started
-        self.sum = 0  # of their sizes
-
-    def _put(self, c):
-        if self.n == _PIECE:
-            raise BundleError("manifest has a key or file entry of more than %d bytes" % _PIECE)
-        self.buf[self.n] = c
-        self.n += 1
-
-    def _start(self, head):
-        self.buf[:len(head)] = head
-        self.n = len(head)
-
-    def feed(self, mv):
-        """Take the manifest's next bytes (at most what is left of it); return
-        the manifest dict once it is complete and checked, else None."""
-        for c in mv:
-            if self.str:
-                self._put(c)
-                if self.esc:
-                    self.esc = False
-                elif c == 0x5C:  # backslash
-                    self.esc = True
-                elif c == 0x22:  # quote
-                    self.str = False
-                continue
-            d = self.depth
-            st = self.state
-            if d == 0:  # before or after the manifest object
-                if _blank(c):
-                    continue
-                if st != _M_START:
-                    raise BundleError("manifest is not valid UTF-8 JSON")
-                if c != 0x7B:
-                    raise BundleError("manifest is not a JSON object")
-                self.depth = 1
-                self.state = _M_MEMBER
-                self._start(b"{")
-            elif d == 1:  # in a member: up to its , or }
-                if c == 0x2C or c == 0x7D:
-                    self._member(c == 0x7D)
-                elif st == _M_FILES:  # only blanks between the files' ] and the , or }
-                    if not _blank(c):
-                        raise BundleError("manifest is not valid UTF-8 JSON")
-                elif c == 0x5B and self._files_key():
-                    if self.files is not None or "files" in self.m:
-                        raise BundleError("manifest lists 'files' twice")
-                    self.files = Files()
-                    self.depth = 2
-                    self.state = _M_ENTRY
-                else:
-                    self._put(c)
-                    if c == 0x22:
-                        self.str = True
-                    elif c == 0x7B or c == 0x5B:
-                        self.depth = 2
-            elif d == 2 and st != _M_MEMBER:  # in "files", between entries
-                if _blank(c):
-                    continue
-                if c == 0x7B and st == _M_ENTRY:
-                    self._start(b"{")
-                    self.depth = 3
-                elif c == 0x2C and st == _M_COMMA:
-                    self.state = _M_ENTRY
-                elif c == 0x5D and (st == _M_COMMA or not self.files):
-                    self.depth = 1
-                    self.state = _M_FILES
-                else:
-                    raise BundleError("manifest file entry is not an object")
-            else:  # in a member's value or in an entry
-                self._put(c)
-                if c == 0x22:
-                    self.str = True
-                elif c == 0x7B or c == 0x5B:
-                    self.depth = d + 1
-                elif c == 0x7D or c == 0x5D:
-                    self.depth = d - 1
-                    if d == 3 and st == _M_ENTRY:
-                        self._entry()
-        self.left -= len(mv)
-        if self.left:
-            return None
-        if self.state != _M_END:
-            raise BundleError("manifest is not valid UTF-8 JSON")
-        _check_top(self.m, self.sum, self.max_total)
-        return self.m
-
-    def _files_key(self):
-        # Is this '[' the value of the key "files"? Decoded with a stand-in value.
-        n = self.n
-        if n < 9 or n + 2 > _PIECE:  # 9: {"files":
-            return False
-        self.buf[n] = 0x30
-        self.buf[n + 1] = 0x7D
-        try:
-            d = _loads(self.buf, n + 2)
-        except BundleError:
-            return False
-        return isinstance(d, dict) and len(d) == 1 and d.get("files") == 0
-
-    def _member(self, last):
-        # A member ends (at its , or the manifest's }): decode it as {member}.
-        if self.state == _M_FILES:  # the files' array, already taken entry by entry
-            self.m["files"] = self.files
-            self.state = _M_MEMBER
-        else:
-            self._put(0x7D)
-            self._add(_loads(self.buf, self.n), last)
-        if last:
-            self.depth = 0
-            self.state = _M_END
-        else:
-            self._start(b"{")
-
-    def _add(self, d, last):
-        if isinstance(d, dict) and len(d) == 1:
-            for k in d:
-                if k in self.m or k == "files" and self.files is not None:
-                    raise BundleError("manifest lists %r twice" % k)
-                if len(self.m) == _MAX_KEYS:
-                    raise BundleError("manifest has more than %d keys" % _MAX_KEYS)
-                self.m[k] = d[k]
-        elif not (last and d == {} and not self.m):  # {} alone: its checks say what is missing
-            raise BundleError("manifest is not valid UTF-8 JSON")
-
-    def _entry(self):
-        f = _loads(self.buf, self.n)
-        files = self.files
-        assert files is not None
-        if len(files) == _MAX_FILES:
-            raise BundleError("manifest must list 1..%d files" % _MAX_FILES)
-        self.sum += check_entry(f)
-        if self.sum > self.max_total:
-            raise BundleError("manifest total must be an integer of at most %d bytes (the files add up to more)"
-                              % self.max_total)
-        files.add(f)
-        self.state = _M_COMMA
-        self.n = 0
 
 
 def _hex(d):
@@ -342,7 +161,10 @@ class Files:
         return self._r[i][:32]
 
     def add(self, f):
-        """Append a checked entry (a dict); BundleError if its path is listed already."""
+        """Append a checked entry (a dict); BundleError if its path is listed
+        already or the list is full."""
+        if len(self._r) == _MAX_FILES:
+            raise BundleError("manifest must list 1..%d files" % _MAX_FILES)
         p = f["path"].encode()
         k = 36 + len(p)
         for r in self._r:
@@ -382,7 +204,7 @@ class Reader:
 
     def held(self):
         """Bytes the reader holds between feeds: the header's, then one piece
-        of the manifest (at most _PIECE), then none."""
+        of the manifest (at most bundlemf's 320), then none."""
         return self._man.n if self._man else self._n
 
     def feed(self, data):
@@ -451,7 +273,9 @@ class Reader:
                     size = self._buf[4] << 8 | self._buf[5]
                     if not 0 < size <= _MAX_MANIFEST:
                         raise BundleError("manifest of %d bytes; the limit is %d" % (size, _MAX_MANIFEST))
-                    self._man = _Manifest(size, self.max_total)
+                    from .bundlemf import Decoder
+
+                    self._man = Decoder(size, self.max_total)
                     self._n = 0
                     self._st = _S_MAN
             elif st == _S_MAN:

@@ -21,7 +21,7 @@ _WIFI_WAIT = const(120000)  # ms a failed attempt waits for Wi-Fi before the nex
 OTA_STATE = "ota.json"
 # Loaded only for OTA work: unloaded by close(). (boot: the module boot.py
 # becomes when an update confirms or reverts an app.)
-_CODE = ("update", "ota", "otajob", "fetch", "http", "bundle", "image", "stage")
+_CODE = ("update", "ota", "otajob", "fetch", "http", "bundle", "bundlemf", "image", "stage")
 
 
 def _slot_label():
