@@ -20,7 +20,7 @@ from tests.ota_rig import NODE, Rig, cloud, server  # noqa: F401 - fixtures
 from tests.harness import ROOT
 
 APP = ROOT / "tests" / "apps" / "ota_mods_main.py"
-OTA_CODE = {"ota", "update", "otajob", "fetch", "http", "bundle", "image", "stage"}
+OTA_CODE = {"ota", "update", "otajob", "fetch", "http", "bundle", "bundlemf", "image", "stage"}
 
 _seq = [0]
 

@@ -32,7 +32,7 @@ SMALL = "40K"  # the rainmaker package, http and bundle imported as .mpy: ~21 KB
 # the 1,460-byte pattern repeated; the bundle's SHA-256 is computed by the host.
 GUEST = """
 import gc, time
-from rainmaker import http, bundle
+from rainmaker import http, bundle, bundlemf  # bundlemf: the manifest's decoder, code loaded before the baseline
 READ = {read}
 N = {n}
 pat = bytearray(READ)

@@ -56,7 +56,7 @@ def read(data, step=0, eof=True, **kw):
             else:
                 assert ev == END and v is m and cur is None
                 ended = True
-        assert r.held() <= 8192
+        assert r.held() <= 320  # bundle._PIECE
     return m, dict((k, bytes(v)) for k, v in got.items()), order, ended
 
 
@@ -163,7 +163,7 @@ def test_error_is_sticky():
     raises(bundle.BundleError, lambda: list(r.feed(make(FILES))))
 
 
-def test_streaming_holds_nothing_but_the_manifest():
+def test_streaming_holds_no_file_data():
     big = b"z" * 50000
     data = make([("big.bin", big)])
     r = bundle.Reader()
@@ -172,5 +172,161 @@ def test_streaming_holds_nothing_but_the_manifest():
         for ev, v in r.feed(data[i:i + 512]):
             if ev == DATA:
                 n += len(v)
-        assert r.held() <= 8192
+        assert r.held() <= 320
     assert n == 50000 and r.done() and r.held() == 0
+
+
+# ---------------------------------------------------------------- the manifest, streamed
+
+PIECE = 320  # bundle._PIECE: the most the reader holds of a manifest
+
+
+def entries(n, size=1):
+    return [("lib/app/mod%02d.mpy" % i, bytes([i]) * size) for i in range(n)]
+
+
+def test_manifest_never_held_whole():
+    # 64 files make a ~7 KB manifest; the reader holds one key or entry of it
+    # at a time (it used to hold all of it, then decode it in one go).
+    files = entries(64)
+    data = make(files, chip="esp32", arch="xtensawin")
+    assert struct.unpack(">H", data[4:6])[0] > 6000
+    for step in (97, 1460):
+        r = bundle.Reader()
+        most = 0
+        for i in range(0, len(data), step):
+            for _ in r.feed(data[i:i + step]):
+                pass
+            most = max(most, r.held())
+        for _ in r.feed(b""):
+            pass
+        assert r.done() and most <= PIECE and r.held() == 0
+
+
+def raw_manifest(text, files=(("a.py", b"abc"),)):
+    """A bundle whose manifest is exactly `text` (str), with the files' bytes after it."""
+    return make(list(files), manifest=text.encode())
+
+
+def good_text():
+    return '{"format": 1, "version": "1", "total": 3, "files": [{"path": "a.py", "size": 3, "sha256": "%s"}]}' % (
+        hexdigest(b"abc"))
+
+
+def plain(m):
+    """The reader's manifest with its files as a list of dicts, as json.loads gives them."""
+    d = dict(m)
+    d["files"] = list(m["files"])
+    return d
+
+
+def test_manifest_any_layout_and_order():
+    h = hexdigest(b"abc")
+    texts = [
+        good_text(),
+        # files first, blanks everywhere, pretty-printed
+        '\n {\r\n\t"files" : [ \n {"sha256":"%s", "size":3,"path":"a.py"} \n ] ,\n "total":3, "version" : "1","format":1 }\n  ' % h,
+        # informational keys with nested values, brackets and escapes inside strings
+        '{"format":1,"version":"1 \\"}]\\\\","total":3,"build":{"a":[1,{"b":"]}[{"}],"c":null},'
+        '"files":[{"path":"a.py","size":3,"sha256":"%s","note":["}",{"x":"\\u005d"}]}],"tags":[]}' % h,
+        # a non-ASCII version
+        '{"format":1,"version":"caf\u00e9 \u2603","total":3,"files":[{"path":"a.py","size":3,"sha256":"%s"}]}' % h,
+    ]
+    for t in texts:
+        want = json.loads(t)
+        # an entry's other keys are not kept (no use on the board, and memory)
+        want["files"] = [{"path": f["path"], "size": f["size"], "sha256": f["sha256"]} for f in want["files"]]
+        for step in (0, 1, 3, 64):
+            m, got, order, ended = read(raw_manifest(t), step)
+            assert ended and got == {"a.py": b"abc"}
+            assert plain(m) == want, (m, want)
+
+
+def test_manifest_garbled_refused():
+    h = hexdigest(b"abc")
+    e = '{"path":"a.py","size":3,"sha256":"%s"}' % h
+    top = '"format":1,"version":"1","total":3'
+    bad = [
+        '', ' ', '{', '}', '[]', '"x"', '1', 'null', '{}', '{,}', '{' + top + '}',
+        '{' + top + ',"files":[' + e + ']',  # the object never closes
+        '{' + top + ',"files":[' + e + ']}}',  # closes twice
+        '{' + top + ',"files":[' + e + ']} x',  # something after it
+        '{' + top + ',"files":[' + e + ',]}',  # trailing comma in the list
+        '{' + top + ',"files":[' + e + '],}',  # trailing comma in the object
+        '{' + top + ',,"files":[' + e + ']}',
+        '{' + top + ' "files":[' + e + ']}',  # a comma missing
+        '{' + top + ',"files":[' + e + ' ' + e + ']}',
+        '{' + top + ',"files":[' + e + '] 1}',  # something after the list
+        '{' + top + ',"files":[,' + e + ']}',
+        '{' + top + ',"files":["a.py"]}',  # not an object
+        '{' + top + ',"files":[[' + e + ']]}',
+        '{' + top + ',"files":[' + e + '}',  # the list never closes
+        '{' + top + ',"files":{' + e[1:] + '}',
+        '{' + top + ',"files":[' + e[:-1] + ']}',  # an entry never closes
+        '{' + top + ',"files":[' + e + '],"files":[' + e + ']}',  # twice
+        '{' + top + ',"files":[' + e + '],"files":1}',
+        '{"files":1,' + top + ',"files":[' + e + ']}',
+        '{' + top + ',"format":1,"files":[' + e + ']}',  # a key twice
+        '{' + top + ',"files":[' + e + '],"x":"' + 'y' * 400 + '"}',  # a key longer than a piece
+        '{' + top + ',"files":[{"path":"a.py","size":3,"sha256":"%s","pad":"%s"}]}' % (h, "p" * 400),
+        '{' + top + ',"files":[' + e + ']' + ''.join(',"k%d":0' % i for i in range(13)) + '}',  # 17 keys
+        '{' + top + ',"files":[' + e + '],"x":"unterminated}',
+        '{' + top + ',"files":[' + e + '],"x":[1,2}',
+        '{' + top + ',"files":[' + e + '],"x":tru}',
+        '{' + top + ',"files":[' + e + '],"x":' + '[' * 200 + ']' * 200 + '}',  # fits a piece: the parser's nesting
+        '{' + top + ',"files":[' + e + '],"x":' + '[' * 400 + ']' * 400 + '}',
+        '{' + top + ',"files":[' + e + ']]',
+        '{' + top + ',"files":[' + e + '}]}',
+    ]
+    for i, t in enumerate(bad):
+        try:
+            read(raw_manifest(t), (0, 1, 5)[i % 3])  # one split each: see tests/vm.py on many raises per VM
+        except bundle.BundleError as x:
+            assert str(x)
+            continue
+        raise AssertionError("accepted: %r" % t)
+
+
+def test_manifest_length_must_match_its_json():
+    t = good_text()
+    raw = t.encode()
+    rest = b"abc"
+    # the declared length cuts the JSON short, or takes in a file's first bytes
+    for n in (len(raw) - 1, len(raw) - 20, len(raw) + 1, len(raw) + 3):
+        data = b"RMB1" + struct.pack(">H", n) + raw + rest
+        raises(bundle.BundleError, read, data)
+    # blanks after the JSON, within the length, are allowed (as json.loads allows them)
+    data = b"RMB1" + struct.pack(">H", len(raw) + 2) + raw + b"\n " + rest
+    assert read(data)[3]
+
+
+def test_manifest_checked_entry_by_entry():
+    # A bad entry, or files adding up to more than the limit, is refused
+    # before the rest of the manifest (or any file) has arrived.
+    files = entries(20, 100)
+    data = make(files)
+    head = data[:6 + 400]  # the top keys and the first entries
+    r = bundle.Reader(max_total=150)
+    e = raises(bundle.BundleError, lambda: list(r.feed(head)))
+    assert "150" in str(e)
+    bad = dict(manifest(), files=[{"path": "a.py", "size": 3, "sha256": "x"}] + [manifest()["files"][0]] * 3)
+    data = make([("a.py", b"abc")], manifest=bad)
+    r = bundle.Reader()
+    e = raises(bundle.BundleError, lambda: list(r.feed(data[:6 + 120])))
+    assert "sha256" in str(e)
+
+
+def test_manifest_file_listed_twice_anywhere():
+    files = entries(10)
+    m = {"format": 1, "version": "1", "total": 11,
+         "files": [{"path": p, "size": len(d), "sha256": hexdigest(d)} for p, d in files + [files[3]]]}
+    e = raises(bundle.BundleError, read, make(files + [files[3]], manifest=m))
+    assert "twice" in str(e) and files[3][0] in str(e)
+
+
+def test_check_manifest_same_rules():
+    # tools/bundle.py checks a manifest it builds with check_manifest: the rules the reader applies
+    assert bundle.check_manifest(manifest()) == manifest()
+    for m in ([1], manifest(files=[]), manifest(total=4), manifest(format=2), manifest(files=[1]),
+              manifest(files=manifest()["files"] * 2, total=6)):
+        raises(bundle.BundleError, bundle.check_manifest, m)

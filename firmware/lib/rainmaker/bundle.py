@@ -9,9 +9,13 @@
 #
 # The manifest comes first so the whole update is judged (version, sizes,
 # paths) before a byte of it is stored, and each file can be written straight
-# to its place as it streams in: nothing but the manifest is buffered. Sans-IO:
-# Reader turns bytes into events, the caller does the writing.
+# to its place as it streams in. Nothing is buffered whole, not even the
+# manifest: it is decoded a key or a file entry at a time (bundlemf.py, loaded
+# only while a manifest arrives), so the largest block the reader needs is a
+# few hundred bytes. Sans-IO: Reader turns bytes into events, the caller does
+# the writing.
 from micropython import const
+import binascii
 import hashlib
 import json
 
@@ -23,7 +27,7 @@ _MAX_PATH = const(96)
 _MAX_VERSION = const(32)
 MAX_TOTAL = const(1536 * 1024)  # more than the whole filesystem of a 4 MB OTA layout
 
-MANIFEST = const(1)  # value: the manifest dict, already checked
+MANIFEST = const(1)  # value: the manifest dict, already checked; its "files" a Files
 FILE = const(2)  # value: the file's entry {"path", "size", "sha256"}; its data follows
 DATA = const(3)  # value: memoryview slice of the bytes fed, valid until the next feed
 DONE = const(4)  # value: the entry; its bytes matched its size and sha256
@@ -72,48 +76,101 @@ def check_path(p):
             raise BundleError("file path %r has an empty, '.' or '..' part" % p)
 
 
-def check_manifest(m, max_total=MAX_TOTAL):
-    """Raise BundleError unless m is a well-formed manifest; return m."""
-    if not isinstance(m, dict):
-        raise BundleError("manifest is not a JSON object")
+def check_entry(f):
+    """Raise BundleError unless f is a well-formed file entry; return its size."""
+    if not isinstance(f, dict):
+        raise BundleError("manifest file entry is not an object")
+    p = f.get("path")
+    check_path(p)
+    n = f.get("size")
+    if type(n) is not int or n < 0:
+        raise BundleError("file %r: size must be a non-negative integer" % p)
+    h = f.get("sha256")
+    if not isinstance(h, str) or len(h) != 64 or any(c not in _HEX for c in h):
+        raise BundleError("file %r: sha256 must be 64 lower-case hex digits" % p)
+    return n
+
+
+def check_top(m, s, max_total):
+    """Raise BundleError unless the manifest's own keys are right; its
+    entries are checked already and their sizes add up to s."""
     if m.get("format") != 1:
         raise BundleError("bundle format %r not supported (this agent reads format 1)" % (m.get("format"),))
     v = m.get("version")
     if not isinstance(v, str) or not 0 < len(v) <= _MAX_VERSION:
         raise BundleError("manifest version must be a string of 1..%d characters" % _MAX_VERSION)
     files = m.get("files")
-    if not isinstance(files, list) or not 0 < len(files) <= _MAX_FILES:
+    if not isinstance(files, (list, Files)) or not 0 < len(files) <= _MAX_FILES:
         raise BundleError("manifest must list 1..%d files" % _MAX_FILES)
     total = m.get("total")
     if type(total) is not int or not 0 <= total <= max_total:
         raise BundleError("manifest total must be an integer of at most %d bytes" % max_total)
-    seen = set()
-    s = 0
-    for f in files:
-        if not isinstance(f, dict):
-            raise BundleError("manifest file entry is not an object")
-        p = f.get("path")
-        check_path(p)
-        if p in seen:
-            raise BundleError("file %r listed twice" % p)
-        seen.add(p)
-        n = f.get("size")
-        if type(n) is not int or n < 0:
-            raise BundleError("file %r: size must be a non-negative integer" % p)
-        h = f.get("sha256")
-        if not isinstance(h, str) or len(h) != 64 or any(c not in _HEX for c in h):
-            raise BundleError("file %r: sha256 must be 64 lower-case hex digits" % p)
-        s += n
     if s != total:
         raise BundleError("file sizes add up to %d, manifest total says %d" % (s, total))
+
+
+def check_manifest(m, max_total=MAX_TOTAL):
+    """Raise BundleError unless m (a decoded manifest) is well-formed; return m.
+    The Reader applies the same rules while the manifest streams in."""
+    if not isinstance(m, dict):
+        raise BundleError("manifest is not a JSON object")
+    files = m.get("files")
+    if not isinstance(files, list) or not 0 < len(files) <= _MAX_FILES:
+        raise BundleError("manifest must list 1..%d files" % _MAX_FILES)
+    s = 0
+    for i, f in enumerate(files):
+        s += check_entry(f)
+        _unique(files, i)
+    check_top(m, s, max_total)
     return m
 
 
+def _unique(files, i):
+    # A scan instead of a set: at most 64 entries, and no second copy of the paths.
+    p = files[i]["path"]
+    for j in range(i):
+        if files[j]["path"] == p:
+            raise BundleError("file %r listed twice" % p)
+
+
 def _hex(d):
-    out = ""
-    for b in d:
-        out += _HEX[b >> 4] + _HEX[b & 15]
-    return out
+    return binascii.hexlify(d).decode()
+
+
+class Files:
+    """The manifest's file entries, packed: one bytes object per file (its
+    SHA-256 digest, its size in 4 bytes, its path), under half the memory of
+    the decoded JSON's dict and two strings per file. Indexing or iterating
+    gives each entry as a new dict {"path", "size", "sha256"} (hex)."""
+
+    def __init__(self):
+        self._r = []
+
+    def __len__(self):
+        return len(self._r)
+
+    def __getitem__(self, i):
+        r = self._r[i]
+        return {"path": r[36:].decode(), "size": int.from_bytes(r[32:36], "big"), "sha256": _hex(r[:32])}
+
+    def __iter__(self):
+        for i in range(len(self._r)):
+            yield self[i]
+
+    def digest(self, i):
+        return self._r[i][:32]
+
+    def add(self, f):
+        """Append a checked entry (a dict); BundleError if its path is listed
+        already or the list is full."""
+        if len(self._r) == _MAX_FILES:
+            raise BundleError("manifest must list 1..%d files" % _MAX_FILES)
+        p = f["path"].encode()
+        k = 36 + len(p)
+        for r in self._r:
+            if len(r) == k and r[36:] == p:
+                raise BundleError("file %r listed twice" % f["path"])
+        self._r.append(binascii.unhexlify(f["sha256"]) + f["size"].to_bytes(4, "big") + p)
 
 
 class Reader:
@@ -131,10 +188,12 @@ class Reader:
         self.max_total = max_total
         self._buf = bytearray(_HDR)
         self._n = 0
+        self._man = None  # the manifest's decoder while it streams in
         self._st = _S_HDR
         self._err = None
         self.manifest = None
-        self._files = []  # the manifest's entries
+        self._files = Files()  # the manifest's entries
+        self._cur = None  # the current file's entry
         self._i = 0  # index of the current file
         self._left = 0
         self._hash = hashlib.sha256()  # replaced per file
@@ -144,8 +203,9 @@ class Reader:
         return self._st == _S_END
 
     def held(self):
-        """Bytes the reader holds between feeds (at most the manifest)."""
-        return self._n
+        """Bytes the reader holds between feeds: the header's, then one piece
+        of the manifest (at most bundlemf's 320), then none."""
+        return self._man.n if self._man else self._n
 
     def feed(self, data):
         if self._err:
@@ -196,7 +256,7 @@ class Reader:
                     self._st = _S_END
                     yield END, self.manifest
                     continue
-                f = files[self._i]
+                f = self._cur = files[self._i]
                 self._hash = hashlib.sha256()
                 self._left = f["size"]
                 self._st = _S_DATA
@@ -213,32 +273,36 @@ class Reader:
                     size = self._buf[4] << 8 | self._buf[5]
                     if not 0 < size <= _MAX_MANIFEST:
                         raise BundleError("manifest of %d bytes; the limit is %d" % (size, _MAX_MANIFEST))
-                    self._buf = bytearray(size)
+                    from .bundlemf import Decoder
+
+                    self._man = Decoder(size, self.max_total)
                     self._n = 0
                     self._st = _S_MAN
             elif st == _S_MAN:
-                i = self._fill(mv, i)
-                if self._n == len(self._buf):
-                    try:
-                        # MicroPython parses the bytearray in place (no str copy)
-                        m = json.loads(self._buf)  # pyright: ignore[reportArgumentType]
-                    except (ValueError, UnicodeError, RuntimeError):
-                        # RuntimeError: nesting too deep for the parser
-                        raise BundleError("manifest is not valid UTF-8 JSON")
-                    self._buf = bytearray(0)  # the manifest's bytes are no longer needed
-                    self._n = 0
-                    self.manifest = check_manifest(m, self.max_total)
+                man = self._man
+                assert man is not None
+                k = n - i
+                if k > man.left:
+                    k = man.left
+                m = man.feed(mv[i:i + k])
+                i += k
+                self.received += k
+                if m is not None:
+                    self._man = None  # its buffer is no longer needed
+                    self.manifest = m
                     self._files = m["files"]
                     self._st = _S_FILE
-                    yield MANIFEST, self.manifest
+                    yield MANIFEST, m
             else:
                 raise BundleError("%d bytes after the end of the bundle" % (n - i))
 
     def _finish(self):
-        f = self._files[self._i]
-        got = _hex(self._hash.digest())
-        if got != f["sha256"]:
-            raise BundleError("file %r is corrupt: sha256 %s, manifest says %s" % (f["path"], got, f["sha256"]))
+        f = self._cur
+        assert f is not None
+        d = self._hash.digest()
+        if d != self._files.digest(self._i):
+            raise BundleError("file %r is corrupt: sha256 %s, manifest says %s" % (f["path"], _hex(d), f["sha256"]))
         self._i += 1
+        self._cur = None
         self._st = _S_FILE
         return f

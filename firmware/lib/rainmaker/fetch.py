@@ -198,6 +198,9 @@ class Bundle:
             elif ev == DONE:
                 st.close()
             elif ev == MANIFEST:
+                from .node import unload
+
+                unload("bundlemf")  # the manifest's decoder: its code is not needed again
                 assert isinstance(v, dict)
                 if v["version"] == self.version:
                     raise Refused("Same version received")

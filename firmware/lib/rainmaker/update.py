@@ -22,7 +22,7 @@ OTA_STATE = "ota.json"
 _CA = "certs/ca.der"  # the broker's CA (config.CA)
 # Loaded only for OTA work: unloaded by close(). (boot: the module boot.py
 # becomes when an update confirms or reverts an app.)
-_CODE = ("update", "ota", "otajob", "fetch", "http", "bundle", "image", "stage")
+_CODE = ("update", "ota", "otajob", "fetch", "http", "bundle", "bundlemf", "image", "stage")
 
 
 def _slot_label():
