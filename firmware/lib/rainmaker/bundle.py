@@ -143,18 +143,26 @@ class Files:
     the decoded JSON's dict and two strings per file. Indexing or iterating
     gives each entry as a new dict {"path", "size", "sha256"} (hex)."""
 
-    def __init__(self):
-        self._r = []
+    def __init__(self, room=_MAX_FILES):
+        # Every slot taken at once: a list grown entry by entry needs a block
+        # twice its size, and the last one (256 bytes) comes mid-download,
+        # when the heap is at its most fragmented.
+        self._r = [b""] * room
+        self._n = 0
 
     def __len__(self):
-        return len(self._r)
+        return self._n
 
     def __getitem__(self, i):
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("file entry %d of %d" % (i, self._n))
         r = self._r[i]
         return {"path": r[36:].decode(), "size": int.from_bytes(r[32:36], "big"), "sha256": _hex(r[:32])}
 
     def __iter__(self):
-        for i in range(len(self._r)):
+        for i in range(self._n):
             yield self[i]
 
     def digest(self, i):
@@ -163,14 +171,16 @@ class Files:
     def add(self, f):
         """Append a checked entry (a dict); BundleError if its path is listed
         already or the list is full."""
-        if len(self._r) == _MAX_FILES:
+        if self._n == len(self._r):
             raise BundleError("manifest must list 1..%d files" % _MAX_FILES)
         p = f["path"].encode()
         k = 36 + len(p)
-        for r in self._r:
+        for i in range(self._n):
+            r = self._r[i]
             if len(r) == k and r[36:] == p:
                 raise BundleError("file %r listed twice" % f["path"])
-        self._r.append(binascii.unhexlify(f["sha256"]) + f["size"].to_bytes(4, "big") + p)
+        self._r[self._n] = binascii.unhexlify(f["sha256"]) + f["size"].to_bytes(4, "big") + p
+        self._n += 1
 
 
 class Reader:
@@ -192,7 +202,7 @@ class Reader:
         self._st = _S_HDR
         self._err = None
         self.manifest = None
-        self._files = Files()  # the manifest's entries
+        self._files = Files(0)  # the manifest's entries, once it is in
         self._cur = None  # the current file's entry
         self._i = 0  # index of the current file
         self._left = 0
