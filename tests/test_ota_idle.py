@@ -260,6 +260,34 @@ def test_a_job_that_cannot_load_the_ota_code_is_dropped_with_a_clear_error(sim_b
     assert a.update is not None and a.update.ota.job == "J10"
 
 
+class _NoRoomFor:
+    # A meta path finder: importing `name` fails as a board's import does when
+    # no block is free for its code.
+    def __init__(self, name):
+        self.name = name
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == self.name:
+            raise MemoryError("memory allocation failed, allocating 1280 bytes")
+        return None
+
+
+def test_an_attempt_whose_download_code_cannot_load_fails_and_the_job_goes_on(sim_board, monkeypatch):
+    a = _agent(sim_board)
+    a.link.handlers["node/240AC4ABCDE0/otaurl"](b'{"ota_job_id":"J1","url":"https://h/f.bin","file_size":10}', 8000)
+    u = a.update
+    assert u.ota.tick(8000, None)[0][0] == "download"
+    monkeypatch.delitem(sys.modules, "rainmaker.fetch", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_NoRoomFor("rainmaker.fetch")] + sys.meta_path)
+    u.task = "running"  # as tick() leaves it
+    _now(u._download("https://h/f.bin", 10, None, 0))  # it must end, not die with the task
+    assert u.task is None
+    sent = _drain(u, 9000, 20)
+    assert [x[0] for x in sent] == ["otastatus"] * len(sent) and sent, sent
+    assert any("Attempt 1/3 failed: out of memory" in x[1] for x in sent), sent
+    assert "HTTPS attempt 2/3" in sent[-1][1], sent  # the next attempt is under way
+
+
 _OTAURL = "node/240AC4ABCDE0/otaurl"
 
 

@@ -227,9 +227,13 @@ class Updater:
         return fetch.Image(slot, check)
 
     async def _download(self, url, size, md5, offset):
-        from . import fetch
-
         ota = self.ota
+        try:
+            from . import fetch
+        except MemoryError:  # no room for the download's code: this attempt fails, the job goes on
+            self.task = None
+            ota.finished(False, "out of memory", time.ticks_ms())
+            return
         if not offset:
             self.kind = None
         elif self.kind == "bundle":
