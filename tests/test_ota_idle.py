@@ -288,6 +288,26 @@ def test_an_attempt_whose_download_code_cannot_load_fails_and_the_job_goes_on(si
     assert "HTTPS attempt 2/3" in sent[-1][1], sent  # the next attempt is under way
 
 
+def test_a_failed_attempt_is_reported_even_with_no_room_to_explain_it(sim_board, monkeypatch):
+    a = _agent(sim_board)
+    a.link.handlers["node/240AC4ABCDE0/otaurl"](b'{"ota_job_id":"J1","url":"https://h/f.bin","file_size":10}', 8000)
+    u = a.update
+    u.ota.tick(8000, None)
+    fetch = sim_board.import_module("rainmaker.fetch")
+
+    async def unreachable(*args):
+        raise OSError(113)  # EHOSTUNREACH: diag would say what it means
+
+    monkeypatch.setattr(fetch, "download", unreachable)
+    monkeypatch.delitem(sys.modules, "rainmaker.diag", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_NoRoomFor("rainmaker.diag")] + sys.meta_path)
+    u.task = "running"
+    _now(u._download("https://h/f.bin", 10, None, 0))
+    assert u.task is None
+    sent = _drain(u, 9000, 20)
+    assert any("Attempt 1/3 failed: 113" in x[1] for x in sent), sent
+
+
 _OTAURL = "node/240AC4ABCDE0/otaurl"
 
 

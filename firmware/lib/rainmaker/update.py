@@ -261,9 +261,14 @@ class Updater:
             gc.collect()
             ota.finished(False, "out of memory", time.ticks_ms())
         except Exception as e:  # Failed, OSError (network, TLS), flash errors
-            from . import diag
+            why = str(e) or type(e).__name__
+            if isinstance(e, OSError):
+                try:
+                    from . import diag
 
-            why = diag.why(e) if isinstance(e, OSError) else (str(e) or type(e).__name__)
+                    why = diag.why(e)
+                except MemoryError:
+                    pass  # no room for the explanations: the bare error, and the job goes on
             # Without Wi-Fi the next attempt would fail at once and use up the
             # job's 3 attempts in a second: it waits (bounded) for the network.
             await self._network()
