@@ -109,14 +109,15 @@ def mpy_size():
     return total, sizes
 
 
-def report():
+def report(frozen=False):
+    """frozen: $MICROPYTHON has the agent frozen in (mpheap.report)."""
     from tests.bench import mpheap
 
-    mp_text, mp = mpheap.report()
+    mp_text, mp = mpheap.report(frozen=frozen)
     r = measure(mpy=True)
     src = measure(mpy=False)
     total, sizes = mpy_size()
-    mods = (mp.get("mpy", {}).get("after", {}).get("mods") or "").split(",")
+    mods = ((mp.get("mpy") or mp.get("frozen") or {}).get("after", {}).get("mods") or "").split(",")
     resident = sum(v for k, v in sizes.items() if k in mods or k == "__init__")
     lines = [
         mp_text,
