@@ -61,6 +61,22 @@ def test_status_before_start_names_every_part(board):
     assert "heap     " in text
 
 
+def test_a_board_that_will_provision_builds_its_config_after_provisioning(board):
+    # No Wi-Fi credentials: the board provisions first, and the config's
+    # packet (the largest) is not built at start, where it would sit in the
+    # heap through provisioning; run() builds it before the first connection.
+    d, rt = board
+    (d / "wifi.json").unlink()
+    agent, node = _agent(rt)
+    a = agent.Agent(node)
+    assert a.sync.config_due and a.session.inflight == {}
+    (d / "wifi.json").write_text('{"ssid": "x", "password": ""}')  # as provisioning leaves it
+    a.link.stage(0)  # as run() does before the first connection
+    assert not a.sync.config_due and len(a.session.inflight) == 1
+    (d / "wifi.json").write_text('{"ssid": ""}')  # credentials without a network: provisions too
+    assert agent.Agent(node).session.inflight == {}
+
+
 @pytest.mark.parametrize("error", [MemoryError, RuntimeError, ValueError])
 def test_a_config_that_cannot_be_built_at_start_stays_due_and_the_agent_starts(board, error):
     # The config's packet is built at start; whatever fails there (no memory,

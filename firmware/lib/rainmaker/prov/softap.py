@@ -105,6 +105,7 @@ class Provisioner:
                     return
                 try:
                     req = parser.feed(data)
+                    data = None  # (the parser has it) not held through a handshake's big numbers
                     while req is not None:
                         self.last_request = time.ticks_ms()
                         out, keep = self.http.handle(cid, req, self.last_request)
