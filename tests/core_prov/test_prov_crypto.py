@@ -175,6 +175,32 @@ def test_srp_appendix_a():
     assert server.verify(m) is None  # one use
 
 
+def test_srp_a_public_key_without_its_leading_zeros():
+    # A client that drops A's leading zero bytes (the CLI does) gets the key
+    # that PAD(A) gives, and M over A as it was sent: recomputed here by the
+    # formulas, with ints (the server hashes PAD(A) from A's bytes).
+    a_short = bytes([7]) + bytes(range(200)) + bytes(range(182))  # 383 bytes
+    results = []
+    for a_sent in (a_short, b"\x00" + a_short):
+        server, v = _appendix_server()
+        big_b = server.challenge(b"wifiprov", a_sent)
+        results.append((big_b, server.key, server._m))
+    assert results[0][:2] == results[1][:2] and results[0][2] != results[1][2]
+    big_b, key, m = results[0]
+    server, v = _appendix_server()
+    b = int.from_bytes(h("4142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f60"), "big")
+    a = int.from_bytes(a_short, "big")
+    hu = sha.pure(a.to_bytes(384, "big"))
+    hu.update(int.from_bytes(big_b, "big").to_bytes(384, "big"))
+    u = int.from_bytes(hu.digest(), "big")
+    s = pow(a * pow(int.from_bytes(v, "big"), u, srp._N) % srp._N, b, srp._N)
+    assert key == sha.pure(srp.i2b(s)).digest()
+    x = sha.pure(srp._HNG)
+    for part in (sha.pure(b"wifiprov").digest(), server.salt, a_short, big_b, key):
+        x.update(part)
+    assert m == x.digest()
+
+
 def test_srp_refuses_bad_public_keys_and_proofs():
     server, _ = _appendix_server()
     raises(ValueError, server.challenge, b"wifiprov", bytes(384))

@@ -4,6 +4,7 @@
 # The protocol work is done by the sans-IO modules; this file moves bytes and
 # time, and owns every wait (each one bounded).
 import asyncio
+import gc
 import time
 import network
 from micropython import const
@@ -194,6 +195,12 @@ class Provisioner:
     async def run(self):
         """Serve until the board has joined a network ("done"), or "timeout"."""
         name = self.ident.name
+        # The first handshake's key (Security 2: g^b, a 3072-bit modexp) is
+        # made now, while the heap has the most room, before the HTTP
+        # server's and the first connection's objects cut it up; a client
+        # that comes at once would otherwise wait for it to be made then.
+        gc.collect()
+        self.pc.idle(time.ticks_ms())
         ap = network.WLAN(network.AP_IF)
         ap.active(True)
         ap.config(ssid=name, security=0, max_clients=5)  # open, as the SDK's example

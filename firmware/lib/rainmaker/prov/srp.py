@@ -77,24 +77,24 @@ class Server:
         self.key = self._m = None
         if not 1 <= len(a_bytes) <= NLEN or not 1 <= len(username) <= 64:
             raise ValueError("bad username or public key length")
-        a = int.from_bytes(a_bytes, "big")
-        if a % _N == 0:
+        if int.from_bytes(a_bytes, "big") % _N == 0:
             raise ValueError("A mod N is 0")
         self.prepare()
         assert self.pre is not None  # made by prepare()
         b, big_b = self.pre
         self.pre = None  # never reuse b
         bb = i2b(big_b)
-        u = _h(a.to_bytes(NLEN, "big"), big_b.to_bytes(NLEN, "big"))
-        del big_b  # (bb has it): each 3072-bit number dropped as soon as it is
-        # used leaves room for the next modexp's temporaries (four of 770 bytes)
+        # Each 3072-bit number exists only while it is needed, so that each
+        # modexp's temporaries (four blocks of 770 bytes) find room: A as an
+        # int is made again for its one use, PAD(A) is A's bytes after zeros.
+        u = _h(bytes(NLEN - len(a_bytes)), a_bytes, big_b.to_bytes(NLEN, "big"))
+        del big_b  # (bb has it)
         u = int.from_bytes(u, "big")
         if u == 0:
             raise ValueError("u is 0")
         s = pow(self.v, u, _N)
         del u
-        s = a * s % _N
-        del a
+        s = int.from_bytes(a_bytes, "big") * s % _N
         s = pow(s, b, _N)
         k = _h(i2b(s))
         del s
