@@ -3,6 +3,7 @@
 # SHA-512; I2B() = minimal big-endian bytes, PAD() = 384 bytes. k and
 # H(N) xor H(PAD(g)) depend only on the group, so they are constants here
 # (tests recompute them).
+import gc
 import os
 from .sha512 import sha512
 from .aes import equal
@@ -83,21 +84,24 @@ class Server:
         assert self.pre is not None  # made by prepare()
         b, big_b = self.pre
         self.pre = None  # never reuse b
-        bb = i2b(big_b)
-        # Each 3072-bit number exists only while it is needed, so that each
-        # modexp's temporaries (four blocks of 770 bytes) find room: A as an
-        # int is made again for its one use, PAD(A) is A's bytes after zeros.
+        # Each 3072-bit number exists only while it is needed, and the steps'
+        # garbage is collected before each modexp, so that its temporaries
+        # (four blocks of 780 bytes) find whole holes: A as an int is made
+        # again for its one use, PAD(A) is A's bytes after zeros, I2B(B) is
+        # made last.
         u = _h(bytes(NLEN - len(a_bytes)), a_bytes, big_b.to_bytes(NLEN, "big"))
-        del big_b  # (bb has it)
         u = int.from_bytes(u, "big")
         if u == 0:
             raise ValueError("u is 0")
+        gc.collect()
         s = pow(self.v, u, _N)
         del u
         s = int.from_bytes(a_bytes, "big") * s % _N
+        gc.collect()
         s = pow(s, b, _N)
         k = _h(i2b(s))
         del s
+        bb = i2b(big_b)
         self._m = _h(_HNG, _h(username), self.salt, a_bytes, bb, k)
         self._a = a_bytes
         self.key = k
