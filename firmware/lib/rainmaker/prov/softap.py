@@ -14,8 +14,6 @@ from .ident import Ident
 from .protocomm import Protocomm
 from .httpd import Parser, Server, TooLarge, response
 from .netconfig import NetConfig, CONNECTED, AUTH_ERROR, NOT_FOUND
-from .scan import Scan
-from .assoc import UserAssoc
 
 PORT = 80
 # Connections: how many, and which one makes room for a new one, is the
@@ -67,19 +65,37 @@ class Provisioner:
         self.mapping_file = mapping_file
         self.port = int(cfg.get("prov_port", port))
         self.net = NetConfig()
-        self.scan = Scan(sta.scan)
-        self.assoc = UserAssoc(node_id)
+        # The scan and the user mapping (their modules and objects) are made
+        # on their first request, after the handshake: not in the heap while
+        # Security 2's big numbers need it.
+        self.node_id = node_id
+        self.scan = None
+        self.assoc = None
         self.sec = self.ident.security()
         self.pc = Protocomm(self.sec, {
             "prov-config": self.net.config,
-            "prov-scan": self.scan.handle,
+            "prov-scan": self._scan_req,
             "prov-ctrl": self.net.ctrl,
-            "cloud_user_assoc": self.assoc.handle,
+            "cloud_user_assoc": self._assoc_req,
         })
         self.http = Server(self.pc)
         self.tasks = {}  # connection id -> its task (as many as the Server admits)
         self._ids = 0
         self.last_request = time.ticks_ms()
+
+    def _scan_req(self, plain):
+        if self.scan is None:
+            from .scan import Scan
+
+            self.scan = Scan(self.sta.scan)
+        return self.scan.handle(plain)
+
+    def _assoc_req(self, plain):
+        if self.assoc is None:
+            from .assoc import UserAssoc
+
+            self.assoc = UserAssoc(self.node_id)
+        return self.assoc.handle(plain)
 
     # -- HTTP connections ---------------------------------------------------------
 
@@ -176,13 +192,13 @@ class Provisioner:
         sta = self.sta
         ip = sta.ifconfig()[0]
         auth, bssid, ch = (3 if password else 0), b"", 0
-        for r in self.scan.results:
+        for r in self.scan.results if self.scan else ():
             if r[0] == ssid.encode():
                 auth, bssid, ch = r[4], r[1], r[2]
                 break
         # The mapping first: if power fails between the two writes, the board
         # provisions again rather than coming up without its owner.
-        m = self.assoc.mapping
+        m = self.assoc.mapping if self.assoc else None
         if m:
             Store(self.mapping_file).save({"user_id": m[0], "secret_key": m[1]})
         if not Store(self.wifi_file).save({"ssid": ssid, "password": password}):
