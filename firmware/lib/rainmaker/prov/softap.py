@@ -18,6 +18,9 @@ from .netconfig import NetConfig, CONNECTED, AUTH_ERROR, NOT_FOUND
 PORT = 80
 # Connections: how many, and which one makes room for a new one, is the
 # Server's rule (httpd.py). An idle connection is never closed on a timer.
+# Bytes per read: each read takes a fresh block of this size (+1), and a
+# request is parsed from its pieces; 256 finds room where 512 may not.
+_READ = const(256)
 _REQUEST_MS = const(10000)  # longest pause inside a request that has started, or in a reply
 _ATTEMPTS = const(3)  # connection attempts per apply, as the SDK example
 _ATTEMPT_MS = const(15000)  # an attempt with no verdict by then failed (e.g. silent bad key)
@@ -112,17 +115,23 @@ class Provisioner:
                 t.cancel()
         self.tasks[cid] = asyncio.current_task()
         parser = Parser()
+        gc.collect()  # (see prov/__init__.py)
         try:
             while True:
                 if parser.head is None and not parser.buf:
-                    data = await reader.read(512)  # idle: no timeout (see httpd.py)
+                    data = await reader.read(_READ)  # idle: no timeout (see httpd.py)
                 else:
-                    data = await asyncio.wait_for_ms(reader.read(512), _REQUEST_MS)
+                    data = await asyncio.wait_for_ms(reader.read(_READ), _REQUEST_MS)
                 if not data:
                     return
                 try:
                     req = parser.feed(data)
                     data = None  # (the parser has it) not held through a handshake's big numbers
+                    # The reads' and the header's garbage goes before the
+                    # request is handled: a handshake's big numbers, and what
+                    # the request keeps, then find the low holes it left
+                    # rather than landing above it (see prov/__init__.py).
+                    gc.collect()
                     while req is not None:
                         self.last_request = time.ticks_ms()
                         out, keep = self.http.handle(cid, req, self.last_request)
@@ -224,6 +233,7 @@ class Provisioner:
         # The access point's own address, not 0.0.0.0: only SoftAP clients reach the
         # server, never the network the station joins while it tries the credentials.
         server = await asyncio.start_server(self._serve, ap.ifconfig()[0], self.port)
+        gc.collect()  # (see prov/__init__.py)
         log.info("prov", "not provisioned: access point %s, Security %d, %s, http://%s:%d" % (
             name, self.ident.sec, "PoP " + self.ident.pop if self.ident.sec else "no PoP", ap.ifconfig()[0], self.port))
         log.info("prov", "QR %s" % self.ident.qr())
