@@ -61,6 +61,22 @@ def test_status_before_start_names_every_part(board):
     assert "heap     " in text
 
 
+def test_a_board_that_will_provision_builds_its_config_after_provisioning(board):
+    # No Wi-Fi credentials: the board provisions first, and the config's
+    # packet (the largest) is not built at start, where it would sit in the
+    # heap through provisioning; run() builds it before the first connection.
+    d, rt = board
+    (d / "wifi.json").unlink()
+    agent, node = _agent(rt)
+    a = agent.Agent(node)
+    assert a.sync.config_due and a.session.inflight == {}
+    (d / "wifi.json").write_text('{"ssid": "x", "password": ""}')  # as provisioning leaves it
+    a.link.stage(0)  # as run() does before the first connection
+    assert not a.sync.config_due and len(a.session.inflight) == 1
+    (d / "wifi.json").write_text('{"ssid": ""}')  # credentials without a network: provisions too
+    assert agent.Agent(node).session.inflight == {}
+
+
 @pytest.mark.parametrize("error", [MemoryError, RuntimeError, ValueError])
 def test_a_config_that_cannot_be_built_at_start_stays_due_and_the_agent_starts(board, error):
     # The config's packet is built at start; whatever fails there (no memory,
@@ -206,3 +222,25 @@ def test_no_memory_to_start_the_agent_is_named_with_the_fix(board, monkeypatch):
     line = out.getvalue()
     assert re.search(r"rm E agent: no memory to start \(\d+ bytes free\): a smaller app or node, "
                      r"or the agent frozen into the firmware \(firmware/manifest.py\)", line), line
+
+
+def test_provisioning_loads_scan_and_user_mapping_on_their_first_request(board):
+    # Not in the heap during the Security 2 handshake: the scan and the user
+    # mapping (modules and objects) come with their first request.
+    import sys
+
+    d, rt = board
+    softap = rt.import_module("rainmaker.prov.softap")
+    network = softap.network  # the board's, as the firmware sees it
+    pb = rt.import_module("rainmaker.prov.pb")
+    p = softap.Provisioner({"prov_sec": 1, "random": "ab" * 64}, network.WLAN(network.STA_IF), "240AC4ABCDEF",
+                           "wifi.json", "mapping.json")
+    assert p.scan is None and p.assoc is None
+    assert "rainmaker.prov.scan" not in sys.modules and "rainmaker.prov.assoc" not in sys.modules
+    status = pb.decode(p.pc.endpoints["prov-scan"](pb.f_int(1, 2)))
+    assert pb.get_int(status, 1) == 3 and p.scan is not None and "rainmaker.prov.scan" in sys.modules
+    cmd = pb.f_msg(10, pb.f_bytes(1, b"user") + pb.f_bytes(2, b"secret"))
+    out = pb.decode(p.pc.endpoints["cloud_user_assoc"](cmd))
+    assert pb.get_int(out, 1) == 1 and p.assoc.mapping == ("user", "secret")
+    p._joined("SimNet", "pw")  # the mapping is stored with the credentials
+    assert json.loads((d / "mapping.json").read_text()) == {"user_id": "user", "secret_key": "secret"}

@@ -35,6 +35,36 @@ def test_sha512_incremental_equals_one_shot():
     raises(ValueError, x.digest)
 
 
+def test_sha512_any_split_of_any_length():
+    # The padding cases (one and two final blocks, a length that ends
+    # exactly on a block), SRP-sized inputs, and updates of odd
+    # sizes from bytes, bytearray and memoryview: the partial-block buffer
+    # and the blocks hashed in place give the one-shot digest, and CPython's
+    # hashlib's where it has SHA-512 (MicroPython's unix port has not).
+    data = bytes((i * 37 + 11) & 255 for i in range(800))
+    try:
+        ref = hashlib.sha512
+    except AttributeError:
+        ref = None
+    for n in (0, 1, 17, 111, 112, 113, 127, 128, 129, 239, 240, 255, 256, 257, 383, 384, 385, 800):
+        one = sha.pure(data[:n]).digest()
+        if ref is not None:
+            assert ref(data[:n]).digest() == one, n
+        x = sha.pure()
+        i = 0
+        step = 1 + n % 7
+        kinds = (bytes, bytearray, memoryview)
+        while i < n:
+            x.update(kinds[i % 3](data[i:min(i + step, n)]))
+            i += step
+            step = step * 3 % 131 + 1
+        assert x.digest() == one, n
+    blob = bytearray(data[:200])
+    x = sha.pure(blob)
+    blob[0] ^= 1  # the caller's buffer changing after update() does not matter
+    assert x.digest() == sha.pure(data[:200]).digest()
+
+
 def test_x25519_rfc7748():
     k = h("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4")
     u = h("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c")
@@ -91,6 +121,19 @@ def test_gcm_appendix_a_and_tamper():
     raises(ValueError, g.decrypt, n[:11], ct)
 
 
+def test_gcm_reduction_table():
+    # aes._R4 is written out as literals; recomputed here from R = 0xE1 << 120.
+    from rainmaker.prov import aes
+
+    r = 0xE1 << 120
+    for m in range(16):
+        v = m
+        for _ in range(4):
+            v = (v >> 1) ^ r if v & 1 else v >> 1
+        assert aes._R4[m] == v, m
+    assert len(aes._R4) == 16
+
+
 def test_constant_time_equal():
     assert equal(b"abc", b"abc")
     assert not equal(b"abc", b"abd")
@@ -130,6 +173,32 @@ def test_srp_appendix_a():
         "2542e74eb3590dba1ed284d52c20b4c2919f00886b4addfa38d728487489613a"
         "c0b94e367c322a099c2f22ab4167d8b66c70484dee5d62a8997c4bf6cf101cec")
     assert server.verify(m) is None  # one use
+
+
+def test_srp_a_public_key_without_its_leading_zeros():
+    # A client that drops A's leading zero bytes (the CLI does) gets the key
+    # that PAD(A) gives, and M over A as it was sent: recomputed here by the
+    # formulas, with ints (the server hashes PAD(A) from A's bytes).
+    a_short = bytes([7]) + bytes(range(200)) + bytes(range(182))  # 383 bytes
+    results = []
+    for a_sent in (a_short, b"\x00" + a_short):
+        server, v = _appendix_server()
+        big_b = server.challenge(b"wifiprov", a_sent)
+        results.append((big_b, server.key, server._m))
+    assert results[0][:2] == results[1][:2] and results[0][2] != results[1][2]
+    big_b, key, m = results[0]
+    server, v = _appendix_server()
+    b = int.from_bytes(h("4142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f60"), "big")
+    a = int.from_bytes(a_short, "big")
+    hu = sha.pure(a.to_bytes(384, "big"))
+    hu.update(int.from_bytes(big_b, "big").to_bytes(384, "big"))
+    u = int.from_bytes(hu.digest(), "big")
+    s = pow(a * pow(int.from_bytes(v, "big"), u, srp._N) % srp._N, b, srp._N)
+    assert key == sha.pure(srp.i2b(s)).digest()
+    x = sha.pure(srp._HNG)
+    for part in (sha.pure(b"wifiprov").digest(), server.salt, a_short, big_b, key):
+        x.update(part)
+    assert m == x.digest()
 
 
 def test_srp_refuses_bad_public_keys_and_proofs():

@@ -42,6 +42,27 @@ def test_decode_refuses_malformed_input():
     raises(ValueError, pb.get_bytes, d, 2, 2)  # too short
 
 
+def test_decode_of_a_view_gives_views_and_the_same_values():
+    # A prov-session request is decoded as views (session.route): no copy of
+    # the nested messages, only the fields taken are copied, as bytes.
+    inner = pb.f_bytes(1, b"user") + pb.f_bytes(2, bytes(range(200)) * 2)
+    msg = pb.f_int(2, 2) + pb.f_msg(12, pb.f_int(1, 0) + pb.f_msg(20, inner))
+    d = pb.decode(memoryview(msg))
+    assert type(d[12]) is memoryview and bytes(d[12]) == pb.decode(msg)[12]
+    s = pb.get_msg(d, 12)
+    sc0 = pb.get_msg(s, 20)
+    assert type(s[20]) is memoryview and pb.get_int(s, 1) == 0
+    a = pb.get_bytes(sc0, 2)
+    assert type(a) is bytes and a == bytes(range(200)) * 2 and pb.get_bytes(sc0, 1) == b"user"
+    assert pb.get_bytes(sc0, 3) == b""
+    raises(ValueError, pb.get_bytes, sc0, 2, 0, 399)  # lengths are checked on views too
+    raises(ValueError, pb.get_int, s, 20)
+    raises(ValueError, pb.get_msg, sc0, 5)
+    for bad in ("08", "12 05 61 62", "0b", "0a 80 80 80 80 10"):
+        raises(ValueError, pb.decode, memoryview(h(bad)))
+    raises(ValueError, pb.get_msg, pb.decode(memoryview(h("0a 02 08 80"))), 1)  # truncated inside
+
+
 REQ = (b"POST /prov-session HTTP/1.1\r\nHost: 192.168.4.1:80\r\nAccept-Encoding: identity\r\n"
        b"Content-Length: 5\r\nContent-type: application/x-www-form-urlencoded\r\nAccept: text/plain\r\n\r\n")
 

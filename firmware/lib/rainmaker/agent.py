@@ -91,17 +91,12 @@ class Agent:
         self._sysreq = None  # the System action asked for, if any
         self._ntp_at = time.ticks_add(time.ticks_ms(), _NTP_EVERY)
         self._halted = False  # a System action is under way: no more connections
-        self.session, self.budget, self.link = c.link(self.cfg, node.node_id, self.sync, connectivity)
-        # The config's packet is built now, before the connection cuts the
-        # heap up, and waits for the first CONNACK
-        # (link.stage). The node is built: conf is loaded again only for a
+        # (with the config's packet built, if the board has Wi-Fi: config.link)
+        self.session, self.budget, self.link = c.link(self.cfg, node.node_id, self.sync, connectivity, wifi)
+        # The node is built: conf is loaded again only for a
         # reconfiguration, std (the builders) never again. run() has dropped
         # both already; these are for an Agent made directly. An app that
         # keeps its own name for std keeps the module (the example deletes it).
-        try:
-            self.link.stage(time.ticks_ms())
-        except Exception:  # raised again by run()'s stage, where the supervisor reports it
-            pass
         unload("conf")
         unload("std")
         self.update = None  # the OTA driver while it has work

@@ -97,8 +97,9 @@ def prepare(node, params, connectivity, clock):
     return Sync(node, Store(params), series=series), node.device("System"), sched
 
 
-def link(cfg, node_id, sync, connectivity):
-    """(Session, Budget, Link) for the node, from the bundle's settings."""
+def link(cfg, node_id, sync, connectivity, wifi):
+    """(Session, Budget, Link) for the node, from the bundle's settings; the
+    config's packet staged in the Link if the board has Wi-Fi credentials."""
     from . import topics
     from .budget import Budget
     from .link import Link
@@ -111,7 +112,20 @@ def link(cfg, node_id, sync, connectivity):
     session = Session(node_id, cfg["keepalive"], will)
     b = cfg["budget"]
     budget = Budget(time.ticks_ms(), b[0], b[1], b[2])
-    return session, budget, Link(session, sync, budget, node_id, cfg["topics"] == "ingest", connectivity)
+    lk = Link(session, sync, budget, node_id, cfg["topics"] == "ingest", connectivity)
+    # The config's packet is built now, before the connection cuts the heap
+    # up, and waits for the first CONNACK (link.stage). Not on a board without
+    # Wi-Fi credentials: it provisions first, and the packet (the largest,
+    # about 4 KB for the example) would sit in the heap through provisioning,
+    # in the way of its big numbers; the agent's run() builds it once
+    # provisioning's code is unloaded. (Here, in start-up code, not in the
+    # agent's resident code.)
+    if Store(wifi).load().get("ssid"):
+        try:
+            lk.stage(time.ticks_ms())
+        except Exception:  # raised again by run()'s stage, where the supervisor reports it
+            pass
+    return session, budget, lk
 
 
 def _exists(path):

@@ -9,8 +9,15 @@ import gc
 
 async def run(cfg, sta, node_id, wifi_file="wifi.json", mapping_file="mapping.json"):
     """Provision; returns "done" (credentials stored) or "timeout"."""
+    # Collections between the steps that make long-lived objects (the code's
+    # module dicts, then the provisioner's objects, the server's, each
+    # connection's): each step's objects go into the holes the last one's
+    # garbage left low in the heap, not above that garbage, where they would
+    # cut up the free part that the handshakes' big numbers need.
+    gc.collect()
     from .softap import Provisioner
 
+    gc.collect()
     return await Provisioner(cfg, sta, node_id, wifi_file, mapping_file).run()
 
 

@@ -60,18 +60,26 @@ class CTR:
         return xor(data, ks)
 
 
-def _mulx4_table():
-    # R4[m]: the reduction of the four bits shifted out when multiplying by x^4.
-    out = []
-    for m in range(16):
-        v = m
-        for _ in range(4):
-            v = (v >> 1) ^ _R if v & 1 else v >> 1
-        out.append(v)
-    return tuple(out)
-
-
-_R4 = _mulx4_table()
+# R4[m]: the reduction of the four bits m shifted out when multiplying by x^4
+# (tests recompute it). Literals: frozen into the firmware, they stay in flash.
+_R4 = (
+    0x00000000000000000000000000000000,
+    0x1C200000000000000000000000000000,
+    0x38400000000000000000000000000000,
+    0x24600000000000000000000000000000,
+    0x70800000000000000000000000000000,
+    0x6CA00000000000000000000000000000,
+    0x48C00000000000000000000000000000,
+    0x54E00000000000000000000000000000,
+    0xE1000000000000000000000000000000,
+    0xFD200000000000000000000000000000,
+    0xD9400000000000000000000000000000,
+    0xC5600000000000000000000000000000,
+    0x91800000000000000000000000000000,
+    0x8DA00000000000000000000000000000,
+    0xA9C00000000000000000000000000000,
+    0xB5E00000000000000000000000000000,
+)
 
 
 class GCM:

@@ -70,8 +70,12 @@ class Parser:
         method, path, cookie, length, close = self.head
         if len(self.buf) < length:
             return None
-        body = self.buf[:length]
-        self.buf = self.buf[length:]
+        if len(self.buf) == length:  # the usual case: no copy of the body
+            body = self.buf
+            self.buf = b""
+        else:
+            body = self.buf[:length]
+            self.buf = self.buf[length:]
         self.head = None
         return Request(method, path, cookie, body, close)
 

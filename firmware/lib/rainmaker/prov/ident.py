@@ -26,7 +26,7 @@ def _hex_bytes(v, n):
 class Ident:
     def __init__(self, cfg, path="prov.json"):
         self.store = Store(path)
-        self.data = self.store.load()
+        self.data = self.store.load()  # until sec2_secrets() (None after)
         rnd = _hex_bytes(cfg.get("random"), 64) or _hex_bytes(self.data.get("random"), 64)
         if rnd is None:
             rnd = os.urandom(64)
@@ -54,8 +54,12 @@ class Ident:
         """(salt, verifier) for this PoP, made once (a 512-bit exponent: slow) and kept."""
         from . import srp
 
+        # prov.json's document is not kept once the secrets are out: its
+        # verifier alone is 768 hex digits, in the heap for all of provisioning.
+        data = self.store.load() if self.data is None else self.data
+        self.data = None
         tag = hashlib.sha256(self.pop.encode()).digest()[:8].hex()
-        s = self.data.get("sec2")
+        s = data.get("sec2")
         if isinstance(s, dict) and s.get("for") == tag:
             salt = _hex_bytes(s.get("salt"), 16)
             ver = s.get("verifier")
@@ -67,8 +71,8 @@ class Ident:
         log.info("prov", "making the Security 2 verifier for this PoP (once; takes seconds)")
         salt = srp.new_salt()
         ver = srp.verifier(salt, USERNAME.encode(), self.pop.encode())
-        self.data["sec2"] = {"for": tag, "salt": salt.hex(), "verifier": ver.hex()}
-        self.store.save(self.data)
+        data["sec2"] = {"for": tag, "salt": salt.hex(), "verifier": ver.hex()}
+        self.store.save(data)
         return salt, ver
 
     def security(self, ecb=None):

@@ -2,7 +2,10 @@
 #
 # decode() reads one message into {field number: value}: a varint field is an
 # int, a length-delimited field is bytes (nested messages are decoded again by
-# the caller); items() keeps every field in order, for repeated ones.
+# the caller); items() keeps every field in order, for repeated ones. Given a
+# memoryview, length-delimited fields are views into it, not copies (a
+# Security 2 handshake nests its 384-byte key three deep): get_msg() decodes
+# a view as views, get_bytes() copies only the field asked for.
 # Fixed32/64 fields are skipped as unknown, groups are refused.
 # Everything is bounded: field count, varint length, every length checked
 # against the buffer. Malformed input raises ValueError, never IndexError.
@@ -51,7 +54,9 @@ def items(buf, max_fields=_MAX_FIELDS):
             n, i = _varint(buf, i, end)
             if n > end - i:
                 raise ValueError("length past the end")
-            v = bytes(buf[i:i + n])
+            v = buf[i:i + n]
+            if type(v) is not memoryview:
+                v = bytes(v)
             i += n
         elif wt == 1 or wt == 5:
             i += 8 if wt == 1 else 4  # unknown fixed-size field: skipped (it still counts)
@@ -66,7 +71,8 @@ def items(buf, max_fields=_MAX_FIELDS):
 
 
 def decode(buf, max_fields=_MAX_FIELDS):
-    """{field: int or bytes} of one message; a repeated field keeps its last value."""
+    """{field: int or bytes (memoryview from a memoryview)} of one message; a
+    repeated field keeps its last value."""
     out = {}
     for num, v in items(buf, max_fields):
         if num:
@@ -96,17 +102,18 @@ def get_int(d, num, hi=0xFFFFFFFF):
 
 
 def get_bytes(d, num, lo=0, hi=4096):
-    """A bytes/string field (b'' when absent), its length checked."""
+    """A bytes/string field (b'' when absent), its length checked; always bytes."""
     v = d.get(num, b"")
-    if type(v) is not bytes or not lo <= len(v) <= hi:
+    t = type(v)
+    if (t is not bytes and t is not memoryview) or not lo <= len(v) <= hi:
         raise ValueError("field %d: bad length" % num)
-    return v
+    return v if t is bytes else bytes(v)
 
 
 def get_msg(d, num):
-    """A nested message that must be present; decoded."""
+    """A nested message that must be present; decoded (as views if it is one)."""
     v = d.get(num)
-    if type(v) is not bytes:
+    if type(v) is not bytes and type(v) is not memoryview:
         raise ValueError("field %d: missing message" % num)
     return decode(v)
 

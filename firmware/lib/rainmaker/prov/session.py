@@ -9,7 +9,8 @@ WAIT_CMD1 = 1
 
 def route(sec, data, ver, field):
     """Decode a prov-session request for scheme `ver` (its oneof is `field`)."""
-    d = pb.decode(data)
+    # Views, not copies, down to the fields the scheme takes (pb.py).
+    d = pb.decode(memoryview(data))
     if pb.get_int(d, 2) != ver:
         raise Refused("security scheme mismatch")
     s = pb.get_msg(d, field)

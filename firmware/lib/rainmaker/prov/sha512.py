@@ -44,21 +44,29 @@ _IV = (
 )
 
 
-def _compress(h, block):
-    w = list(struct.unpack(">16Q", block))
+def _compress(h, block, off):
+    # The message schedule is kept as a ring of its last 16 words, not as a
+    # list grown to 80 (a list that grows to 80 is reallocated up to 128
+    # slots: a 512-byte block that a fragmented heap may not have). h is
+    # updated in place.
+    w = list(struct.unpack_from(">16Q", block, off))
     M = _M
-    for t in range(16, 80):
-        x = w[t - 15]
-        y = w[t - 2]
-        s0 = ((x >> 1) | (x << 63)) ^ ((x >> 8) | (x << 56)) ^ (x >> 7)
-        s1 = ((y >> 19) | (y << 45)) ^ ((y >> 61) | (y << 3)) ^ (y >> 6)
-        w.append((w[t - 16] + (s0 & M) + w[t - 7] + (s1 & M)) & M)
-    a, b, c, d, e, f, g, hh = h
     K = _K
+    a, b, c, d, e, f, g, hh = h
     for t in range(80):
+        j = t & 15
+        if t < 16:
+            wt = w[j]
+        else:
+            x = w[(t - 15) & 15]
+            y = w[(t - 2) & 15]
+            s0 = ((x >> 1) | (x << 63)) ^ ((x >> 8) | (x << 56)) ^ (x >> 7)
+            s1 = ((y >> 19) | (y << 45)) ^ ((y >> 61) | (y << 3)) ^ (y >> 6)
+            wt = (w[j] + (s0 & M) + w[(t - 7) & 15] + (s1 & M)) & M
+            w[j] = wt
         S1 = ((e >> 14) | (e << 50)) ^ ((e >> 18) | (e << 46)) ^ ((e >> 41) | (e << 23))
         ch = (e & f) ^ (~e & g)
-        t1 = hh + (S1 & M) + ch + K[t] + w[t]
+        t1 = hh + (S1 & M) + ch + K[t] + wt
         S0 = ((a >> 28) | (a << 36)) ^ ((a >> 34) | (a << 30)) ^ ((a >> 39) | (a << 25))
         t2 = (S0 & M) + ((a & b) ^ (a & c) ^ (b & c))
         hh = g
@@ -69,13 +77,24 @@ def _compress(h, block):
         c = b
         b = a
         a = (t1 + t2) & M
-    return [(x + y) & M for x, y in zip(h, (a, b, c, d, e, f, g, hh))]
+    h[0] = (h[0] + a) & M
+    h[1] = (h[1] + b) & M
+    h[2] = (h[2] + c) & M
+    h[3] = (h[3] + d) & M
+    h[4] = (h[4] + e) & M
+    h[5] = (h[5] + f) & M
+    h[6] = (h[6] + g) & M
+    h[7] = (h[7] + hh) & M
 
 
 class _sha512:
+    # Whole blocks are hashed where they lie in the caller's data; only a
+    # partial block is copied, into one 128-byte buffer (no concatenation:
+    # a 384-byte SRP number is not copied twice per update).
     def __init__(self, data=None):
         self._h = list(_IV)
-        self._buf = b""
+        self._buf = bytearray(128)
+        self._n = 0  # bytes waiting in _buf
         self._len = 0
         self._done = False
         if data is not None:
@@ -84,23 +103,45 @@ class _sha512:
     def update(self, data):
         if self._done:
             raise ValueError("hash is final")
-        self._len += len(data)
-        buf = self._buf + bytes(data)
+        n = len(data)
+        self._len += n
+        mv = memoryview(data)
+        buf = self._buf
+        k = self._n
         i = 0
-        while len(buf) - i >= 128:
-            self._h = _compress(self._h, buf[i:i + 128])
+        if k:
+            i = min(128 - k, n)
+            buf[k:k + i] = mv[:i]
+            k += i
+            if k < 128:
+                self._n = k
+                return
+            _compress(self._h, buf, 0)
+            k = 0
+        while n - i >= 128:
+            _compress(self._h, mv, i)
             i += 128
-        self._buf = buf[i:]
+        if i < n:
+            k = n - i
+            buf[:k] = mv[i:]
+        self._n = k
 
     def digest(self):
         if self._done:
             raise ValueError("hash is final")
         self._done = True
-        n = self._len
-        tail = self._buf + b"\x80" + bytes((111 - n) % 128) + (n * 8).to_bytes(16, "big")
+        buf = self._buf
+        k = self._n
         h = self._h
-        for i in range(0, len(tail), 128):
-            h = _compress(h, tail[i:i + 128])
+        buf[k] = 0x80
+        for i in range(k + 1, 128):
+            buf[i] = 0
+        if k >= 112:  # no room for the length: one more block
+            _compress(h, buf, 0)
+            for i in range(112):
+                buf[i] = 0
+        buf[112:] = (self._len * 8).to_bytes(16, "big")
+        _compress(h, buf, 0)
         return struct.pack(">8Q", *h)
 
 

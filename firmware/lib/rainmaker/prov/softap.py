@@ -4,6 +4,7 @@
 # The protocol work is done by the sans-IO modules; this file moves bytes and
 # time, and owns every wait (each one bounded).
 import asyncio
+import gc
 import time
 import network
 from micropython import const
@@ -13,12 +14,13 @@ from .ident import Ident
 from .protocomm import Protocomm
 from .httpd import Parser, Server, TooLarge, response
 from .netconfig import NetConfig, CONNECTED, AUTH_ERROR, NOT_FOUND
-from .scan import Scan
-from .assoc import UserAssoc
 
 PORT = 80
 # Connections: how many, and which one makes room for a new one, is the
 # Server's rule (httpd.py). An idle connection is never closed on a timer.
+# Bytes per read: each read takes a fresh block of this size (+1), and a
+# request is parsed from its pieces; 256 finds room where 512 may not.
+_READ = const(256)
 _REQUEST_MS = const(10000)  # longest pause inside a request that has started, or in a reply
 _ATTEMPTS = const(3)  # connection attempts per apply, as the SDK example
 _ATTEMPT_MS = const(15000)  # an attempt with no verdict by then failed (e.g. silent bad key)
@@ -66,19 +68,37 @@ class Provisioner:
         self.mapping_file = mapping_file
         self.port = int(cfg.get("prov_port", port))
         self.net = NetConfig()
-        self.scan = Scan(sta.scan)
-        self.assoc = UserAssoc(node_id)
+        # The scan and the user mapping (their modules and objects) are made
+        # on their first request, after the handshake: not in the heap while
+        # Security 2's big numbers need it.
+        self.node_id = node_id
+        self.scan = None
+        self.assoc = None
         self.sec = self.ident.security()
         self.pc = Protocomm(self.sec, {
             "prov-config": self.net.config,
-            "prov-scan": self.scan.handle,
+            "prov-scan": self._scan_req,
             "prov-ctrl": self.net.ctrl,
-            "cloud_user_assoc": self.assoc.handle,
+            "cloud_user_assoc": self._assoc_req,
         })
         self.http = Server(self.pc)
         self.tasks = {}  # connection id -> its task (as many as the Server admits)
         self._ids = 0
         self.last_request = time.ticks_ms()
+
+    def _scan_req(self, plain):
+        if self.scan is None:
+            from .scan import Scan
+
+            self.scan = Scan(self.sta.scan)
+        return self.scan.handle(plain)
+
+    def _assoc_req(self, plain):
+        if self.assoc is None:
+            from .assoc import UserAssoc
+
+            self.assoc = UserAssoc(self.node_id)
+        return self.assoc.handle(plain)
 
     # -- HTTP connections ---------------------------------------------------------
 
@@ -95,16 +115,23 @@ class Provisioner:
                 t.cancel()
         self.tasks[cid] = asyncio.current_task()
         parser = Parser()
+        gc.collect()  # (see prov/__init__.py)
         try:
             while True:
                 if parser.head is None and not parser.buf:
-                    data = await reader.read(512)  # idle: no timeout (see httpd.py)
+                    data = await reader.read(_READ)  # idle: no timeout (see httpd.py)
                 else:
-                    data = await asyncio.wait_for_ms(reader.read(512), _REQUEST_MS)
+                    data = await asyncio.wait_for_ms(reader.read(_READ), _REQUEST_MS)
                 if not data:
                     return
                 try:
                     req = parser.feed(data)
+                    data = None  # (the parser has it) not held through a handshake's big numbers
+                    # The reads' and the header's garbage goes before the
+                    # request is handled: a handshake's big numbers, and what
+                    # the request keeps, then find the low holes it left
+                    # rather than landing above it (see prov/__init__.py).
+                    gc.collect()
                     while req is not None:
                         self.last_request = time.ticks_ms()
                         out, keep = self.http.handle(cid, req, self.last_request)
@@ -174,13 +201,13 @@ class Provisioner:
         sta = self.sta
         ip = sta.ifconfig()[0]
         auth, bssid, ch = (3 if password else 0), b"", 0
-        for r in self.scan.results:
+        for r in self.scan.results if self.scan else ():
             if r[0] == ssid.encode():
                 auth, bssid, ch = r[4], r[1], r[2]
                 break
         # The mapping first: if power fails between the two writes, the board
         # provisions again rather than coming up without its owner.
-        m = self.assoc.mapping
+        m = self.assoc.mapping if self.assoc else None
         if m:
             Store(self.mapping_file).save({"user_id": m[0], "secret_key": m[1]})
         if not Store(self.wifi_file).save({"ssid": ssid, "password": password}):
@@ -193,6 +220,12 @@ class Provisioner:
     async def run(self):
         """Serve until the board has joined a network ("done"), or "timeout"."""
         name = self.ident.name
+        # The first handshake's key (Security 2: g^b, a 3072-bit modexp) is
+        # made now, while the heap has the most room, before the HTTP
+        # server's and the first connection's objects cut it up; a client
+        # that comes at once would otherwise wait for it to be made then.
+        gc.collect()
+        self.pc.idle(time.ticks_ms())
         ap = network.WLAN(network.AP_IF)
         ap.active(True)
         ap.config(ssid=name, security=0, max_clients=5)  # open, as the SDK's example
@@ -200,6 +233,7 @@ class Provisioner:
         # The access point's own address, not 0.0.0.0: only SoftAP clients reach the
         # server, never the network the station joins while it tries the credentials.
         server = await asyncio.start_server(self._serve, ap.ifconfig()[0], self.port)
+        gc.collect()  # (see prov/__init__.py)
         log.info("prov", "not provisioned: access point %s, Security %d, %s, http://%s:%d" % (
             name, self.ident.sec, "PoP " + self.ident.pop if self.ident.sec else "no PoP", ap.ifconfig()[0], self.port))
         log.info("prov", "QR %s" % self.ident.qr())

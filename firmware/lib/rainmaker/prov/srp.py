@@ -3,29 +3,17 @@
 # SHA-512; I2B() = minimal big-endian bytes, PAD() = 384 bytes. k and
 # H(N) xor H(PAD(g)) depend only on the group, so they are constants here
 # (tests recompute them).
+import gc
 import os
 from .sha512 import sha512
 from .aes import equal
 
-_N = int(
-    "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74"
-    "020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F1437"
-    "4FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7ED"
-    "EE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF05"
-    "98DA48361C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB"
-    "9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3B"
-    "E39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF695581718"
-    "3995497CEA956AE515D2261898FA051015728E5A8AAAC42DAD33170D04507A33"
-    "A85521ABDF1CBA64ECFB850458DBEF0A8AEA71575D060C7DB3970F85A6E1E4C7"
-    "ABF5AE8CDB0933D71E8C94E04A25619DCEE3D2261AD2EE6BF12FFA06D98A0864"
-    "D87602733EC86A64521F2B18177B200CBBE117577A615D6C770988C0BAD946E2"
-    "08E24FA074E5AB3143DB5BFCE0FD108E4B82D120A93AD2CAFFFFFFFFFFFFFFFF", 16)
+# Literals, not int() of a string: frozen into the firmware, they stay in flash.
+_N = 0xFFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7EDEE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA48361C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3BE39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF6955817183995497CEA956AE515D2261898FA051015728E5A8AAAC42DAD33170D04507A33A85521ABDF1CBA64ECFB850458DBEF0A8AEA71575D060C7DB3970F85A6E1E4C7ABF5AE8CDB0933D71E8C94E04A25619DCEE3D2261AD2EE6BF12FFA06D98A0864D87602733EC86A64521F2B18177B200CBBE117577A615D6C770988C0BAD946E208E24FA074E5AB3143DB5BFCE0FD108E4B82D120A93AD2CAFFFFFFFFFFFFFFFF
 _G = 5
 NLEN = 384
 # k = H(N | PAD(g))
-_K = int(
-    "a9c2e2559bf0ebb53f0cbbf62282906bede7f2182f00678211fbd5bde5b28503"
-    "3a4993503b87397f9be5ec02080fedbc0835587ad039060879b8621e8c3659e0", 16)
+_K = 0xa9c2e2559bf0ebb53f0cbbf62282906bede7f2182f00678211fbd5bde5b285033a4993503b87397f9be5ec02080fedbc0835587ad039060879b8621e8c3659e0
 # H(N) xor H(PAD(g)), the first input of M
 _HNG = bytes.fromhex(
     "dad76ed5365ed7bf6bbc1bfa050981458392bbd35a50335d03db3c7535b261d1"
@@ -78,7 +66,8 @@ class Server:
         """The expensive half of a challenge (g^b), done before a client asks."""
         if self.pre is None:
             b = int.from_bytes(self.rand(32), "big")
-            self.pre = (b, (_K * self.v + pow(_G, b, _N)) % _N)
+            gb = pow(_G, b, _N)  # before k * v exists: its temporaries have that room too
+            self.pre = (b, (_K * self.v + gb) % _N)
 
     def challenge(self, username, a_bytes):
         """B as bytes, and K and the expected client proof kept for verify().
@@ -89,19 +78,30 @@ class Server:
         self.key = self._m = None
         if not 1 <= len(a_bytes) <= NLEN or not 1 <= len(username) <= 64:
             raise ValueError("bad username or public key length")
-        a = int.from_bytes(a_bytes, "big")
-        if a % _N == 0:
+        if int.from_bytes(a_bytes, "big") % _N == 0:
             raise ValueError("A mod N is 0")
         self.prepare()
         assert self.pre is not None  # made by prepare()
         b, big_b = self.pre
         self.pre = None  # never reuse b
-        bb = i2b(big_b)
-        u = int.from_bytes(_h(a.to_bytes(NLEN, "big"), big_b.to_bytes(NLEN, "big")), "big")
+        # Each 3072-bit number exists only while it is needed, and the steps'
+        # garbage is collected before each modexp, so that its temporaries
+        # (four blocks of 780 bytes) find whole holes: A as an int is made
+        # again for its one use, PAD(A) is A's bytes after zeros, I2B(B) is
+        # made last.
+        u = _h(bytes(NLEN - len(a_bytes)), a_bytes, big_b.to_bytes(NLEN, "big"))
+        u = int.from_bytes(u, "big")
         if u == 0:
             raise ValueError("u is 0")
-        s = pow(a * pow(self.v, u, _N) % _N, b, _N)
+        gc.collect()
+        s = pow(self.v, u, _N)
+        del u
+        s = int.from_bytes(a_bytes, "big") * s % _N
+        gc.collect()
+        s = pow(s, b, _N)
         k = _h(i2b(s))
+        del s
+        bb = i2b(big_b)
         self._m = _h(_HNG, _h(username), self.salt, a_bytes, bb, k)
         self._a = a_bytes
         self.key = k
