@@ -118,19 +118,12 @@ def check_manifest(m, max_total=MAX_TOTAL):
     if not isinstance(files, list) or not 0 < len(files) <= _MAX_FILES:
         raise BundleError("manifest must list 1..%d files" % _MAX_FILES)
     s = 0
-    for i, f in enumerate(files):
+    seen = Files()  # its add() refuses a path listed twice, as the Reader's does
+    for f in files:
         s += check_entry(f)
-        _unique(files, i)
+        seen.add(f)
     check_top(m, s, max_total)
     return m
-
-
-def _unique(files, i):
-    # A scan instead of a set: at most 64 entries, and no second copy of the paths.
-    p = files[i]["path"]
-    for j in range(i):
-        if files[j]["path"] == p:
-            raise BundleError("file %r listed twice" % p)
 
 
 def _hex(d):

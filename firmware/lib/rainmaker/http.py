@@ -266,17 +266,11 @@ class Response:
         self._n = old + k
         if old and buf[0] == 13 and buf[1] == 10:  # a CR, then the LF in this feed
             raise HTTPError("response starts with a blank line, not a status line")
-        # the blank line ending it: LF CR LF or LF LF, possibly split across feeds
-        s = old - 2 if old > 2 else 0
-        e = buf.find(b"\n\r\n", s, self._n)
-        f = buf.find(b"\n\n", s, self._n)
-        if f >= 0 and (e < 0 or f < e):
-            end = f + 2
-        elif e >= 0:
-            end = e + 3
-        elif self._n >= _MAX_HEAD:
-            raise HTTPError("response head longer than %d bytes" % _MAX_HEAD)
-        else:
+        # the blank line ending it, possibly split across feeds
+        end = _blank(buf, old - 2 if old > 2 else 0, self._n)
+        if end < 0:
+            if self._n >= _MAX_HEAD:
+                raise HTTPError("response head longer than %d bytes" % _MAX_HEAD)
             return n  # not there yet
         self._parse(memoryview(buf)[:end])
         return i + end - old

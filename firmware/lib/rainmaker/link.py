@@ -4,7 +4,8 @@
 # The driver (agent.py) opens a socket, calls open(), and from then on hands
 # in what arrives (receive) and the passing of time (tick); it sends the
 # chunks in link.out, in order, and, when the socket dies, asks closed() how
-# long to wait before the next attempt. Every decision lives here, so each can be tested on a fake clock:
+# long to wait before the next attempt. Every decision lives here, so each
+# can be tested on a fake clock:
 #
 #   * every wait is bounded: TCP + TLS + CONNACK, the user mapping's PUBACK,
 #     the SUBACK, and each write the driver is blocked on (deadline());
