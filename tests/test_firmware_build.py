@@ -83,6 +83,7 @@ def test_the_unix_build_is_the_binary_the_tests_run_with_the_agent_frozen(tmp_pa
     text = firmware.unix_manifest()
     assert 'include("$(PORT_DIR)/variants/standard/manifest.py")' in text
     assert "include(%r, port=False)" % str(ROOT / "firmware" / "manifest.py") in text
+    assert "include(%r)" % str(ROOT / "tools" / "sim" / "mpy" / "manifest.py") in text
     assert firmware.main(["--micropython", str(src), "--port", "unix", "--bits", "64", "--dry-run"]) == 0
     assert "MICROPY_FORCE_32BIT" not in capsys.readouterr().out
 
@@ -95,8 +96,8 @@ def test_a_build_compiles_the_agent_afresh_whatever_the_cache_holds(tmp_path):
     for f in ("rainmaker/link.mpy", "rainmaker/prov/srp.mpy", "asyncio/core.mpy", "ssl.mpy"):
         (cache / f).parent.mkdir(parents=True, exist_ok=True)
         (cache / f).write_bytes(b"M")
-    assert firmware.forget_frozen(out) == cache / "rainmaker"
-    assert sorted(str(p.relative_to(cache)) for p in cache.rglob("*.mpy")) == ["asyncio/core.mpy", "ssl.mpy"]
+    assert firmware.forget_frozen(out) == cache
+    assert not cache.exists()
     assert firmware.forget_frozen(out) is None  # nothing cached: nothing to do
     assert firmware.forget_frozen(tmp_path / "build-ESP32_GENERIC-OTA" / "firmware.bin") is None
 
@@ -108,6 +109,15 @@ def test_the_manifest_freezes_the_package_and_the_port_list_unless_told_not_to()
     assert calls() == [("include", ("$(PORT_DIR)/boards/manifest.py",), {}),
                        ("package", ("rainmaker",), {"base_path": "lib"})]
     assert calls(port=False) == [("package", ("rainmaker",), {"base_path": "lib"})]
+
+
+def test_the_unix_build_freezes_every_hardware_module_of_the_simulated_board():
+    hw = ROOT / "tools" / "sim" / "mpy"
+    calls = run_manifest("tools/sim/mpy/manifest.py")
+    assert ("package", ("simworld",), {}) in calls
+    modules = sorted(a[0] for n, a, _ in calls if n == "module")
+    assert modules == sorted(p.name for p in hw.glob("*.py") if p.name not in ("__init__.py", "manifest.py"))
+    assert [n for n, _, _ in calls] == ["module"] * len(modules) + ["package"]
 
 
 @pytest.mark.skipif(not os.environ.get("MICROPYTHON_SRC"),

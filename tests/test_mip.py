@@ -69,9 +69,10 @@ class ManifestOptions:
         return self._kw.get(name, self._defaults.get(name))
 
 
-def run_manifest(**options):
-    """firmware/manifest.py run as MicroPython's build runs it, included with
-    these options: [(function, args, kwargs)] of the calls it makes."""
+def run_manifest(path="firmware/manifest.py", **options):
+    """A manifest (firmware/manifest.py by default) run as MicroPython's build
+    runs it, included with these options: [(function, args, kwargs)] of the
+    calls it makes."""
     calls = []
 
     def fn(name):
@@ -79,8 +80,8 @@ def run_manifest(**options):
 
     names = {n: fn(n) for n in ("include", "package", "module", "require", "metadata")}
     names["options"] = ManifestOptions(**options)
-    code = (ROOT / "firmware" / "manifest.py").read_text()
-    exec(compile(code, "firmware/manifest.py", "exec"), names)
+    code = (ROOT / path).read_text()
+    exec(compile(code, path, "exec"), names)
     return calls
 
 

@@ -6,6 +6,7 @@ Skipped without a MicroPython binary ($MICROPYTHON, default
 ../shared/micropython/micropython32).
 """
 import errno
+import os
 import json
 import socket
 import subprocess
@@ -294,3 +295,65 @@ def test_fs_delay_slows_every_filesystem_change(tmp_path, delay):
     took = r.stdout.split()
     assert took[0] == "took" and took[2] == "[]", r.stdout + r.stderr
     assert (4 * delay <= int(took[1]) < 4 * delay + 1000) if delay else int(took[1]) < 50
+
+
+def fake_binary(folder, prints, status=0):
+    # Stands in for `micropython -c ...` in frozen_hw's probe: what it prints
+    # for the frozen simworld.chip's __file__.
+    path = folder / "micropython"
+    path.write_text("#!/bin/sh\necho '%s'\nexit %d\n" % (prints, status))
+    path.chmod(0o755)
+    return path
+
+
+def test_hardware_modules_run_frozen_only_from_a_build_that_has_them_and_is_newer(tmp_path):
+    from tools.sim import mpboard
+
+    newest = mpboard._newest(mpboard.HW_DIR)
+    said = []
+    frozen = fake_binary(tmp_path, "simworld/chip.py")
+    assert mpboard.frozen_hw(str(frozen), said.append) and not said
+    os.utime(frozen, (newest - 60, newest - 60))  # built before the last change to tools/sim/mpy
+    assert not mpboard.frozen_hw(str(frozen), said.append)
+    assert len(said) == 1 and "changed after it was built: running the files" in said[0]
+    assert "python -m tools.firmware --port unix" in said[0]
+    (tmp_path / "b").mkdir()
+    files = fake_binary(tmp_path / "b", "%s/simworld/chip.py" % mpboard.HW_DIR)  # found on a path: not frozen
+    assert not mpboard.frozen_hw(str(files))
+    assert not mpboard.frozen_hw(str(fake_binary(tmp_path / "b", "", status=1)))  # no such module
+    assert not mpboard.frozen_hw(MICROPYTHON)  # the stock binary: nothing of the board frozen in
+
+
+def test_frozen_hardware_leaves_the_path_and_the_driver_runs_from_the_binary(tmp_path):
+    from tools.sim import mpboard
+
+    board = tmp_path / "board"
+    board.mkdir()
+    frozen = str(fake_binary(tmp_path, "simworld/chip.py"))
+    lib = [str(board), ".frozen", str(board / "lib")]
+    for binary, path, driver in ((frozen, lib, ["-m", "mpboot"]),
+                                 (MICROPYTHON, [mpboard.HW_DIR] + lib, [mpboard.DRIVER])):
+        launcher = mpboard.Launcher(mpboard.parse_args(["--micropython", binary, "--dir", str(board),
+                                                        "--heapsize", "64K"]))
+        try:
+            assert launcher.hw_frozen == (binary == frozen)
+            assert launcher.path() == path
+            assert launcher.command() == [binary, "-X", "heapsize=64K"] + driver
+        finally:
+            launcher.stop()
+
+
+def test_the_driver_run_with_dash_m_gives_the_board_the_esp32_path(tmp_path):
+    # How a build with the hardware frozen runs it: `-m mpboot` puts '' first,
+    # which the driver drops so that the board folder comes first, as with a script.
+    board = tmp_path / "board"
+    board.mkdir()
+    (board / "main.py").write_text("import sys\nprint('PATH', sys.path)\n")
+    hw = str(ROOT / "tools" / "sim" / "mpy")
+    env = dict(os.environ, MICROPYPATH=":".join([hw, str(board), ".frozen", str(board / "lib")]),
+               MPBOARD_CHIP="esp32c3")
+    r = subprocess.run([MICROPYTHON, "-m", "mpboot"], cwd=board, env=env, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "PATH %r" % [hw, str(board), ".frozen", str(board / "lib")] in r.stdout, r.stdout
+    assert "ESP32C3" in r.stdout.splitlines()[0]  # the banner's chip, from the os.py beside it

@@ -17,7 +17,9 @@ on the filesystem, updatable with `make deploy ARGS=--app-only`.
 
 --port unix builds the 32-bit unix binary that the heap bench measures
 (MICROPYTHON=<it> python -m tests.bench.mpheap --frozen): the unix port
-with the options of the binaries the tests use, and the agent frozen.
+with the options of the binaries the tests use, the agent frozen, and the
+simulated board's hardware modules frozen too, as an ESP32 has its own in
+flash (tools/sim/mpy/manifest.py; the simulator runs them from the binary).
 
 CLI: ``python -m tools.firmware --help``.
 """
@@ -32,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "firmware" / "manifest.py"
+SIM_MANIFEST = ROOT / "tools" / "sim" / "mpy" / "manifest.py"
 BUILD = ROOT / "build"  # (git-ignored) the unix port's manifest is written here
 MIN_VERSION = (1, 23)
 SOURCE_URL = "https://github.com/micropython/micropython"
@@ -82,10 +85,14 @@ def check(src, port, idf=True):
 
 def unix_manifest():
     """The manifest for the unix port: its standard variant's frozen modules
-    (asyncio, ssl...) and the agent without the ESP32 ports' own list."""
-    return ('# Written by tools/firmware.py: the unix port\'s standard variant and the agent.\n'
+    (asyncio, ssl...), the agent without the ESP32 ports' own list, and the
+    simulated board's hardware modules, which are C in flash on an ESP32
+    (tools/sim/mpy/manifest.py)."""
+    return ('# Written by tools/firmware.py: the unix port\'s standard variant, the agent\n'
+            '# and the simulated board\'s hardware.\n'
             'include("$(PORT_DIR)/variants/standard/manifest.py")\n'
-            'include(%r, port=False)\n' % str(MANIFEST))
+            'include(%r, port=False)\n'
+            'include(%r)\n' % (str(MANIFEST), str(SIM_MANIFEST)))
 
 
 def plan(src, port, board, variant, jobs, bits32=True):
@@ -111,11 +118,12 @@ def plan(src, port, board, variant, jobs, bits32=True):
 
 
 def forget_frozen(out):
-    """Remove the agent's cached frozen .mpy from the build folder of `out`.
+    """Remove the cached frozen .mpy files from the build folder of `out`.
     MicroPython's build compiles a frozen module again only when its source is
     newer than the cached .mpy, so a build from another checkout, whose files
-    may be older, would keep the last build's agent. Returns what it removed."""
-    stale = out.parent / "frozen_mpy" / "rainmaker"
+    may be older, would keep the last build's agent (or simulated hardware).
+    They all compile again in about a second. Returns what it removed."""
+    stale = out.parent / "frozen_mpy"
     if not stale.is_dir():
         return None
     shutil.rmtree(stale)
@@ -174,7 +182,7 @@ def main(argv=None):
             path.parent.mkdir(exist_ok=True)
             path.write_text(text)
         if forget_frozen(out):
-            print("The agent's frozen modules are compiled afresh from %s" % MANIFEST.parent)
+            print("Frozen modules are compiled afresh (the agent from %s)" % MANIFEST.parent)
         run(steps)
         if not out.is_file():
             raise FirmwareError(f"the build ended without {out}")

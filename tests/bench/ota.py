@@ -48,7 +48,7 @@ heap the example node.
    context and socket objects; not mbedTLS's own buffers (libc on the unix
    port, the IDF heap on an ESP32). Samples every 100 ms can miss a short
    peak between them.
-   Then the smallest -X heapsize (64K..256K in 4K steps, tests/bench/mpheap.py's
+   Then the smallest -X heapsize (32K..256K in 4K steps, tests/bench/mpheap.py's
    grid; bisected, confirmed on a second fresh board) at which a fresh board of
    the example node (firmware/main.py, run by tests/bench/heap_main.py as
    mpheap.py runs it, so the two smallest heaps compare) comes online, settles
@@ -58,8 +58,10 @@ heap the example node.
    hashes checked). A probe fails on a MemoryError, "out of memory", a
    traceback or an error line in the board's log. The reboot into the update
    is not probed: the sim's set_boot() validates an image in Python in the
-   board's heap, C on an ESP32. The figure includes the sim hw modules (~44 KB,
-   C in flash on an ESP32; mpheap.py prints them). Skip it: --nomin.
+   board's heap, C on an ESP32. The figure includes the sim hw modules' heap
+   (C in flash on an ESP32; mpheap.py prints it: about 14 KB with them frozen
+   into the binary, as `python -m tools.firmware --port unix` builds it, about
+   43 KB run as .py from tools/sim/mpy). Skip it: --nomin.
 
 --frozen: every MicroPython board runs the agent frozen into $MICROPYTHON (a
 build with firmware/manifest.py in its FROZEN_MANIFEST); lib/ holds only what
@@ -114,8 +116,8 @@ HEAP = "256K"
 FIRMWARE_APP = 1600 * 1024
 FINAL = ("success", "rejected")
 # KB, for the smallest heap that still takes a 1.5 MB image or bundle: the 4K
-# steps of tests/bench/mpheap.py's grid, from well below the node's own smallest.
-MIN_GRID = list(range(64, 257, 4))
+# steps of tests/bench/mpheap.py's grid, over its whole range.
+MIN_GRID = list(range(mpheap.KB_LO, mpheap.KB_HI + 1, mpheap.KB_STEP))
 # The app on the boards of the smallest-heap probes: "example" is firmware/main.py,
 # the node whose heap tests/bench/mpheap.py measures (run by its bench app, which
 # also tells where rainmaker was loaded from); "plug" is the one-switch bench app
@@ -572,9 +574,9 @@ def fit_lines(rig, app="example", kinds=("image", "bundle"), grid=None):
         if kb is not None and failed:
             s += "; %dK failed: %s" % failed
         lines.append("  %-6s %9s B: %s  (%d boards, %.0f s)" % (kind, _n(len(data)), s, probes, time.monotonic() - t))
-    lines.append("  (bisected over %d..%dK in %dK steps, confirmed on a second board. Includes the sim hw modules,"
+    lines.append("  (bisected over %d..%dK in %dK steps, confirmed on a second board. Includes the sim hw modules'"
                  % (grid[0], grid[-1], grid[1] - grid[0]))
-    lines.append("   ~44 KB, C on an ESP32: tests/bench/mpheap.py prints them. The reboot after is not probed: the")
+    lines.append("   heap, C on an ESP32: tests/bench/mpheap.py prints it. The reboot after is not probed: the")
     lines.append("   sim's set_boot() validates the image in Python in the board's heap, C on an ESP32)")
     return lines
 

@@ -13,6 +13,11 @@ absent from the unix port); they share the world model (tools/sim/mpy/simworld) 
 
 * cwd = BOARD_DIR, MICROPYPATH = tools/sim/mpy:BOARD_DIR:.frozen:BOARD_DIR/lib
   (the ESP32's order: the filesystem root, frozen modules, then /lib).
+* A binary built by `python -m tools.firmware --port unix` has the hardware modules
+  frozen in (tools/sim/mpy/manifest.py), as an ESP32 has its own in flash: they are
+  then run from the binary (tools/sim/mpy leaves the path and the driver is run with
+  -m), so their code takes no heap, unless a file in tools/sim/mpy is newer than
+  the binary, which would then run an older simulator.
 * Runs boot.py then main.py (tools/sim/mpy/mpboot.py) and prints a banner at every
   boot. A traceback from either ends the run with status 1 (the board is at the REPL).
 * machine.reset()/soft_reset()/deepsleep() and a watchdog timeout end the interpreter
@@ -57,6 +62,33 @@ def default_micropython():
     root = os.path.dirname(os.path.dirname(HERE))
     path = os.path.join(os.path.dirname(root), "shared", "micropython", "micropython32")
     return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
+def _newest(folder):
+    return max(os.path.getmtime(os.path.join(d, f)) for d, _, files in os.walk(folder)
+               for f in files if f.endswith(".py"))
+
+
+def frozen_hw(binary, log=None):
+    """True if `binary` has the hardware modules frozen in and was built after
+    the last change to any of them (see the module's docstring); log(text) is
+    told when a build has them but is older."""
+    with tempfile.TemporaryDirectory(prefix="mpboard-") as d:
+        try:
+            r = subprocess.run([binary, "-c", "import simworld.chip as m; print(m.__file__)"], cwd=d,
+                               env=dict(os.environ, MICROPYPATH=".frozen"), capture_output=True, text=True,
+                               timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+    # A frozen module's __file__ is its name in the manifest.
+    if r.returncode or r.stdout.strip() != "simworld/chip.py":
+        return False
+    if os.path.getmtime(binary) < _newest(HW_DIR):
+        if log:
+            log("mpboard: %s has the simulated hardware frozen in, but %s changed after it was built: "
+                "running the files (rebuild: python -m tools.firmware --port unix)" % (binary, HW_DIR))
+        return False
+    return True
 
 
 def _relay_arg(text):
@@ -117,6 +149,7 @@ class Launcher:
         self.proc = None
         self.relays = []
         self.flash = None  # opened in run()
+        self.hw_frozen = frozen_hw(args.micropython, print)
 
     def alive(self, boot):
         return boot not in self.ended
@@ -125,9 +158,19 @@ class Launcher:
         for port, target in self.args.relay:
             self.relays.append(Relay(port, target, os.path.join(self.ctl, "link"), self.alive).start())
 
+    def path(self):
+        hw = [] if self.hw_frozen else [HW_DIR]
+        return hw + [self.board, ".frozen", os.path.join(self.board, "lib")]
+
+    def command(self):
+        cmd = [self.args.micropython]
+        if self.args.heapsize:
+            cmd += ["-X", "heapsize=" + self.args.heapsize]
+        return cmd + (["-m", "mpboot"] if self.hw_frozen else [DRIVER])
+
     def env(self, cause):
         env = dict(os.environ)
-        env["MICROPYPATH"] = ":".join([HW_DIR, self.board, ".frozen", os.path.join(self.board, "lib")])
+        env["MICROPYPATH"] = ":".join(self.path())
         env.update(MPBOARD_CTL=self.ctl, MPBOARD_AIR=self.air, MPBOARD_PINS=self.pins,
                    MPBOARD_PINS_OUT=self.pins_out, MPBOARD_MAC=self.mac, MPBOARD_BOOT=str(self.boot),
                    MPBOARD_RESET_CAUSE=cause, MPBOARD_CHIP=self.args.chip,
@@ -136,10 +179,7 @@ class Launcher:
         return env
 
     def run(self):
-        cmd = [self.args.micropython]
-        if self.args.heapsize:
-            cmd += ["-X", "heapsize=" + self.args.heapsize]
-        cmd.append(DRIVER)
+        cmd = self.command()
         try:
             self.flash = open_flash(self.args, self.board, self.args.chip)
         except ValueError as e:

@@ -26,8 +26,9 @@ def _print_exception(e):
 
 
 def main():
-    # The script's folder is prepended by the unix port; it is first on MICROPYPATH too.
-    if len(sys.path) > 1 and sys.path[0] == sys.path[1]:
+    # The unix port prepends the script's folder, which is first on MICROPYPATH
+    # too, or '' when the driver is run frozen (-m): the board folder follows.
+    if len(sys.path) > 1 and sys.path[0] in ("", sys.path[1]):
         sys.path.pop(0)
     board = os.getcwd()
     date = os.getenv("MPBOARD_DATE") or "unix"
