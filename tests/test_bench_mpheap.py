@@ -129,3 +129,14 @@ def test_bisect_finds_the_edge_and_confirms_it_on_another_board():
     assert (kb, reading) == (124, {"kb": 124}) and failed == (120, "no memory at 120 (on the confirming board)")
     # Nothing passes: the largest size's failure.
     assert bisect(grid, lambda kb: (False, "never", None)) == (None, None, (256, "never"))
+    # Every size passes on its first board only: not "nothing fits" but unsteady, said so.
+    seen.clear()
+
+    def once(kb):
+        seen.append(kb)
+        ok = kb >= 120 and seen.count(kb) == 1
+        return ok, None if ok else "failed at %d" % kb, {"kb": kb} if ok else None
+
+    assert bisect(grid, once) == (None, None, (132, "unsteady: no size from 120K to 132K passed on two boards "
+                                                    "in a row; at 132K: failed at 132"))
+    assert seen[-6:] == [120, 124, 124, 128, 128, 132] and seen.count(132) == 2

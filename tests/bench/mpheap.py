@@ -261,7 +261,7 @@ def bisect(grid, probe, confirms=3):
     """The smallest size of grid (ascending) at which probe(size) -> (ok, why,
     reading) passes: bisected, then confirmed on a fresh board (near the edge,
     heap layout and timing decide; a failed confirmation moves one step up, at
-    most `confirms` times, and the size it lands on must pass once more).
+    most `confirms` times, and the size it lands on must pass twice).
     Returns (size or None, its reading, largest failing (size, why) or None)."""
     ok, why, reading = probe(grid[-1])
     if not ok:
@@ -275,17 +275,19 @@ def bisect(grid, probe, confirms=3):
             hi, best = mid, reading
         else:
             lo, failed = mid, (grid[mid], why)
-    for _ in range(confirms):
+    need, moves = 1, 0  # passes still owed at grid[hi] (the bisection's was one); steps moved up
+    while need:
         ok, why, reading = probe(grid[hi])
-        if ok or hi == len(grid) - 1:
-            break
+        if ok:
+            need -= 1
+            best = best or reading
+            continue
         failed = (grid[hi], why + " (on the confirming board)")
-        hi += 1
-        best = None
-    if best is None:  # moved up: this size must pass too
-        ok, why, best = probe(grid[hi])
-        if not ok:
-            return None, None, (grid[hi], why)
+        if hi == len(grid) - 1 or moves == confirms:
+            # Not "nothing fits": sizes passed, but none on two boards in a row.
+            return None, None, (grid[hi], "unsteady: no size from %dK to %dK passed on two boards in a row; "
+                                          "at %dK: %s" % (grid[hi - moves], grid[hi], grid[hi], why))
+        hi, moves, need, best = hi + 1, moves + 1, 2, None
     return grid[hi], best, failed
 
 
