@@ -876,3 +876,46 @@ asyncio.run(main())
         p.stdout.close()
         p.stderr.close()
         srv.close()
+
+
+def test_the_world_files_are_read_again_only_when_replaced(tmp_path, monkeypatch):
+    # Polled every 50 ms: reading them each time would fill the board's heap with
+    # copies on the MicroPython backend, where an ESP32's drivers take nothing from it.
+    import builtins
+
+    from tools.sim import Air, Pins
+    from tools.sim.mpy.simworld import air as air_mod, pins as pins_mod
+
+    opened = []
+
+    def spy(path, *a, **k):
+        opened.append(os.path.basename(path))
+        return builtins.open(path, *a, **k)
+
+    monkeypatch.setattr(air_mod, "open", spy, raising=False)
+    monkeypatch.setattr(pins_mod, "open", spy, raising=False)
+    air = Air(tmp_path / "air.json")
+    air.set_network("HomeNet", "secret123")
+    f = air_mod.AirFile(str(tmp_path / "air.json"))
+    assert opened == ["air.json"]
+    assert not f.reload() and not f.reload() and opened == ["air.json"]  # unchanged: not even opened
+    air.set_network("HomeNet", "secret124")  # same size, same second: still a new file
+    assert f.reload() and f.find("HomeNet")["password"] == "secret124" and opened.count("air.json") == 2
+    os.remove(tmp_path / "air.json")
+    assert f.reload() and f.data == {"networks": []}
+    assert not f.reload() and opened.count("air.json") == 3
+
+    pins = Pins(str(tmp_path / "pins.json"), str(tmp_path / "pins_out.json"))
+    bank = pins_mod.PinBank(pins.inputs, pins.outputs, threading.Lock(), lambda h, p: None)
+    opened.clear()
+    bank.poll()
+    bank.poll()
+    assert opened == []  # no file, nothing read
+    pins.set(0, 1)
+    bank.poll()
+    assert opened == ["pins.json"] and bank.levels == {0: 1}
+    bank.poll()
+    assert opened == ["pins.json"]
+    pins.set(0, 0)  # same size again
+    bank.poll()
+    assert opened == ["pins.json"] * 2 and bank.levels == {0: 0}

@@ -6,6 +6,7 @@
 #
 # Shared by both backends (CPython and MicroPython subset).
 import json
+from . import stamp
 
 try:
     import hashlib
@@ -32,26 +33,31 @@ class AirFile:
         self.path = path
         self.data = {"networks": []}
         self._text = None
+        self._stamp = False  # not read yet (None: no file)
         self.reload()
 
     def reload(self):
-        """Read the file; True if what it says changed."""
+        """Read the file if it was replaced; True if what it says changed."""
+        st = stamp(self.path)
+        if st == self._stamp:
+            return False
         try:
             with open(self.path) as f:
                 text = f.read()
         except OSError:
             text = ""
         if text == self._text:
+            self._stamp = st
             return False
         if not text:
-            self._text = text
+            self._text, self._stamp = text, st
             self.data = {"networks": []}
             return True
         try:
             data = parse(text)
         except (ValueError, TypeError):
             return False  # half-written? try again next poll
-        self._text = text
+        self._text, self._stamp = text, st
         self.data = data
         return True
 

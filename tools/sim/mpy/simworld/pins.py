@@ -14,19 +14,15 @@
 import json
 import os
 from . import chip as _chip
+from . import stamp
 
 VALID_PINS = _chip.valid_pins("esp32")  # the ESP32's; a PinBank has its chip's
 INPUT_ONLY = _chip.input_only("esp32")
 FREQS = (20000000, 40000000, 80000000, 160000000, 240000000)
 
 
-def read_levels(path):
-    """pins.json -> {pin: 0|1}; None if it cannot be read now (half-written)."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        return {}
+def levels_of(text):
+    """pins.json's text -> {pin: 0|1}; None if it is not JSON (half-written)."""
     if not text:
         return {}
     try:
@@ -61,20 +57,25 @@ class PinBank:
         self.out = {"pins": {}, "pwm": {}}
         self.pins = {}
         self._text = None
+        self._stamp = False  # not read yet (None: no file)
         self.poll()
 
     def poll(self, now=None):
+        st = stamp(self.pins_path)
+        if st == self._stamp:
+            return
         try:
             with open(self.pins_path) as f:
                 text = f.read()
         except OSError:
             text = ""
         if text == self._text:
+            self._stamp = st
             return
-        new = read_levels(self.pins_path) if text else {}
+        new = levels_of(text) if text else {}
         if new is None:
             return  # half-written: next poll
-        self._text = text
+        self._text, self._stamp = text, st
         fire = []
         with self.lock:
             for pid in set(list(new) + list(self.levels)):
