@@ -41,3 +41,18 @@ def test_ota_diagnostic_options_name_where_they_apply(argv, says, capsys):
     with pytest.raises(SystemExit):
         ota.main(argv)
     assert says in capsys.readouterr().err
+
+
+def test_the_provisioning_benchs_flow_runs_against_the_firmware_as_it_is():
+    # make bench is not part of make test: this keeps its provisioning flow in
+    # step with the firmware's API (a changed signature once broke it unseen).
+    import shutil
+
+    from tests.bench import prov
+
+    root = prov._root()
+    try:
+        heap = prov.flow(root, prov._verifier())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    assert 0 < heap["code"] < heap["built"] <= heap["peak_live"] and heap["after"] < heap["code"]

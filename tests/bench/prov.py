@@ -147,7 +147,7 @@ def build():
 def http(name, body):
     req = S['m'][1].Parser().feed(b'POST /%s HTTP/1.1\\r\\nContent-Length: %d\\r\\n\\r\\n' % (name.encode(), len(body)) + body)
     a = gc.mem_alloc()
-    out = S['srv'].handle(1, req)[0]
+    out = S['srv'].handle(1, req, 0)[0]  # (connection id, request, now in ms)
     R['burst'] = max(R['burst'], gc.mem_alloc() - a)
     return out[out.find(b'\\r\\n\\r\\n') + 4:]
 
@@ -253,18 +253,26 @@ def measure():
                 _, us, alloc = line[0].split()
                 best = min(best or int(us), int(us))
             steps[name] = {"fuel": f1 - f0, "vm_ms": best / 1000, "alloc": int(alloc)}
-        out, err, _ = vm.run(_PRE + _FLOW.replace("__VER__", repr(ver)), root)
-        line = [l for l in out.splitlines() if l.startswith("FLOW")]
-        if not line:
-            raise RuntimeError("flow printed no result: %s %s" % (out[-500:], err[-1500:]))
-        code, built, peak, burst, after = (int(x) for x in line[0].split()[1:])
-        heap = {"code": code, "built": built, "peak_live": peak, "burst": burst, "after": after}
+        heap = flow(root, ver)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for s in steps.values():
         gc = s["alloc"] / FREE_HEAP * GC_MS / 1000
         s["esp32_s"] = tuple(s["vm_ms"] * k / 1000 + gc for k in SLOWDOWN)
     return steps, heap
+
+
+def flow(root, ver):
+    """The heap figures of a whole Security 2 provisioning (_FLOW) on the VM,
+    with the firmware as _root() laid it out and the verifier ver (hex)."""
+    from tests import vm
+
+    out, err, _ = vm.run(_PRE + _FLOW.replace("__VER__", repr(ver)), root)
+    line = [l for l in out.splitlines() if l.startswith("FLOW")]
+    if not line:
+        raise RuntimeError("flow printed no result: %s %s" % (out[-500:], err[-1500:]))
+    code, built, peak, burst, after = (int(x) for x in line[0].split()[1:])
+    return {"code": code, "built": built, "peak_live": peak, "burst": burst, "after": after}
 
 
 def _sum(steps, *names):
