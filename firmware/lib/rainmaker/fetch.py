@@ -346,7 +346,7 @@ async def download(url, start, sink_for, ctx, progress, idle=30000):
             s.close()
             if not whole and sink is not None and hasattr(sink, "abort"):
                 try:
-                    sink.abort()  # pyright: ignore[reportAttributeAccessIssue]
+                    sink.abort()
                 except Exception:
                     pass  # the failure that ended the attempt is the one to report
     raise Failed("more than %d redirects" % _REDIRECTS)
