@@ -226,10 +226,13 @@ class Bundle:
                 raise Failed("MD5 mismatch: the file has %s, the job says %s" % (got, md5))
 
     def activate(self, job=None):
-        import boot  # firmware/boot.py: the switch and its undo live there
-
+        # The plan only: boot.py switches the files in when the board restarts
+        # into the update, as it finishes a switch a power cut interrupted.
+        # Importing boot here compiled it from source in this heap, and then
+        # read the whole plan into it: at the smallest heap a bundle
+        # downloads in, neither fit. (The running app keeps its files until
+        # the reboot, too.)
         self.stage.commit(job)
-        boot.switch()  # reads the plan from ota/state.json
 
     def abort(self):
         # Refused, failed or dropped: the staged files and the file list go
