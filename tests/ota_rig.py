@@ -46,6 +46,12 @@ class Rig:
         if backend == "micropython":  # its sockets reach the server through its radio relay
             self.port = free_port()
             args += ["--relay", f"{self.port}=127.0.0.1:{server.port}"]
+        elif "--fs-size" not in args:
+            # The CPython board runs the agent as sources, and its bundles carry
+            # them again (it cannot load .mpy): ~400 KB twice, with the bundle's
+            # file list and the 16 KB a bundle must leave free, is at the very
+            # edge of the 960 KB partition a board holds .mpy files in.
+            args += ["--fs-size", str(1536 * 1024)]
         self.board = Board(cloud, root, NODE, main=main, keepalive=30, backend=backend, args=args)
         cfg = dict(cfg or {})
         if ota_timeout:

@@ -77,3 +77,77 @@ def test_staging_or_dropping_a_bundle_keeps_the_version_of_the_app_in_place(tmp_
     assert app_version() == version and not (tmp_path / "ota" / "new").exists()
     st = tmp_path / "ota" / "state.json"
     assert not st.exists() if before is None else json.loads(st.read_text()) == {"step": "confirmed", "version": version}
+
+
+def _bundle(files, version):
+    import hashlib
+    import json
+    import struct
+
+    m = {"format": 1, "version": version, "total": sum(len(d) for _, d in files),
+         "files": [{"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for p, d in files]}
+    raw = json.dumps(m).encode()
+    return b"RMB1" + struct.pack(">H", len(raw)) + raw + b"".join(d for _, d in files)
+
+
+def test_the_file_list_is_on_flash_while_a_bundle_downloads_and_gone_once_the_plan_is_written(tmp_path, monkeypatch):
+    # The manifest's entries are kept in ota.lst (not the heap), which begin()
+    # (it wipes ota/) leaves alone; commit() writes the plan from it, in the
+    # format boot.py reads, and removes it.
+    import json
+
+    from rainmaker import bundle
+    from rainmaker.fetch import Bundle
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "main.py").write_text("old")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "c.py").write_text("C1")
+    (tmp_path / "ota").mkdir()
+    (tmp_path / "ota" / "state.json").write_text(json.dumps({"step": "confirmed", "version": "1.0.0"}))
+    (tmp_path / "ota.lst").write_bytes(b"\xff" * 500)  # a leftover of an update a power cut ended
+    files = [("main.py", b"new"), ("lib/c.mpy", b"C2"), ("lib/d/e.py", b"")]
+    data = _bundle(files, "2.0.0")
+    b = Bundle("1.0.0")
+    lst = tmp_path / "ota.lst"
+    assert lst.exists() and lst.stat().st_size == 0
+    cut = data.index(b"]}") + 2  # the manifest whole, no file yet
+    b.write(memoryview(data)[:cut])
+    assert isinstance(b.reader.manifest["files"], bundle.Listed)
+    assert lst.stat().st_size == 3 * 133 and (tmp_path / "ota" / "new").is_dir()
+    b.write(memoryview(data)[cut:])
+    b.end(None)
+    assert lst.exists()
+    b.stage.commit("job1")
+    assert not lst.exists()
+    assert json.loads((tmp_path / "ota" / "state.json").read_text()) == {
+        "step": "switch", "version": "2.0.0", "job": "job1", "prev": "1.0.0",
+        "files": [["main.py", "put"], ["lib/c.py", "del"], ["lib/c.mpy", "put"], ["lib/d/e.py", "put"]],
+        "absent": ["lib/c.mpy", "lib/d/e.py"]}
+    assert (tmp_path / "ota" / "new" / "lib" / "c.mpy").read_bytes() == b"C2"
+
+
+@pytest.mark.parametrize("how", ["refused", "corrupt", "forbidden"])
+def test_a_bundle_that_ends_early_leaves_the_app_state_and_no_file_list(tmp_path, monkeypatch, how):
+    import json
+
+    from rainmaker import bundle, fetch, stage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ota").mkdir()
+    before = json.dumps({"step": "confirmed", "version": "2.0.0", "files": [["main.py", "put"]], "absent": []})
+    (tmp_path / "ota" / "state.json").write_text(before)
+    files = [("main.py", b"new"), ("boot.py" if how == "forbidden" else "lib/x.py", b"x" * 100)]
+    data = bytearray(_bundle(files, "2.0.0" if how == "refused" else "3.0.0"))
+    if how == "corrupt":
+        data[-1] ^= 1
+    b = fetch.Bundle(stage.app_version())
+    with pytest.raises((fetch.Refused, bundle.BundleError, stage.StageError),
+                       match={"refused": "Same version", "corrupt": "corrupt", "forbidden": "boot.py"}[how]):
+        b.write(memoryview(data))
+    b.abort()  # as fetch.download does
+    assert not (tmp_path / "ota.lst").exists()
+    assert sorted(p.name for p in (tmp_path / "ota").iterdir()) == ["state.json"]
+    want = before if how != "corrupt" else json.dumps({"step": "confirmed", "version": "2.0.0"})
+    assert json.loads((tmp_path / "ota" / "state.json").read_text()) == json.loads(want)
+    stage.forget()  # and again: nothing to remove is no error

@@ -13,9 +13,9 @@ end with its true outcome: `success` only with the new image (or app) running,
 Cut points: firmware images on the CPython backend (the download, stalled by the
 file server or cut at a random moment; after the last block; around set_boot();
 right after it; in the reboot wait; the new image's first boot before it is
-confirmed); app bundles on the MicroPython backend (the download, and boot.py's
-file switch, made slow with --fs-delay so that cuts land inside it, in the agent
-and again at boot). Every cut is counted in CUTS; the summary is printed at the
+confirmed); app bundles on the MicroPython backend (the download, the plan written
+before the reboot, and boot.py's file switch at boot, made slow with --fs-delay so
+that cuts land inside it). Every cut is counted in CUTS; the summary is printed at the
 end of the module.
 
 The two "never reaches the broker" tests run the verify window at 20 s
@@ -421,12 +421,13 @@ def test_power_cuts_in_an_app_bundle_update_and_its_file_switch(cloud, server, t
         time.sleep(d)
         c.cut("download: %.2f s after 'Starting OTA Upgrade'" % d)
         c.on()
-        # 3: the agent's switch (it runs between 'download complete' and 'Rebooting')
+        # 3: the agent writing the plan, or waiting to reboot with it written
+        # (boot.py switches the files at the next boot)
         m = b.mark()
         c.wait("Firmware Image download complete", m)
         d = rng.uniform(0.2, 0.8)
         time.sleep(d)
-        c.cut("the agent's file switch: %.2f s after 'download complete'" % d)
+        c.cut("the plan, before the reboot: %.2f s after 'download complete'" % d)
         c.switch_cuts += switching()
         # 4-5: boot.py finishing the switch at the next boots
         for n in (1, 2):
@@ -452,6 +453,9 @@ def test_power_cuts_in_an_app_bundle_update_and_its_file_switch(cloud, server, t
         m = b.mark()
         c.wait("Rebooting into new firmware", m)
         c.cut("new app's first connect: after saving 'verified', before the confirm")
+        st = json.loads(state.read_text())
+        assert st["step"] == "switch"  # the plan: boot.py switches the files in at the next boot
+        _switch(b.dir)  # as that boot does
         st = json.loads(state.read_text())
         assert st["step"] == "trial"
         st["boots"] = 1
@@ -490,6 +494,20 @@ def test_power_cuts_in_an_app_bundle_update_and_its_file_switch(cloud, server, t
     finally:
         c.refetch.stop()
         rig.stop()
+
+
+def _switch(board_dir):
+    # firmware/boot.py's switch, run on the board's folder by CPython (it
+    # needs only os and json): the files put in place, the app on trial.
+    import subprocess
+    import sys
+
+    from tests.harness import ROOT
+
+    r = subprocess.run([sys.executable, "-c", "import boot; boot.switch()"], cwd=board_dir,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT / "firmware")), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
 
 
 # -- a new firmware or app that never reaches the broker ------------------------------------

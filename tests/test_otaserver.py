@@ -486,9 +486,14 @@ class Sink:
         self.h = hashlib.sha256()
         self.n = 0
         self.empty = 0
+        self.aborted = 0
+        made.append(self)
 
     def resume(self, offset):
         pass
+
+    def abort(self):
+        self.aborted += 1
 
     def write(self, mv):
         self.empty += not len(mv)
@@ -499,8 +504,12 @@ class Sink:
         return self.n
 
 
+made = []
+
+
 async def main():
     for path in PATHS:
+        del made[:]
         try:
             s = await fetch.download("https://127.0.0.1:%d%s" % (PORT, path), 0, lambda first, start: Sink(first),
                                      ctx, lambda s: None, 5000)
@@ -508,6 +517,7 @@ async def main():
                    "sha": binascii.hexlify(s.h.digest()).decode()}
         except Exception as e:
             out = {"err": "%s: %s" % (type(e).__name__, e)}
+        out["aborted"] = [x.aborted for x in made]
         print(json.dumps(out))
 
 asyncio.run(main())
@@ -540,10 +550,47 @@ def test_the_agents_download_gathers_first_bytes_that_come_one_at_a_time(srv):
     done = subprocess.run([mp, str(script)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr + done.stdout
     one, three, none, whole = [json.loads(line) for line in done.stdout.splitlines()]
-    assert one == {"first": "524d4231", "n": len(body), "empty": 0, "sha": hashlib.sha256(body).hexdigest()}
-    assert three == {"err": "Failed: the file is too short to be an update (3 bytes)"}
-    assert none == {"err": "Failed: the server sent an empty file"}
-    assert whole == {"first": DATA[:4].hex(), "n": SIZE, "empty": 0, "sha": hashlib.sha256(DATA).hexdigest()}
+    assert one == {"first": "524d4231", "n": len(body), "empty": 0, "sha": hashlib.sha256(body).hexdigest(),
+                   "aborted": [0]}
+    assert three == {"err": "Failed: the file is too short to be an update (3 bytes)", "aborted": []}
+    assert none == {"err": "Failed: the server sent an empty file", "aborted": []}
+    assert whole == {"first": DATA[:4].hex(), "n": SIZE, "empty": 0, "sha": hashlib.sha256(DATA).hexdigest(),
+                     "aborted": [0]}
+
+
+def test_the_agents_download_aborts_the_sink_of_an_attempt_that_fails(srv):
+    # A bundle's sink holds staged files and its file list on flash: an attempt
+    # cut short, or refused by the sink itself, must not leave them behind.
+    # (Before, only a download that returned whole was ever aborted.)
+    import subprocess
+    from pathlib import Path
+    from tools.sim.mpboard import default_micropython
+
+    mp = default_micropython()
+    if not mp:
+        pytest.skip("no MicroPython unix-port binary (set MICROPYTHON=/path/to/micropython32)")
+    server = srv["server"]
+    server.add_file("cut.bin", b"RMB1" + bytes(20000))
+    server.add_fault("cut:900,path=/cut.bin")  # before the 1000 bytes the sink refuses at
+    server.add_file("refused.bin", b"RMB1" + bytes(3000))
+    lib = Path(__file__).resolve().parents[1] / "firmware" / "lib"
+    ca_der = credential_paths(srv["workdir"])["ca_dir"] / "ca.der"
+    script = srv["workdir"] / "mpfetch.py"
+    refuse = ("\nSink.write0 = Sink.write\n"
+              "def _w(self, mv):\n"
+              "    if self.n > 1000:\n"
+              "        raise fetch.Refused('Same version received')\n"
+              "    self.write0(mv)\n"
+              "Sink.write = _w\n")
+    src = MP_FETCH.replace("\n\nmade = []", refuse + "\n\nmade = []")
+    script.write_text(f"LIB = {str(lib)!r}\nCA = {str(ca_der)!r}\nPORT = {server.port}\n"
+                      f"PATHS = {['/cut.bin', '/refused.bin']!r}\n" + src)
+    done = subprocess.run([mp, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr + done.stdout
+    cut, refused = [json.loads(line) for line in done.stdout.splitlines()]
+    assert "truncated" in cut["err"] or "closed" in cut["err"], cut
+    assert cut["aborted"] == [1]
+    assert refused == {"err": "Refused: Same version received", "aborted": [1]}
 
 
 def test_micropython_client_refuses_the_wrong_ca(srv):

@@ -99,13 +99,17 @@ def fresh():
     for p in OLD:
         write(p, OLD[p])
     s = stg.Stage()
-    files = [{"path": p, "size": len(NEW[p]), "sha256": ""} for p in NEW]
+    files = s.entries()  # the manifest's entries in ota.lst, as the board keeps them
+    for p in NEW:
+        files.add({"path": p, "size": len(NEW[p]), "sha256": "%064x" % len(p)})
     s.begin({"files": files, "total": 10, "version": "2.0.0"})
     for e in files:
         s.open(e)
         s.write(NEW[e["path"]].encode())
         s.close()
-    return s.commit("job1")
+    s.commit("job1")
+    if stg.LIST in os.listdir("."):
+        raise AssertionError("the file list outlived the commit")
 
 
 def expect_new():

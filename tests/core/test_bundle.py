@@ -330,3 +330,110 @@ def test_check_manifest_same_rules():
     for m in ([1], manifest(files=[]), manifest(total=4), manifest(format=2), manifest(files=[1]),
               manifest(files=manifest()["files"] * 2, total=6)):
         raises(bundle.BundleError, bundle.check_manifest, m)
+
+
+# ---------------------------------------------------------------- the file list on flash (Listed)
+
+import io  # noqa: E402 - the section's own
+
+
+def entry(p, d):
+    return {"path": p, "size": len(d), "sha256": hexdigest(d)}
+
+
+def listed(n=0, room=64):
+    f = io.BytesIO()
+    lst = bundle.Listed(f, room)
+    for p, d in entries(n, 3):
+        lst.add(entry(p, d))
+    return lst, f
+
+
+def test_listed_keeps_entries_in_its_file_not_in_ram():
+    lst, f = listed(10)
+    assert len(lst) == 10 and len(f.getvalue()) == 10 * 133  # fixed-size records
+    for i, (p, d) in enumerate(entries(10, 3)):
+        assert lst[i] == entry(p, d) and lst.digest(i) == hashlib.sha256(d).digest()
+    assert lst[-1]["path"] == "lib/app/mod09.mpy"
+    assert [e["path"] for e in lst] == [p for p, _ in entries(10)]
+    raises(IndexError, lambda: lst[10])
+    raises(IndexError, lambda: lst[-11])
+    long = "d/" * 47 + "xy"  # 96 characters: the longest path
+    lst.add(entry(long, b""))
+    assert lst[10] == entry(long, b"") and lst.digest(10) == hashlib.sha256(b"").digest()
+
+
+def test_listed_same_entries_as_files():
+    a = bundle.Files()
+    b, _ = listed()
+    for p, d in FILES + entries(20, 7):
+        a.add(entry(p, d))
+        b.add(entry(p, d))
+    assert list(a) == list(b) and len(a) == len(b)
+    assert [a.digest(i) for i in range(len(a))] == [b.digest(i) for i in range(len(b))]
+
+
+def test_listed_refuses_a_path_twice_and_a_full_list():
+    lst, f = listed(10)
+    e = raises(bundle.BundleError, lst.add, entry("lib/app/mod03.mpy", b"other"))
+    assert "twice" in str(e) and "mod03" in str(e)
+    # paths whose one-byte hashes collide are still told apart by their records
+    seen = {}
+    for i in range(300):
+        p = "x%d.py" % i
+        h = len(p)
+        for c in p.encode():
+            h = (h * 31 + c) & 0xFF
+        seen.setdefault(h, []).append(p)
+    pair = [v for v in seen.values() if len(v) > 1][0]
+    lst.add(entry(pair[0], b""))
+    lst.add(entry(pair[1], b""))
+    raises(bundle.BundleError, lst.add, entry(pair[1], b""))
+    assert len(lst) == 12 and len(f.getvalue()) == 12 * 133
+    small, _ = listed(3, room=3)
+    e = raises(bundle.BundleError, small.add, entry("z.py", b""))
+    assert "64" in str(e) and len(small) == 3
+
+
+def test_listed_damaged_file_is_an_error_not_an_entry():
+    lst, f = listed(3)
+    raw = f.getvalue()
+    for bad, why in ((raw[:2 * 133 + 50], "cut short"),  # power cut, or a shorter file
+                     (raw[:2 * 133 + 36] + b"\x00" + raw[2 * 133 + 37:], "damaged"),  # no path
+                     (raw[:2 * 133 + 36] + b"\x80" + raw[2 * 133 + 37:], "damaged"),  # longer than 96
+                     (raw[:2 * 133 + 37] + b"../" + raw[2 * 133 + 40:], "damaged"),  # a path outside the app
+                     (raw[:2 * 133 + 37] + b"\xff" + raw[2 * 133 + 38:], "damaged")):  # not UTF-8
+        f2 = io.BytesIO(bad)
+        lst2 = bundle.Listed(f2)
+        for e in lst:
+            lst2._n += 1  # the entries the reader wrote before the damage
+        assert lst2[0] == lst[0] and lst2[1] == lst[1]
+        e = raises(bundle.BundleError, lambda: lst2[2])
+        assert why in str(e) and "start over" in str(e)
+        if why == "cut short":
+            raises(bundle.BundleError, lst2.digest, 2)
+
+
+def test_reader_keeps_the_manifest_in_the_list_it_is_given():
+    files = entries(20, 5) + FILES
+    data = make(files)
+    for step in (0, 7):
+        lst, f = listed()
+        m, got, order, ended = read(data, step, files=lst)
+        assert ended and m["files"] is lst and order == [p for p, _ in files] and got == dict(files)
+        assert len(f.getvalue()) == len(files) * 133
+
+
+def test_reader_with_a_list_applies_the_same_checks():
+    # a path twice, too many files, a corrupt file
+    m = {"format": 1, "version": "1", "total": 15,
+         "files": [entry(p, d) for p, d in entries(3, 5)] + [entry(*entries(3, 5)[1])]}
+    e = raises(bundle.BundleError, read, make(entries(3, 5) + [entries(3, 5)[1]], manifest=m), 0, True,
+               files=listed()[0])
+    assert "twice" in str(e)
+    e = raises(bundle.BundleError, read, make(entries(65)), 0, True, files=listed()[0])
+    assert "64" in str(e)
+    data = bytearray(make(FILES))
+    data[-1] ^= 1
+    e = raises(bundle.BundleError, read, bytes(data), 0, True, files=listed()[0])
+    assert "corrupt" in str(e) and FILES[-1][0] in str(e)

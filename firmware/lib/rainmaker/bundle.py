@@ -27,7 +27,7 @@ _MAX_PATH = const(96)
 _MAX_VERSION = const(32)
 MAX_TOTAL = const(1536 * 1024)  # more than the whole filesystem of a 4 MB OTA layout
 
-MANIFEST = const(1)  # value: the manifest dict, already checked; its "files" a Files
+MANIFEST = const(1)  # value: the manifest dict, already checked; its "files" a Files or Listed
 FILE = const(2)  # value: the file's entry {"path", "size", "sha256"}; its data follows
 DATA = const(3)  # value: memoryview slice of the bytes fed, valid until the next feed
 DONE = const(4)  # value: the entry; its bytes matched its size and sha256
@@ -100,7 +100,7 @@ def check_top(m, s, max_total):
     if not isinstance(v, str) or not 0 < len(v) <= _MAX_VERSION:
         raise BundleError("manifest version must be a string of 1..%d characters" % _MAX_VERSION)
     files = m.get("files")
-    if not isinstance(files, (list, Files)) or not 0 < len(files) <= _MAX_FILES:
+    if not isinstance(files, (list, Files, Listed)) or not 0 < len(files) <= _MAX_FILES:
         raise BundleError("manifest must list 1..%d files" % _MAX_FILES)
     total = m.get("total")
     if type(total) is not int or not 0 <= total <= max_total:
@@ -130,11 +130,27 @@ def _hex(d):
     return binascii.hexlify(d).decode()
 
 
+def _entry(b, o, k):
+    # An entry as a dict from its record: digest (32), size (4), the path's k bytes at o.
+    return {"path": str(memoryview(b)[o:o + k], "utf-8"), "size": b[32] << 24 | b[33] << 16 | b[34] << 8 | b[35],
+            "sha256": _hex(memoryview(b)[:32])}
+
+
+def _size(f):
+    # An entry's size in the 4 bytes a record has for it.
+    n = f["size"]
+    if n > 0xFFFFFFFF:
+        raise BundleError("file %r: size must be under 4 GB" % f["path"])
+    return n.to_bytes(4, "big")
+
+
 class Files:
     """The manifest's file entries, packed: one bytes object per file (its
     SHA-256 digest, its size in 4 bytes, its path), under half the memory of
     the decoded JSON's dict and two strings per file. Indexing or iterating
-    gives each entry as a new dict {"path", "size", "sha256"} (hex)."""
+    gives each entry as a new dict {"path", "size", "sha256"} (hex). The
+    host's tools and check_manifest use it; the board keeps its list on
+    flash instead (Listed), which has the same interface."""
 
     def __init__(self, room=_MAX_FILES):
         # Every slot taken at once: a list grown entry by entry needs a block
@@ -152,7 +168,7 @@ class Files:
         if not 0 <= i < self._n:
             raise IndexError("file entry %d of %d" % (i, self._n))
         r = self._r[i]
-        return {"path": r[36:].decode(), "size": int.from_bytes(r[32:36], "big"), "sha256": _hex(r[:32])}
+        return _entry(r, 36, len(r) - 36)
 
     def __iter__(self):
         for i in range(self._n):
@@ -172,8 +188,91 @@ class Files:
             r = self._r[i]
             if len(r) == k and r[36:] == p:
                 raise BundleError("file %r listed twice" % f["path"])
-        self._r[self._n] = binascii.unhexlify(f["sha256"]) + f["size"].to_bytes(4, "big") + p
+        self._r[self._n] = binascii.unhexlify(f["sha256"]) + _size(f) + p
         self._n += 1
+
+
+_REC = const(133)  # bytes of a Listed record: digest 32, size 4, path length 1, path up to _MAX_PATH
+
+
+class Listed:
+    """The manifest's file entries kept in a file rather than in RAM: a
+    bundle of 55 files took ~4.5 KB of heap as Files, which a node at its
+    smallest heap does not have mid-download. `f` is a binary stream open
+    for reading and writing, empty (stage.py makes it); each entry is one
+    fixed-size record in it, read back into one buffer, so the heap this
+    takes does not grow with the files. Same interface as Files."""
+
+    def __init__(self, f, room=_MAX_FILES):
+        self._f = f
+        self._b = bytearray(_REC)
+        # One byte per entry, a hash of its path: add() reads back only the
+        # records whose path hashes the same when it looks for a path listed twice.
+        self._h = bytearray(room)
+        self._n = 0
+
+    def __len__(self):
+        return self._n
+
+    def _read(self, i):
+        # Record i into the buffer; a short or damaged one is an error, not an entry.
+        b = self._b
+        f = self._f
+        f.seek(i * _REC)
+        if f.readinto(b) != _REC:
+            raise BundleError("the file list kept on flash is cut short at entry %d; the update must start over" % i)
+        k = b[36]
+        if not 0 < k <= _MAX_PATH:
+            raise BundleError("the file list kept on flash is damaged at entry %d; the update must start over" % i)
+        return k
+
+    def __getitem__(self, i):
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("file entry %d of %d" % (i, self._n))
+        k = self._read(i)
+        try:
+            e = _entry(self._b, 37, k)
+            check_path(e["path"])  # a record damaged on flash must not name a place outside the app
+        except (BundleError, UnicodeError):
+            raise BundleError("the file list kept on flash is damaged at entry %d; the update must start over" % i)
+        return e
+
+    def __iter__(self):
+        for i in range(self._n):
+            yield self[i]
+
+    def digest(self, i):
+        self._read(i)
+        return bytes(memoryview(self._b)[:32])
+
+    def add(self, f):
+        """Append a checked entry (a dict); BundleError if its path is listed
+        already or the list is full."""
+        n = self._n
+        if n == len(self._h):
+            raise BundleError("manifest must list 1..%d files" % _MAX_FILES)
+        p = f["path"].encode()
+        k = len(p)
+        h = k
+        for c in p:
+            h = (h * 31 + c) & 0xFF
+        for i in range(n):
+            if self._h[i] == h and self._read(i) == k and bytes(memoryview(self._b)[37:37 + k]) == p:
+                raise BundleError("file %r listed twice" % f["path"])
+        b = self._b
+        b[:32] = binascii.unhexlify(f["sha256"])
+        b[32:36] = _size(f)
+        b[36] = k
+        b[37:37 + k] = p
+        for j in range(37 + k, _REC):
+            b[j] = 0
+        self._f.seek(n * _REC)
+        if self._f.write(b) != _REC:
+            raise BundleError("no room on flash for the file list (entry %d)" % n)
+        self._h[n] = h
+        self._n = n + 1
 
 
 class Reader:
@@ -185,10 +284,15 @@ class Reader:
     then per file (FILE, entry), (DATA, memoryview) any number of times,
     (DONE, entry) once its hash matched, and finally (END, m). A short,
     long, oversized or corrupt bundle raises BundleError; after an error
-    every feed raises it again."""
+    every feed raises it again.
 
-    def __init__(self, max_total=MAX_TOTAL):
+    files: where the manifest's entries are kept, an empty Files (the
+    default, made when the manifest's list starts) or Listed (on flash: the
+    board's); the manifest's "files" is this object."""
+
+    def __init__(self, max_total=MAX_TOTAL, files=None):
         self.max_total = max_total
+        self._store = files
         self._buf = bytearray(_HDR)
         self._n = 0
         self._man = None  # the manifest's decoder while it streams in
@@ -278,7 +382,8 @@ class Reader:
                         raise BundleError("manifest of %d bytes; the limit is %d" % (size, _MAX_MANIFEST))
                     from .bundlemf import Decoder
 
-                    self._man = Decoder(size, self.max_total)
+                    self._man = Decoder(size, self.max_total, self._store)
+                    self._store = None  # the decoder's now
                     self._n = 0
                     self._st = _S_MAN
             elif st == _S_MAN:

@@ -9,7 +9,8 @@
 # one small buffer and decoded on its own. So the largest block needed is
 # _PIECE bytes, not the manifest's up to 8 KB: one block that size is often
 # not to be had in a long-running node's fragmented heap, though the memory
-# is. The entries are checked as they arrive and kept packed (bundle.Files).
+# is. The entries are checked as they arrive and kept packed (bundle.Files), or
+# on the board in a file on flash (bundle.Listed).
 from micropython import const
 import json
 
@@ -41,10 +42,11 @@ def _blank(c):
 
 class Decoder:
     """One manifest of `size` bytes: feed() it those bytes, in pieces of any
-    size; the last feed returns the manifest dict, checked, its "files" a
-    bundle.Files. A broken rule or broken JSON raises BundleError."""
+    size; the last feed returns the manifest dict, checked, its "files" the
+    `files` given (an empty bundle.Files or bundle.Listed; None: a new
+    Files). A broken rule or broken JSON raises BundleError."""
 
-    def __init__(self, size, max_total):
+    def __init__(self, size, max_total, files=None):
         self.left = size  # manifest bytes still to come
         self.max_total = max_total
         self.buf = bytearray(_PIECE)
@@ -54,7 +56,8 @@ class Decoder:
         self.str = False  # in a string
         self.esc = False  # after a backslash in a string
         self.m = {}
-        self.files = None  # the entries (Files), once "files" has started
+        self.store = files  # where the entries go (None: a Files made for them)
+        self.files = None  # the entries, once "files" has started
         self.sum = 0  # of their sizes
 
     def _put(self, c):
@@ -101,7 +104,7 @@ class Decoder:
                 elif c == 0x5B and self._files_key():
                     if self.files is not None or "files" in self.m:
                         raise BundleError("manifest lists 'files' twice")
-                    self.files = Files()
+                    self.files = Files() if self.store is None else self.store
                     self.depth = 2
                     self.state = _M_ENTRY
                 else:

@@ -174,8 +174,10 @@ class Bundle:
         from .stage import Stage
 
         self.version = version  # of the app in place
-        self.reader = Reader()
         self.stage = Stage()
+        # The manifest's entries go to a file on flash: ~80 bytes of heap a
+        # file as bundle.Files, more than a node at its smallest heap has.
+        self.reader = Reader(files=self.stage.entries())
         self.nbytes = 0
         self.md5 = hashlib.md5()
         self.checked = False
@@ -224,11 +226,17 @@ class Bundle:
                 raise Failed("MD5 mismatch: the file has %s, the job says %s" % (got, md5))
 
     def activate(self, job=None):
-        import boot  # firmware/boot.py: the switch and its undo live there
-
-        boot.switch(self.stage.commit(job))
+        # The plan only: boot.py switches the files in when the board restarts
+        # into the update, as it finishes a switch a power cut interrupted.
+        # Importing boot here compiled it from source in this heap, and then
+        # read the whole plan into it: at the smallest heap a bundle
+        # downloads in, neither fit. (The running app keeps its files until
+        # the reboot, too.)
+        self.stage.commit(job)
 
     def abort(self):
+        # Refused, failed or dropped: the staged files and the file list go
+        # (download() calls this, and the caller again when end() fails).
         self.stage.abort()
 
 
@@ -260,7 +268,8 @@ async def download(url, start, sink_for, ctx, progress, idle=30000):
     """One attempt. sink_for(first_bytes, start) -> a sink (Image or Bundle) or
     raises Refused; progress(sink) is called after every read; idle: ms the
     server may send nothing. Returns the sink with the whole body written
-    (its end() not yet called)."""
+    (its end() not yet called); a sink the attempt fails with is aborted
+    (if it has abort()): a bundle's staged files and file list go."""
     buf = bytearray(_READ)
     mv = memoryview(buf)
     for hop in range(_REDIRECTS + 1):
@@ -270,12 +279,13 @@ async def download(url, start, sink_for, ctx, progress, idle=30000):
             raise Failed(str(e))
         until = time.ticks_add(time.ticks_ms(), _CONNECT)
         s = await _open(host, port, ctx, until)
+        sink = None
+        whole = False
         try:
             w = asyncio.StreamWriter(s)
             w.write(http.request(host, path, start, port))
             await asyncio.wait_for_ms(w.drain(), _CONNECT)
             resp = http.Response()
-            sink = None
             first = bytearray()
             location = None
             burst = 0
@@ -331,11 +341,17 @@ async def download(url, start, sink_for, ctx, progress, idle=30000):
             if sink is None:
                 raise Failed("the file is too short to be an update (%d bytes)" % len(first) if first
                              else "the server sent an empty file")
+            whole = True
             return sink
         except http.HTTPError as e:
             raise Failed("bad HTTP response: %s" % e)
         finally:
             s.close()
+            if not whole and sink is not None and hasattr(sink, "abort"):
+                try:
+                    sink.abort()
+                except Exception:
+                    pass  # the failure that ended the attempt is the one to report
     raise Failed("more than %d redirects" % _REDIRECTS)
 
 

@@ -12,6 +12,11 @@ from micropython import const
 _ROOT = "ota"
 _NEW = "ota/new/"
 STATE = "ota/state.json"
+# The manifest's file entries while a bundle is downloaded and until its plan
+# is written (bundle.Listed): kept on flash, not in the heap. Outside ota/,
+# which begin() wipes after the list is made, and which holds the state of
+# the app in place that a refused bundle must not touch.
+LIST = "ota.lst"
 _SPARE = const(16384)  # bytes of the filesystem left free after staging
 
 
@@ -90,6 +95,26 @@ def _mkdirs(path):
             os.mkdir(d)
 
 
+def forget():
+    """Remove the file list of an update that is over (or that a power cut
+    ended: each bundle also starts a new, empty one)."""
+    try:
+        os.remove(LIST)
+    except OSError:
+        pass
+
+
+def _op(f, p, op, more=True):
+    # One step of the plan: ["path", "op"], then a comma unless it is the last.
+    import json
+
+    f.write("[")
+    json.dump(p, f)
+    f.write(', "put"]' if op == "put" else ', "del"]')
+    if more:
+        f.write(", ")
+
+
 def _put_state(st):
     import json
 
@@ -103,6 +128,22 @@ class Stage:
         self.manifest = None
         self.prev = "-"
         self._f = None
+        self._list = None  # LIST, open while the update lasts
+
+    def entries(self):
+        """An empty bundle.Listed in LIST, for the bundle's Reader: where the
+        manifest's entries go, until commit() or abort() removes it."""
+        from .bundle import Listed
+
+        self._list = open(LIST, "w+b")  # emptied: a leftover of an update a power cut ended
+        return Listed(self._list)
+
+    def end(self):
+        """The update is over, staged or not: its file list goes."""
+        if self._list:
+            self._list.close()
+            self._list = None
+        forget()
 
     def begin(self, manifest):
         """The bundle's manifest has been read: check it, make room."""
@@ -143,27 +184,55 @@ class Stage:
             self._f = None
 
     def abort(self):
-        # Only the staged files: the state file names the app in place (and a
-        # bundle refused at its manifest has not staged anything).
+        # Only the staged files and the file list: the state file names the
+        # app in place (and a bundle refused at its manifest has not staged
+        # anything).
         self.close()
-        _wipe(_NEW[:-1])
+        try:
+            _wipe(_NEW[:-1])
+        finally:
+            self.end()
 
     def commit(self, job=None):
-        """Every file is staged and verified: write the switch plan for boot.py."""
+        """Every file is staged and verified: write the switch plan for boot.py
+        to ota/state.json, {"step": "switch", "files": [[path, "put" or
+        "del"], ...], "absent": [paths new to the board], "version", "job",
+        "prev"}. It is written as it is made, entry by entry from the file
+        list: the plan in RAM (~60 bytes a file, in a list that grows) did not
+        fit where the download had."""
+        import json
+
         self.close()
-        m = self.manifest
-        assert m is not None
-        files = []
-        absent = []
-        for e in m["files"]:
-            p = e["path"]
-            twin = _counterpart(p)
-            if twin and _exists(twin):
-                files.append((twin, "del"))
-            if not _exists(p):
-                absent.append(p)
-            files.append((p, "put"))
-        st = {"step": "switch", "files": files, "absent": absent, "version": m["version"], "job": job,
-              "prev": self.prev}
-        _put_state(st)
-        return st
+        try:
+            m = self.manifest
+            assert m is not None
+            files = m["files"]
+            n = len(files)
+            new = bytearray(n)  # 1: the file is not on the board yet ("absent": a revert removes it)
+            with open(STATE + ".tmp", "w") as f:
+                f.write('{"step": "switch", "version": ')
+                json.dump(m["version"], f)
+                f.write(', "job": ')
+                json.dump(job, f)
+                f.write(', "prev": ')
+                json.dump(self.prev, f)
+                f.write(', "files": [')
+                for i in range(n):
+                    p = files[i]["path"]
+                    twin = _counterpart(p)
+                    if twin and _exists(twin):
+                        _op(f, twin, "del")  # moved aside: it would shadow (or be shadowed by) the new one
+                    new[i] = not _exists(p)
+                    _op(f, p, "put", i < n - 1)
+                f.write('], "absent": [')
+                sep = False
+                for i in range(n):
+                    if new[i]:
+                        if sep:
+                            f.write(", ")
+                        json.dump(files[i]["path"], f)
+                        sep = True
+                f.write("]}")
+            os.rename(STATE + ".tmp", STATE)
+        finally:
+            self.end()

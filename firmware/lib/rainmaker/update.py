@@ -48,12 +48,13 @@ def _trial():
 class Updater:
     def __init__(self, agent, carry=None):
         """carry: what idle() returned when the agent dropped the previous one."""
-        from .stage import app_version
+        from .stage import app_version, forget
         from .node import unload
 
         self.agent = agent
         node = agent.node
         self.app = app_version()
+        forget()  # the file list of a bundle download a power cut ended (none runs before this)
         unload("stage")  # loaded again only when a bundle arrives
         # What runs: the app slot and the app files. The job logic compares it
         # with what ran the download to tell a new image (or app) from a rollback.
