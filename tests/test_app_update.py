@@ -151,3 +151,32 @@ def test_a_bundle_that_ends_early_leaves_the_app_state_and_no_file_list(tmp_path
     want = before if how != "corrupt" else json.dumps({"step": "confirmed", "version": "2.0.0"})
     assert json.loads((tmp_path / "ota" / "state.json").read_text()) == json.loads(want)
     stage.forget()  # and again: nothing to remove is no error
+
+
+@pytest.mark.parametrize("vm", ["cpython", "micropython"])
+def test_the_trial_boot_runs_main_py_without_keeping_its_source(vm, tmp_path):
+    # boot.py runs main.py itself on a trial boot (to see it fail), and that
+    # call never returns: the source text must not stay in the app's heap.
+    exe = sys.executable if vm == "cpython" else _micropython()
+    if not exe:
+        pytest.skip("no MicroPython unix-port binary (set MICROPYTHON)")
+    (tmp_path / "ota").mkdir()
+    (tmp_path / "ota" / "state.json").write_text('{"step": "trial", "boots": 0, "files": [], "version": "2"}')
+    pad = "# " + "x" * 78 + "\n"
+    (tmp_path / "main.py").write_text(pad * 256 + (  # 20 KB of comment
+        "import gc, sys\n"
+        "gc.collect()\n"
+        "held = 0\n"
+        "f = sys._getframe(1) if hasattr(sys, '_getframe') else None\n"  # CPython: the callers' locals
+        "while f is not None:\n"
+        "    held += sum(1 for v in f.f_locals.values() if isinstance(v, str) and len(v) > 10000)\n"
+        "    f = f.f_back\n"
+        "print('USED', gc.mem_alloc() if hasattr(gc, 'mem_alloc') else 0, held)\n"))
+    (tmp_path / "boot.py").write_bytes((ROOT / "firmware" / "boot.py").read_bytes())
+    r = subprocess.run([str(exe), "boot.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    line = [l for l in r.stdout.splitlines() if l.startswith("USED")]
+    assert line, r.stdout + r.stderr
+    used, held = (int(x) for x in line[0].split()[1:])
+    assert held == 0  # CPython: no caller (boot.py's _trial) holds the source text
+    if vm == "micropython":
+        assert used < 20000, used  # the whole heap in use is less than the source alone
