@@ -101,7 +101,9 @@ def revert(st=None, why="the new app failed"):
 
 
 def confirm():
-    """The new app reached the broker: it stays, and the old files go."""
+    """The new app reached the broker: it stays, and the old files go. (The
+    agent now does this itself, rainmaker.stage.settle; an agent from before
+    that, which an app bundle may bring back, still calls this.)"""
     st = _load()
     if not st or st.get("step") != "trial":
         return

@@ -180,3 +180,48 @@ def test_the_trial_boot_runs_main_py_without_keeping_its_source(vm, tmp_path):
     assert held == 0  # CPython: no caller (boot.py's _trial) holds the source text
     if vm == "micropython":
         assert used < 20000, used  # the whole heap in use is less than the source alone
+
+
+def test_the_agent_ends_a_trial_itself_and_boot_py_carries_out_a_revert_at_the_restart(tmp_path, monkeypatch):
+    # The agent no longer imports boot.py (compiled from source into the node's
+    # heap) to confirm or revert: stage.settle() writes the outcome, and a
+    # revert is boot.py's at the next boot, as after a power cut.
+    import importlib.util
+    import json
+
+    from rainmaker.stage import settle
+
+    monkeypatch.chdir(tmp_path)
+    st = tmp_path / "ota" / "state.json"
+    assert not settle(True) and not settle(False, "x")  # no state: nothing on trial
+    (tmp_path / "ota").mkdir()
+    st.write_text("{not json")
+    assert not settle(True) and st.read_text() == "{not json"
+    plan = {"step": "trial", "boots": 1, "version": "2.0.0", "prev": "1.0.0", "job": "j1",
+            "files": [["lib/a.mpy", "put"], ["main.py", "put"]], "absent": ["lib/a.mpy"]}
+
+    def on_trial():
+        for p, text in (("main.py", "new"), ("lib/a.mpy", "new"), ("ota/old/main.py", "old"), ("ota/new/x", "")):
+            (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / p).write_text(text)
+        st.write_text(json.dumps(plan))
+
+    on_trial()
+    assert settle(True)
+    assert json.loads(st.read_text()) == {"step": "confirmed", "version": "2.0.0"}  # the plan is done with
+    assert not (tmp_path / "ota" / "old").exists() and not (tmp_path / "ota" / "new").exists()
+    assert (tmp_path / "main.py").read_text() == "new"
+    assert not settle(False, "late")  # confirmed: no longer on trial
+
+    on_trial()
+    assert settle(False, "the new app did not reach the broker within 90 s")
+    got = json.loads(st.read_text())
+    assert got["step"] == "revert" and got["why"] == "the new app did not reach the broker within 90 s"
+    assert (tmp_path / "main.py").read_text() == "new"  # nothing moved yet: boot.py does it
+    spec = importlib.util.spec_from_file_location("board_boot", ROOT / "firmware" / "boot.py")
+    boot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(boot)
+    boot.finish()  # the next boot
+    assert (tmp_path / "main.py").read_text() == "old" and not (tmp_path / "lib" / "a.mpy").exists()
+    got = json.loads(st.read_text())
+    assert got["step"] == "reverted" and got["why"].startswith("the new app did not reach")

@@ -90,11 +90,13 @@ class Deploy:
         return b
 
 
-def bad_line(board, since=0):
+def bad_line(board, since=0, boots=1):
+    """The first sign of trouble in the board's log since `since`: a BAD line,
+    more than `boots` boots, or the board gone; None if there is none."""
     for line in board.lines(since):
         if any(word in line for word in BAD):
             return line.strip().split(";")[0][:100]
-    if board.count("MicroPython v", since) > 1:
+    if board.count("MicroPython v", since) > boots:
         return "the board rebooted"
     if board.proc and board.proc.poll() is not None:
         return "the board exited (status %s)" % board.proc.returncode

@@ -53,12 +53,13 @@ heap the example node.
    the example node (firmware/main.py, run by tests/bench/heap_main.py as
    mpheap.py runs it, so the two smallest heaps compare) comes online, settles
    (Connected re-report and the boot's otafetch sent) and takes a 1.5 MB update
-   pushed as an OTA job to "download complete": once a firmware image (on
-   flash, MD5 checked), once an app bundle padded to the same size (staged,
-   hashes checked). A probe fails on a MemoryError, "out of memory", a
-   traceback or an error line in the board's log. The reboot into the update
-   is not probed: the sim's set_boot() validates an image in Python in the
-   board's heap, C on an ESP32. The figure includes the sim hw modules' heap
+   pushed as an OTA job: a firmware image to "download complete" (on flash,
+   MD5 checked), an app bundle padded to the same size to "success" (staged,
+   hashes checked, the plan written, the restart, boot.py's switch, the new
+   app on trial online and confirmed). A probe fails on a MemoryError, "out of
+   memory", a traceback or an error line in the board's log. An image's reboot
+   into the update is not probed: the sim's set_boot() validates an image in
+   Python in the board's heap, C on an ESP32. The figure includes the sim hw modules' heap
    (C in flash on an ESP32; mpheap.py prints it: about 14 KB with them frozen
    into the binary, as `python -m tools.firmware --port unix` builds it, about
    43 KB run as .py from tools/sim/mpy). Skip it: --nomin.
@@ -441,15 +442,15 @@ def heap(rig):
     return out
 
 
-def _crash(b):
-    """mpheap.bad_line(b), but an OTA attempt that the agent reports failed
-    for want of memory is no crash: it tries again (--retry)."""
+def _crash(b, boots=1):
+    """mpheap.bad_line(b, boots=boots), but an OTA attempt that the agent
+    reports failed for want of memory is no crash: it tries again (--retry)."""
     for line in b.lines():
         if line.startswith("rm I ota: ") and "Attempt " in line:
             continue
         if any(word in line for word in mpheap.BAD):
             return line.strip().split(";")[0][:100]
-    if b.count("MicroPython v") > 1:
+    if b.count("MicroPython v") > boots:
         return "the board rebooted"
     if b.proc and b.proc.poll() is not None:
         return "the board exited (status %s)" % b.proc.returncode
@@ -459,13 +460,15 @@ def _crash(b):
 def probe(rig, data, kb, app="example", kind="image", trace=False, retry=False):
     """(ok, why not, detail lines, attempts) for one fresh MicroPython board at
     -X heapsize=<kb>K: online, then `data` (an image or bundle, by kind) taken
-    as an OTA job to "download complete" (on flash, MD5 or hashes checked), at
-    the first attempt, with no MemoryError, traceback or error line in its log.
+    as an OTA job at the first attempt, with no MemoryError, traceback or error
+    line in its log: an image to "download complete" (on flash, MD5 checked),
+    a bundle to "success" (hashes checked, the plan written, the restart, the
+    files switched in by boot.py, the new app on trial online and confirmed).
     retry: within the job's 3 attempts, an attempt the agent reports failed
     "out of memory" allowed (a crash, a traceback or an error line is not).
 
-    Not the reboot into the update: the sim's set_boot() validates an image in
-    Python, in the board's heap, where an ESP32 does it in C."""
+    Not an image's reboot into the update: the sim's set_boot() validates an
+    image in Python, in the board's heap, where an ESP32 does it in C."""
     rig.jobs += 1  # a fresh node id and folder per probe
     n = rig.jobs
     node, name = "240AC4BE2%03X" % (n % 0x1000), "min-%d" % n
@@ -486,9 +489,12 @@ def probe(rig, data, kb, app="example", kind="image", trace=False, retry=False):
             why = mpheap.bad_line(b)
             if why:
                 return False, "before the job: " + why, mpheap.context(b), 0
-            bad = (lambda: _crash(b)) if retry else (lambda: mpheap.bad_line(b))
-            _, st, _ = rig.ota(b, "min%d.%s" % (n, "bin" if kind == "image" else "rmb"), data, timeout=90,
-                               until="complete", fail_fast=not retry, abort=bad, one_get=not retry)
+            image = kind == "image"
+            boots = 1 if image else 2  # a bundle restarts into its files
+            bad = (lambda: _crash(b, boots)) if retry else (lambda: mpheap.bad_line(b, boots=boots))
+            _, st, _ = rig.ota(b, "min%d.%s" % (n, "bin" if image else "rmb"), data, timeout=90 if image else 150,
+                               until="complete" if image else "success", fail_fast=not retry, abort=bad,
+                               one_get=not retry)
         except (RuntimeError, AssertionError) as e:
             time.sleep(0.3)  # the rest of a traceback on its way
             why = bad() or str(e).splitlines()[0][:160]
@@ -505,7 +511,7 @@ def probe(rig, data, kb, app="example", kind="image", trace=False, retry=False):
 
 def smallest(rig, data, app="example", kind="image", grid=None):
     """(smallest KB of grid (default MIN_GRID) at which a fresh board takes
-    `data` to "download complete" (see probe()), the largest failing (KB, why)
+    `data` as far as probe() follows it, the largest failing (KB, why)
     or None, probes). Bisected, then confirmed on a second fresh board: near
     the edge heap layout and timing decide, so a failed confirmation moves one
     step up (mpheap.bisect) and the size it lands on must pass once more."""
@@ -565,7 +571,8 @@ def fit_lines(rig, app="example", kinds=("image", "bundle"), grid=None):
     grid = grid or MIN_GRID
     lines = ["Smallest -X heapsize at which a fresh board (%s; the %s app, no sampler) comes online, settles"
              % (_where(rig), app),
-             "and takes a 1.5 MB update as an OTA job to \"download complete\" (on flash, checked) with no MemoryError:"]
+             "and takes a 1.5 MB update as an OTA job with no MemoryError: an image to \"download complete\" (on flash,",
+             "checked), a bundle to \"success\" (switched in at the restart, the new app confirmed online):"]
     for kind in kinds:
         data = _fit_data(rig, kind, app)
         t = time.monotonic()
@@ -576,7 +583,7 @@ def fit_lines(rig, app="example", kinds=("image", "bundle"), grid=None):
         lines.append("  %-6s %9s B: %s  (%d boards, %.0f s)" % (kind, _n(len(data)), s, probes, time.monotonic() - t))
     lines.append("  (bisected over %d..%dK in %dK steps, confirmed on a second board. Includes the sim hw modules'"
                  % (grid[0], grid[-1], grid[1] - grid[0]))
-    lines.append("   heap, C on an ESP32: tests/bench/mpheap.py prints it. The reboot after is not probed: the")
+    lines.append("   heap, C on an ESP32: tests/bench/mpheap.py prints it. An image's reboot is not probed: the")
     lines.append("   sim's set_boot() validates the image in Python in the board's heap, C on an ESP32)")
     return lines
 
@@ -588,7 +595,7 @@ def at_lines(rig, sizes, app="example", kinds=("image", "bundle"), tries=2, trac
     retry: see probe()."""
     lines = ["OTA at a given -X heapsize (%s; the %s app): a fresh board online and settled, then a 1.5 MB"
              % (_where(rig), app),
-             "update as an OTA job to \"download complete\"%s:" % (
+             "update as an OTA job (an image to \"download complete\", a bundle to \"success\")%s:" % (
                  " within the job's 3 attempts (attempts that ran out of memory allowed)" if retry
                  else " at the first attempt")]
     for kind in kinds:

@@ -123,6 +123,35 @@ def _put_state(st):
     os.rename(STATE + ".tmp", STATE)
 
 
+def settle(ok, why=None):
+    """End the trial of a new app: it reached the broker (ok), or it did not
+    in time (why). Confirmed, the state keeps only the version, and the old
+    and staged files go; not, the step is "revert", which boot.py carries out
+    as the board restarts (the caller restarts it), as it finishes a revert a
+    power cut interrupted. Done here, not by importing boot.py, which would be
+    compiled from source into the node's heap at its most crowded moment.
+    False if no app is on trial."""
+    import json
+
+    try:
+        with open(STATE) as f:
+            st = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(st, dict) or st.get("step") != "trial":
+        return False
+    if ok:
+        _put_state({"step": "confirmed", "version": st.get("version")})
+        st = None
+        _wipe(_ROOT + "/old")
+        _wipe(_NEW[:-1])
+    else:
+        st["step"] = "revert"
+        st["why"] = why
+        _put_state(st)
+    return True
+
+
 class Stage:
     def __init__(self):
         self.manifest = None

@@ -34,17 +34,6 @@ def _slot_label():
         return "-"
 
 
-def _trial():
-    # The step of an app update in ota/state.json, if any ("trial": on probation).
-    try:
-        import json
-
-        with open("ota/state.json") as f:
-            return json.load(f).get("step")
-    except Exception:
-        return None
-
-
 class Updater:
     def __init__(self, agent, carry=None):
         """carry: what idle() returned when the agent dropped the previous one."""
@@ -130,10 +119,12 @@ class Updater:
             elif a == "reboot":
                 await self.agent.reboot("OTA: rebooting into the new %s" % ("app" if self.kind == "bundle" else "firmware"))
             elif a == "rollback":
-                if _trial() == "trial":
-                    import boot
+                try:
+                    from .stage import settle
 
-                    boot.revert(why="the new app did not reach the broker within %d s" % self.agent.cfg["ota_verify"])
+                    settle(False, "the new app did not reach the broker within %d s" % self.agent.cfg["ota_verify"])
+                except Exception:
+                    pass  # the restart still comes: boot.py reverts an app that never confirms (3 boots)
                 await self.agent.reboot("OTA: rolling back")
 
     def _mark_valid(self):
@@ -143,11 +134,12 @@ class Updater:
             esp32.Partition.mark_app_valid_cancel_rollback()
         except Exception:
             pass  # not an OTA build, or nothing was pending
-        if _trial() == "trial":
-            import boot
+        from .stage import settle
+        from .node import unload
 
-            boot.confirm()
+        if settle(True):
             log.info("ota", "new app confirmed")
+        unload("stage")
 
     def _activate(self, now):
         sink = self.sink
