@@ -225,3 +225,36 @@ def test_the_agent_ends_a_trial_itself_and_boot_py_carries_out_a_revert_at_the_r
     assert (tmp_path / "main.py").read_text() == "old" and not (tmp_path / "lib" / "a.mpy").exists()
     got = json.loads(st.read_text())
     assert got["step"] == "reverted" and got["why"].startswith("the new app did not reach")
+
+
+_STATES = [  # (state.json's text, what app_version() makes of it)
+    ('{"step": "trial", "version": "2.\\"0\\\\n", "prev": "1", "files": [["a\\"b", "put"], ["step", "del"]],'
+     ' "absent": ["version"], "boots": 3, "job": null}', '2."0\\n'),
+    ('{"files": [["step", "trial"]], "absent": [], "step": "confirmed", "version": "9"}', "9"),
+    ('{"step": "reverted", "prev": null, "version": "3"}', "-"),
+    ('{"step": "revert", "prev": "1.0", "version": "3"}', "1.0"),
+    ('["step", "trial"]', "-"), ('"step"', "-"), ('{"step": "tri', "-"), ("garbage", "-"), ("", "-"),
+]
+
+
+@pytest.mark.parametrize("vm", ["cpython", "micropython"])
+def test_the_state_is_read_without_building_the_plan(vm, tmp_path):
+    # app_version() and settle() read only the state's top-level strings
+    # (stage._top): nested strings (a path named "step") never count.
+    import json
+
+    exe = sys.executable if vm == "cpython" else _micropython()
+    if not exe:
+        pytest.skip("no MicroPython unix-port binary (set MICROPYTHON)")
+    (tmp_path / "ota").mkdir()
+    (tmp_path / "states.json").write_text(json.dumps(_STATES))
+    code = ("import sys, json\nsys.path.insert(0, %r)\n" % str(ROOT / "firmware" / "lib") +
+            "try:\n import micropython\nexcept ImportError:\n"
+            " import types; sys.modules['micropython'] = types.SimpleNamespace(const=lambda x: x)\n"
+            "from rainmaker import stage\n"
+            "for text, _ in json.load(open('states.json')):\n"
+            " open('ota/state.json', 'w').write(text)\n"
+            " print(json.dumps(stage.app_version()))\n")
+    r = subprocess.run([str(exe), "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [json.loads(l) for l in r.stdout.splitlines()] == [want for _, want in _STATES]

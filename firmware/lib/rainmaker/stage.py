@@ -6,6 +6,7 @@
 # ota/state.json lists the files to put in place and the ones to move aside,
 # and boot.py does the switch, the trial and, if the new app fails, the
 # revert: the code that undoes an update is never part of one.
+import json
 import os
 from micropython import const
 
@@ -24,17 +25,72 @@ class StageError(ValueError):
     pass
 
 
+def _top():
+    """The state file's top-level string values ({"step": ..., "version": ...,
+    "prev": ...}), read 64 bytes at a time: the plan's lists, a few KB as
+    objects for a big bundle, are skipped, never built. {} if there is no
+    such file or it holds no JSON object."""
+    out = {}
+    try:
+        f = open(STATE, "rb")
+    except OSError:
+        return out
+    buf = bytearray(64)
+    depth = 0
+    obj = False  # the top level is an object
+    key = True  # the next string at the top level is a key
+    name = None  # the key whose value comes next
+    s = None  # the top-level string being read (raw bytes, escapes kept)
+    instr = esc = False
+    with f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                return out
+            for i in range(n):
+                c = buf[i]
+                if instr:
+                    if esc:
+                        esc = False
+                    elif c == 0x5C:  # backslash: the next byte is escaped
+                        esc = True
+                    elif c == 0x22:  # the closing quote
+                        instr = False
+                        if s is not None:
+                            try:
+                                v = json.loads(b'"' + s + b'"')
+                            except ValueError:
+                                return {}
+                            if key:
+                                name = v
+                            elif name is not None:
+                                out[name] = v
+                            s = None
+                        continue
+                    if s is not None:
+                        s.append(c)
+                elif c == 0x22:
+                    instr = True
+                    if depth == 1 and obj:
+                        s = bytearray()
+                elif c == 0x7B or c == 0x5B:  # { [
+                    if depth == 0:
+                        obj = c == 0x7B
+                    depth += 1
+                elif c == 0x7D or c == 0x5D:  # } ]
+                    depth -= 1
+                elif depth == 1:
+                    if c == 0x3A:  # : a value follows
+                        key = False
+                    elif c == 0x2C:  # , a key follows
+                        key, name = True, None
+
+
 def app_version():
     """The version of the app files in place: the last bundle switched in and
     not reverted ("-" if none). With the app slot's label it names what runs."""
-    import json
-
-    try:
-        with open(STATE) as f:
-            st = json.load(f)
-    except (OSError, ValueError):
-        return "-"
-    step = st.get("step") if isinstance(st, dict) else None
+    st = _top()
+    step = st.get("step")
     if step in ("switch", "trial", "confirmed"):
         return str(st.get("version"))
     if step in ("revert", "reverted"):
@@ -106,8 +162,6 @@ def forget():
 
 def _op(f, p, op, more=True):
     # One step of the plan: ["path", "op"], then a comma unless it is the last.
-    import json
-
     f.write("[")
     json.dump(p, f)
     f.write(', "put"]' if op == "put" else ', "del"]')
@@ -116,8 +170,6 @@ def _op(f, p, op, more=True):
 
 
 def _put_state(st):
-    import json
-
     with open(STATE + ".tmp", "w") as f:
         json.dump(st, f)
     os.rename(STATE + ".tmp", STATE)
@@ -131,24 +183,21 @@ def settle(ok, why=None):
     power cut interrupted. Done here, not by importing boot.py, which would be
     compiled from source into the node's heap at its most crowded moment.
     False if no app is on trial."""
-    import json
-
-    try:
-        with open(STATE) as f:
-            st = json.load(f)
-    except (OSError, ValueError):
-        return False
-    if not isinstance(st, dict) or st.get("step") != "trial":
+    top = _top()
+    if top.get("step") != "trial":
         return False
     if ok:
-        _put_state({"step": "confirmed", "version": st.get("version")})
-        st = None
+        # Read without the plan: a big bundle's plan, loaded, took the KB
+        # that a node at its smallest heap still needs online.
+        _put_state({"step": "confirmed", "version": top.get("version")})
         _wipe(_ROOT + "/old")
         _wipe(_NEW[:-1])
-    else:
-        st["step"] = "revert"
-        st["why"] = why
-        _put_state(st)
+        return True
+    with open(STATE) as f:
+        st = json.load(f)  # the plan is needed: boot.py reverts by it
+    st["step"] = "revert"
+    st["why"] = why
+    _put_state(st)
     return True
 
 
@@ -229,8 +278,6 @@ class Stage:
         "prev"}. It is written as it is made, entry by entry from the file
         list: the plan in RAM (~60 bytes a file, in a list that grows) did not
         fit where the download had."""
-        import json
-
         self.close()
         try:
             m = self.manifest
