@@ -12,17 +12,21 @@ from tests.harness import ROOT
 SCRIPT = ROOT / "tests" / "apps" / "appswap.py"
 
 
-def _micropython():
+def _interpreter(vm):
+    """sys.executable, or the MicroPython unix-port binary (the test is skipped without one)."""
+    if vm == "cpython":
+        return sys.executable
     from tools.sim.mpboard import default_micropython
 
-    return default_micropython()
+    exe = default_micropython()
+    if not exe:
+        pytest.skip("no MicroPython unix-port binary (set MICROPYTHON)")
+    return exe
 
 
 @pytest.mark.parametrize("vm", ["cpython", "micropython"])
 def test_every_power_cut_during_a_switch_or_revert_is_finished_by_the_next_boot(vm, tmp_path):
-    exe = sys.executable if vm == "cpython" else _micropython()
-    if not exe:
-        pytest.skip("no MicroPython unix-port binary (set MICROPYTHON)")
+    exe = _interpreter(vm)
     r = subprocess.run([str(exe), str(SCRIPT), str(ROOT / "firmware")], cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)
     last = (r.stdout.strip().splitlines() or ["(nothing)"])[-1]
@@ -157,9 +161,7 @@ def test_a_bundle_that_ends_early_leaves_the_app_state_and_no_file_list(tmp_path
 def test_the_trial_boot_runs_main_py_without_keeping_its_source(vm, tmp_path):
     # boot.py runs main.py itself on a trial boot (to see it fail), and that
     # call never returns: the source text must not stay in the app's heap.
-    exe = sys.executable if vm == "cpython" else _micropython()
-    if not exe:
-        pytest.skip("no MicroPython unix-port binary (set MICROPYTHON)")
+    exe = _interpreter(vm)
     (tmp_path / "ota").mkdir()
     (tmp_path / "ota" / "state.json").write_text('{"step": "trial", "boots": 0, "files": [], "version": "2"}')
     pad = "# " + "x" * 78 + "\n"
@@ -243,9 +245,7 @@ def test_the_state_is_read_without_building_the_plan(vm, tmp_path):
     # (stage._top): nested strings (a path named "step") never count.
     import json
 
-    exe = sys.executable if vm == "cpython" else _micropython()
-    if not exe:
-        pytest.skip("no MicroPython unix-port binary (set MICROPYTHON)")
+    exe = _interpreter(vm)
     (tmp_path / "ota").mkdir()
     (tmp_path / "states.json").write_text(json.dumps(_STATES))
     code = ("import sys, json\nsys.path.insert(0, %r)\n" % str(ROOT / "firmware" / "lib") +
