@@ -90,10 +90,13 @@ class Deploy:
         return b
 
 
-def bad_line(board, since=0, boots=1):
-    """The first sign of trouble in the board's log since `since`: a BAD line,
-    more than `boots` boots, or the board gone; None if there is none."""
+def bad_line(board, since=0, boots=1, skip=None):
+    """The first sign of trouble in the board's log since `since`: a BAD line
+    (but none that skip(line) excuses), more than `boots` boots, or the board
+    gone; None if there is none."""
     for line in board.lines(since):
+        if skip and skip(line):
+            continue
         if any(word in line for word in BAD):
             return line.strip().split(";")[0][:100]
     if board.count("MicroPython v", since) > boots:

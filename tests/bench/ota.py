@@ -442,19 +442,10 @@ def heap(rig):
     return out
 
 
-def _crash(b, boots=1):
-    """mpheap.bad_line(b, boots=boots), but an OTA attempt that the agent
-    reports failed for want of memory is no crash: it tries again (--retry)."""
-    for line in b.lines():
-        if line.startswith("rm I ota: ") and "Attempt " in line:
-            continue
-        if any(word in line for word in mpheap.BAD):
-            return line.strip().split(";")[0][:100]
-    if b.count("MicroPython v") > boots:
-        return "the board rebooted"
-    if b.proc and b.proc.poll() is not None:
-        return "the board exited (status %s)" % b.proc.returncode
-    return None
+def _retried(line):
+    # An OTA attempt the agent reports failed for want of memory is no crash:
+    # the job tries again (--retry).
+    return line.startswith("rm I ota: ") and "Attempt " in line
 
 
 def probe(rig, data, kb, app="example", kind="image", trace=False, retry=False):
@@ -477,6 +468,13 @@ def probe(rig, data, kb, app="example", kind="image", trace=False, retry=False):
         b = rig.board("micropython", node, name, heapsize="%dK" % kb, timeout=20, app=app, trace=trace)
     except NotOnline as e:
         return False, "not online: %s" % e, e.context, 0
+    image = kind == "image"
+    boots = 1 if image else 2  # a bundle restarts into its files
+    skip = _retried if retry else None
+
+    def bad():
+        return mpheap.bad_line(b, boots=boots, skip=skip)
+
     try:
         try:
             # Settled first, as tests/bench/mpheap.py measures the node: the
@@ -489,9 +487,6 @@ def probe(rig, data, kb, app="example", kind="image", trace=False, retry=False):
             why = mpheap.bad_line(b)
             if why:
                 return False, "before the job: " + why, mpheap.context(b), 0
-            image = kind == "image"
-            boots = 1 if image else 2  # a bundle restarts into its files
-            bad = (lambda: _crash(b, boots)) if retry else (lambda: mpheap.bad_line(b, boots=boots))
             _, st, _ = rig.ota(b, "min%d.%s" % (n, "bin" if image else "rmb"), data, timeout=90 if image else 150,
                                until="complete" if image else "success", fail_fast=not retry, abort=bad,
                                one_get=not retry)
