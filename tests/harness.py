@@ -1,7 +1,8 @@
 """End-to-end test harness: a real broker, simulated boards, a cloud-side client.
 
 Cloud   Mosquitto (or the embedded broker) with mutual TLS on 127.0.0.1, and a
-        paho client with the console identity that records every message.
+        paho client with the console identity that records every message. Boards
+        reach the broker through a Gate, which a test closes to take the cloud away.
 Board   the firmware files deployed into a folder and booted by the simulator
         in a child process: on CPython (python -m tools.sim.board) or, with
         backend="micropython", on the MicroPython unix port (python -m
@@ -10,6 +11,7 @@ Board   the firmware files deployed into a folder and booted by the simulator
 """
 import json
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -35,9 +37,17 @@ class Cloud:
         self.messages = []
         self._cond = threading.Condition()
         self._client = None
+        self.gate = None
+
+    @property
+    def node_port(self):
+        """The port boards connect to: the gate's."""
+        return self.gate.port
 
     def start(self):
         self.broker.start()
+        self.gate = Gate((self.broker.host, self.broker.port))
+        self.gate.open()
         c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="test-cloud")
         c.tls_set_context(console_tls_context(self.workdir))
         c.reconnect_delay_set(min_delay=0.1, max_delay=1)
@@ -67,6 +77,8 @@ class Cloud:
         if self._client:
             self._client.loop_stop()
             self._client.disconnect()
+        if self.gate:
+            self.gate.close()
         self.broker.stop()
 
     def mark(self):
@@ -74,13 +86,16 @@ class Cloud:
             return len(self.messages)
 
     def broker_down(self):
-        """The broker goes away (the cloud unreachable); broker_up() brings it back on the same port."""
-        self.broker._terminate()
+        """The cloud becomes unreachable for boards: their connections end and new ones
+        are refused, as if the broker had died. broker_up() lets them in again.
+
+        The broker itself keeps running with this client subscribed: a restarted broker
+        would let a quick board publish before this client had subscribed again, and
+        that message would be lost to the test."""
+        self.gate.close()
 
     def broker_up(self):
-        from tools.broker import prepare_credentials
-
-        self.broker._spawn(prepare_credentials(self.broker.workdir))
+        self.gate.open()
 
     def wait(self, suffix, node_id, since=0, timeout=15, where=None):
         """The first message on node/<id>/<suffix> (either topic form) after index `since`."""
@@ -110,6 +125,88 @@ class Cloud:
 
     def write(self, node_id, params):
         self.publish(f"node/{node_id}/params/remote", params)
+
+
+class Gate:
+    """A TCP forwarder on 127.0.0.1 between the boards and the broker. close() ends
+    every connection through it (a FIN on both sides) and refuses new ones; open()
+    listens again on the same port."""
+
+    def __init__(self, target):
+        self.target = target
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._socks = set()
+        self._listener = None
+
+    def open(self):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(16)
+        s.settimeout(0.1)
+        with self._lock:
+            self._listener = s
+        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+
+    def close(self):
+        with self._lock:
+            s, self._listener = self._listener, None
+            socks, self._socks = self._socks, set()
+        if s:
+            s.close()  # the accept loop sees it is no longer the listener and ends
+        for c in socks:
+            _end(c)
+
+    def _accept(self, s):
+        while True:
+            with self._lock:
+                if self._listener is not s:
+                    return
+            try:
+                a, _ = s.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            a.settimeout(None)
+            try:
+                b = socket.create_connection(self.target, timeout=5)
+                b.settimeout(None)
+            except OSError:
+                a.close()  # the broker refused: so does the gate
+                continue
+            with self._lock:
+                if self._listener is not s:  # closed meanwhile
+                    _end(a)
+                    _end(b)
+                    return
+                self._socks.update((a, b))
+            for src, dst in ((a, b), (b, a)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        with self._lock:
+            self._socks.discard(src)
+            self._socks.discard(dst)
+        _end(src)
+        _end(dst)
+
+
+def _end(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
 
 
 def _suffix(topic, node_id):
@@ -146,10 +243,10 @@ class Board:
         self.ota = ota
         self.app_version = app_version
         self.flash_dir = self.root / "flash"
-        port = cloud.broker.port
+        port = cloud.node_port
         self.relay = None
         if backend == "micropython":
-            self.relay = (free_port(), (cloud.broker.host, cloud.broker.port))
+            self.relay = (free_port(), (cloud.broker.host, port))
             port = self.relay[0]
         prepare_board(cloud.workdir, self.dir, self.air, node_id, port, keepalive=keepalive, wifi=wifi)
         if topics:
