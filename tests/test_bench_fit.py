@@ -56,3 +56,11 @@ def test_the_provisioning_benchs_flow_runs_against_the_firmware_as_it_is():
     finally:
         shutil.rmtree(root, ignore_errors=True)
     assert 0 < heap["code"] < heap["built"] <= heap["peak_live"] and heap["after"] < heap["code"]
+
+
+def test_ota_probe_counts_the_attempt_that_took_the_job_from_the_agents_texts():
+    assert ota.attempts([("in-progress", "Downloading"), ("success", "done")]) == 1
+    st = [("failed", "OTA Attempt 1/3 failed: out of memory"), ("in-progress", "Downloading"),
+          ("failed", "OTA Attempt 2/3 failed: out of memory"), ("failed", "another job is running"),
+          ("in-progress", "Downloaded")]
+    assert ota.attempts(st) == 3  # the "failed" that is no attempt's is not counted

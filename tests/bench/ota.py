@@ -448,6 +448,19 @@ def _retried(line):
     return line.startswith("rm I ota: ") and "Attempt " in line
 
 
+def attempts(statuses):
+    """The attempt that took the job: one past the highest "OTA Attempt N/M failed"
+    among its (status, info) reports (other "failed" reports are no attempt's)."""
+    n = 0
+    for status, info in statuses:
+        if status == "failed" and info.startswith("OTA Attempt "):
+            try:
+                n = max(n, int(info[12:].split("/", 1)[0]))
+            except ValueError:
+                pass
+    return n + 1
+
+
 def probe(rig, data, kb, app="example", kind="image", trace=False, retry=False):
     """(ok, why not, detail lines, attempts) for one fresh MicroPython board at
     -X heapsize=<kb>K: online, then `data` (an image or bundle, by kind) taken
@@ -496,8 +509,8 @@ def probe(rig, data, kb, app="example", kind="image", trace=False, retry=False):
             return False, why, mpheap.context(b), 0
         time.sleep(0.2)
         why = bad()
-        attempts = 1 + sum(1 for status, _ in st if status == "failed")
-        return (False, why, mpheap.context(b), attempts) if why else (True, None, [], attempts)
+        n = attempts(st)
+        return (False, why, mpheap.context(b), n) if why else (True, None, [], n)
     finally:
         b.stop()
         rig.boards.remove(b)
