@@ -371,6 +371,58 @@ def test_server_rejecting_client_without_cert_is_oserror(board, pki):
         srv.close()
 
 
+def _one_shot_server(pki, after_handshake):
+    """A TLS server for one client that sends b"bye" once the handshake is over
+    (after_handshake) or, reading the ClientHello, answers with a FIN; either way
+    TCP ends with no close_notify (CPython's SSLSocket.close() sends none)."""
+    ls = RealSocket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki["files"]["srv.pem"], pki["files"]["srv_key.pem"])
+
+    def serve():
+        c, _ = ls.accept()
+        c.settimeout(5)
+        if after_handshake:
+            c = ctx.wrap_socket(c, server_side=True)
+            c.sendall(b"bye")
+            time.sleep(0.2)
+        else:  # read first: closing on unread data would be a reset (ECONNRESET)
+            c.recv(4096)
+            c.shutdown(socket.SHUT_WR)
+            try:
+                while c.recv(4096):
+                    pass
+            except OSError:
+                pass
+        c.close()
+        ls.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return ls.getsockname()[1]
+
+
+def test_tcp_ending_without_close_notify_is_eof_once_online_and_conn_eof_in_the_handshake(board, pki):
+    # As mbedtls_ssl_read(): MBEDTLS_ERR_SSL_CONN_EOF after the handshake is
+    # returned as 0 (the end of the stream); during it, it is the error.
+    wifi_up(board)
+    aio = board.modules["asyncio"]
+
+    async def go(port):
+        r, w = await aio.open_connection("127.0.0.1", port, ssl=client_ctx(board), server_hostname="localhost")
+        try:
+            got = await aio.wait_for(r.read(3), 3)
+            return got, await aio.wait_for(r.read(10), 3)
+        finally:
+            await w.wait_closed()
+
+    assert run(board, go(_one_shot_server(pki, True))) == (b"bye", b"")
+    with pytest.raises(OSError) as ei:
+        run(board, go(_one_shot_server(pki, False)))
+    assert ei.value.errno == mp_ssl.ERR_SSL_CONN_EOF
+
+
 def test_unset_rtc_fails_verification_until_ntp(board, pki):
     wifi_up(board)
     board.clock.set(0)  # a fresh power-on: 2000-01-01

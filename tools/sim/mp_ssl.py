@@ -383,6 +383,13 @@ def make(rt):
                 except _ssl.SSLZeroReturnError:
                     self._flush_quietly()
                     return b""
+                except _ssl.SSLEOFError as e:
+                    # TCP ended with no close_notify. mbedtls_ssl_read() calls
+                    # that the end of the stream once the handshake is over
+                    # (read returns 0); during the handshake it is CONN_EOF.
+                    if self._hs and not writing:
+                        return b""
+                    raise self._map(e) from None
                 except _ssl.SSLError as e:
                     raise self._map(e) from None
                 except OSError as e:

@@ -16,14 +16,12 @@ _EPIPE = const(32)
 _CA = "is certs/ca.der the broker's CA? is the clock set?"
 _OURS = "is certs/node.crt.der expired, revoked, from another CA, or not for this node id?"
 
-_CONN_EOF = const(-0x7280)  # MBEDTLS_ERR_SSL_CONN_EOF: TCP ended under TLS
-
 # mbedTLS error codes that reach us as OSError(code) when the handshake runs
 # inside non-blocking reads and writes (asyncio streams).
 _TLS = {
     -0x2700: "broker certificate rejected: X509 verify failed (" + _CA + ")",
     -0x7780: "the broker refused our TLS handshake: " + _OURS,
-    _CONN_EOF: "the broker closed the TLS link during the handshake: " + _OURS,
+    -0x7280: "the broker closed the TLS link during the handshake: " + _OURS,
 }
 
 # errno values whose name is more use than a number.
@@ -113,14 +111,9 @@ def explain(e, state, cfg):
                 return "tls", "the broker closed the connection before CONNACK: " + _OURS
             return "mqtt", "%s: %s" % (state, e)
         return None, None
-    if state == "connecting":
-        text = _TLS.get(c)
-        if text:
-            return "tls", text
-    elif c == _CONN_EOF:
-        # A FIN with no TLS close_notify: a broker that died or a NAT or load
-        # balancer that dropped the link. Not a certificate problem once online.
-        return "mqtt", "%s: connection closed by broker (no TLS close)" % state
+    text = _TLS.get(c)
+    if text:
+        return "tls", text
     if c == errno.ECONNREFUSED:
         return "mqtt", "nothing accepts connections at %s: is the broker running? (mqtt_host, mqtt_port in rainmaker.json)" % where
     if c == errno.ETIMEDOUT and state == "connecting":
