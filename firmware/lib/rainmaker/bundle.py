@@ -100,7 +100,7 @@ def check_top(m, s, max_total):
     if not isinstance(v, str) or not 0 < len(v) <= _MAX_VERSION:
         raise BundleError("manifest version must be a string of 1..%d characters" % _MAX_VERSION)
     files = m.get("files")
-    if not isinstance(files, (list, Files, Listed)) or not 0 < len(files) <= _MAX_FILES:
+    if not isinstance(files, (list, _Entries)) or not 0 < len(files) <= _MAX_FILES:
         raise BundleError("manifest must list 1..%d files" % _MAX_FILES)
     total = m.get("total")
     if type(total) is not int or not 0 <= total <= max_total:
@@ -144,7 +144,30 @@ def _size(f):
     return n.to_bytes(4, "big")
 
 
-class Files:
+class _Entries:
+    # What Files and Listed share: _n entries, each indexed or iterated as a
+    # new dict, negative indexes from the end as for a list.
+    _n = 0
+
+    def __len__(self):
+        return self._n
+
+    def __getitem__(self, i):  # each kind reads its own records
+        raise NotImplementedError
+
+    def __iter__(self):
+        for i in range(self._n):
+            yield self[i]
+
+    def _at(self, i):
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("file entry %d of %d" % (i, self._n))
+        return i
+
+
+class Files(_Entries):
     """The manifest's file entries, packed: one bytes object per file (its
     SHA-256 digest, its size in 4 bytes, its path), under half the memory of
     the decoded JSON's dict and two strings per file. Indexing or iterating
@@ -157,22 +180,10 @@ class Files:
         # twice its size, and the last one (256 bytes) comes mid-download,
         # when the heap is at its most fragmented.
         self._r = [b""] * room
-        self._n = 0
-
-    def __len__(self):
-        return self._n
 
     def __getitem__(self, i):
-        if i < 0:
-            i += self._n
-        if not 0 <= i < self._n:
-            raise IndexError("file entry %d of %d" % (i, self._n))
-        r = self._r[i]
+        r = self._r[self._at(i)]
         return _entry(r, 36, len(r) - 36)
-
-    def __iter__(self):
-        for i in range(self._n):
-            yield self[i]
 
     def digest(self, i):
         return self._r[i][:32]
@@ -195,7 +206,7 @@ class Files:
 _REC = const(133)  # bytes of a Listed record: digest 32, size 4, path length 1, path up to _MAX_PATH
 
 
-class Listed:
+class Listed(_Entries):
     """The manifest's file entries kept in a file rather than in RAM: a
     bundle of 55 files took ~4.5 KB of heap as Files, which a node at its
     smallest heap does not have mid-download. `f` is a binary stream open
@@ -209,10 +220,6 @@ class Listed:
         # One byte per entry, a hash of its path: add() reads back only the
         # records whose path hashes the same when it looks for a path listed twice.
         self._h = bytearray(room)
-        self._n = 0
-
-    def __len__(self):
-        return self._n
 
     def _read(self, i):
         # Record i into the buffer; a short or damaged one is an error, not an entry.
@@ -227,10 +234,7 @@ class Listed:
         return k
 
     def __getitem__(self, i):
-        if i < 0:
-            i += self._n
-        if not 0 <= i < self._n:
-            raise IndexError("file entry %d of %d" % (i, self._n))
+        i = self._at(i)
         k = self._read(i)
         try:
             e = _entry(self._b, 37, k)
@@ -238,10 +242,6 @@ class Listed:
         except (BundleError, UnicodeError):
             raise BundleError("the file list kept on flash is damaged at entry %d; the update must start over" % i)
         return e
-
-    def __iter__(self):
-        for i in range(self._n):
-            yield self[i]
 
     def digest(self, i):
         self._read(i)
