@@ -522,7 +522,7 @@ def smallest(rig, data, app="example", kind="image", grid=None):
     `data` as far as probe() follows it, the largest failing (KB, why)
     or None, probes). Bisected, then confirmed on a second fresh board: near
     the edge heap layout and timing decide, so a failed confirmation moves one
-    step up (mpheap.bisect) and the size it lands on must pass once more."""
+    step up (mpheap.bisect) and the size it lands on must pass twice."""
     grid = grid or MIN_GRID
     probes = [0]
 

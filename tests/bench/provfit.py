@@ -154,7 +154,7 @@ def _steps(b, node, port, lib, t):
 def smallest(dep, cloud, root, lib, sec=None, grid=None):
     """(smallest passing KB or None, its reading, largest failing (KB, why) or
     None, probes): bisected, then confirmed on a second fresh board (a failed
-    confirmation moves one step up, at most 3 times, and must pass again)."""
+    confirmation moves one step up, at most 3 times, and must pass twice)."""
     grid = grid or list(range(KB_LO, KB_HI + 1, KB_STEP))
     n = [0]
 
