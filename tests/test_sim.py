@@ -169,13 +169,17 @@ class EchoServer:
         self.sock.close()
 
 
-def tls_server(pki, cert="srv.pem", key="srv_key.pem", require_client=True, hello_delay=0):
+def server_ctx(pki, cert="srv.pem", key="srv_key.pem", require_client=True):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(pki["files"][cert], pki["files"][key])
     if require_client:
         ctx.verify_mode = ssl.CERT_REQUIRED
         ctx.load_verify_locations(pki["files"]["ca.pem"])
-    return EchoServer(ctx, hello_delay)
+    return ctx
+
+
+def tls_server(pki, cert="srv.pem", key="srv_key.pem", require_client=True, hello_delay=0):
+    return EchoServer(server_ctx(pki, cert, key, require_client), hello_delay)
 
 
 # ---------------------------------------------------------------------------
@@ -378,8 +382,7 @@ def _one_shot_server(pki, after_handshake):
     ls = RealSocket()
     ls.bind(("127.0.0.1", 0))
     ls.listen(1)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(pki["files"]["srv.pem"], pki["files"]["srv_key.pem"])
+    ctx = server_ctx(pki)
 
     def serve():
         c, _ = ls.accept()
